@@ -1,0 +1,249 @@
+"""Log records: parse request bodies, validate, enrich, and encode stored JSON lines.
+
+A stored line is the enriched record in the original project's field order:
+``timestamp, service, level, message, labels, received_at, ingested_node_id, client_ip``.
+
+Invariants:
+- Pure: no sockets, files or clocks; ``received_at`` and the peer address are arguments.
+- All or nothing: ``encode_batch`` either returns every record of the request encoded, or raises
+  ``InvalidBatch`` naming the offending records; there is no partial result to store.
+- An encoded line is one JSON object, valid UTF-8, with no raw newline (JSON escapes them), of
+  at most ``max_record_bytes`` bytes.
+- Unknown input keys are ignored (the original's behaviour); labels are stored sorted by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from zlog.config import GatewayConfig, StorageConfig
+from zlog.errors import ZlogError
+
+FIELD_ORDER = (
+    "timestamp",
+    "service",
+    "level",
+    "message",
+    "labels",
+    "received_at",
+    "ingested_node_id",
+    "client_ip",
+)
+MAX_TIMESTAMP = (1 << 63) - 1
+MAX_REPORTED_ERRORS = 10
+
+JSON_TYPES = frozenset(("", "application/json", "text/json", "text/plain"))
+NDJSON_TYPES = frozenset(("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_records: int = 20_000
+    max_service_bytes: int = 256
+    max_level_bytes: int = 32
+    max_message_bytes: int = 64 * 1024
+    max_labels: int = 64
+    max_label_key_bytes: int = 128
+    max_label_value_bytes: int = 1024
+    max_record_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_config(cls, gateway: GatewayConfig, storage: StorageConfig) -> Limits:
+        return cls(
+            gateway.max_records,
+            gateway.max_service_bytes,
+            gateway.max_level_bytes,
+            gateway.max_message_bytes,
+            gateway.max_labels,
+            gateway.max_label_key_bytes,
+            gateway.max_label_value_bytes,
+            storage.max_record_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    index: int
+    field: str
+    problem: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"index": self.index, "field": self.field, "problem": self.problem}
+
+
+class InvalidBatch(ZlogError):
+    """The request is rejected whole; ``errors`` names the first few offending records."""
+
+    def __init__(self, message: str, errors: Sequence[RecordError] = (), invalid_count: int = 0) -> None:
+        super().__init__("INVALID_RECORD", message)
+        self.errors = list(errors)
+        self.invalid_count = invalid_count
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        if self.errors:
+            out["invalid_records"] = self.invalid_count
+            out["errors"] = [e.to_json() for e in self.errors]
+        return out
+
+
+@dataclass(slots=True)
+class Group:
+    """The encoded records of one service, in request order."""
+
+    lines: list[bytes] = field(default_factory=list)
+    max_timestamp: int = 0
+
+
+def parse_body(body: bytes, content_type: str) -> list[Any]:
+    """Decode a JSON array, or NDJSON (one object per line), into a list of values."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in NDJSON_TYPES:
+        items: list[Any] = []
+        for n, raw in enumerate(body.split(b"\n")):
+            if raw.strip():
+                try:
+                    items.append(orjson.loads(raw))
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidBatch(f"invalid JSON on NDJSON line {n + 1}: {exc}") from None
+        if not items:
+            raise InvalidBatch("the body holds no records")
+        return items
+    if ctype not in JSON_TYPES:
+        raise ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported content type {ctype!r}")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBatch(f"invalid JSON: {exc}") from None
+    if value is None:
+        raise InvalidBatch("the body is null; expected a JSON array of records")
+    if isinstance(value, dict):
+        value = [value]  # a single record is accepted for convenience
+    if not isinstance(value, list):
+        raise InvalidBatch("expected a JSON array of records")
+    if not value:
+        raise InvalidBatch("the array is empty")
+    return value
+
+
+def _utf8_len_over(text: str, limit: int) -> bool:
+    # len(str) <= UTF-8 length <= 4 * len(str): encode only when the cheap bounds can't decide.
+    n = len(text)
+    if n > limit:
+        return True
+    if n * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def _check_labels(labels: Any, limits: Limits) -> str | None:
+    if not isinstance(labels, dict):
+        return "must be an object of string values"
+    if len(labels) > limits.max_labels:
+        return f"at most {limits.max_labels} labels"
+    for k, v in labels.items():
+        if not isinstance(v, str):
+            return f"label {k[:64]!r} must be a string"
+        if not k or _utf8_len_over(k, limits.max_label_key_bytes):
+            return f"label names must be 1..{limits.max_label_key_bytes} bytes"
+        if _utf8_len_over(v, limits.max_label_value_bytes):
+            return f"label {k[:64]!r} value exceeds {limits.max_label_value_bytes} bytes"
+    return None
+
+
+def encode_batch(
+    items: list[Any],
+    limits: Limits,
+    *,
+    received_at: int,
+    client_ip: str,
+    node_id: str,
+) -> dict[str, Group]:
+    """Validate and encode every record; group the lines by service. All or nothing."""
+    if len(items) > limits.max_records:
+        raise InvalidBatch(f"too many records: {len(items)} > {limits.max_records}")
+    suffix = (
+        b',"received_at":'
+        + str(received_at).encode()
+        + b',"ingested_node_id":'
+        + orjson.dumps(node_id)
+        + b',"client_ip":'
+        + orjson.dumps(client_ip)
+        + b"}"
+    )
+    max_line = limits.max_record_bytes - len(suffix)
+    groups: dict[str, Group] = {}
+    errors: list[RecordError] = []
+    invalid = 0
+    dumps = orjson.dumps
+    empty: dict[str, str] = {}
+    for i, r in enumerate(items):
+        if type(r) is not dict:
+            invalid += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(RecordError(i, "", "each record must be a JSON object"))
+            continue
+        problem = ""
+        name = ""
+        service = r.get("service")
+        message = r.get("message")
+        ts = r.get("timestamp", received_at)
+        level = r.get("level", "")
+        labels = r.get("labels")
+        if type(service) is not str or not service:
+            name, problem = "service", "required, a non-empty string"
+        elif _utf8_len_over(service, limits.max_service_bytes):
+            name, problem = "service", f"longer than {limits.max_service_bytes} bytes"
+        elif type(message) is not str or not message:
+            name, problem = "message", "required, a non-empty string"
+        elif _utf8_len_over(message, limits.max_message_bytes):
+            name, problem = "message", f"longer than {limits.max_message_bytes} bytes"
+        elif type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP:
+            name, problem = "timestamp", "must be a non-negative integer of unix milliseconds"
+        elif type(level) is not str:
+            name, problem = "level", "must be a string"
+        elif _utf8_len_over(level, limits.max_level_bytes):
+            name, problem = "level", f"longer than {limits.max_level_bytes} bytes"
+        elif labels is None:
+            labels = empty
+        else:
+            bad = _check_labels(labels, limits)
+            if bad:
+                name, problem = "labels", bad
+            elif len(labels) > 1:
+                labels = dict(sorted(labels.items()))
+        if not problem:
+            try:
+                line = dumps(
+                    {"timestamp": ts, "service": service, "level": level, "message": message, "labels": labels}
+                )
+            except orjson.JSONEncodeError:
+                name, problem = "", "contains text that is not valid UTF-8"
+            else:
+                if len(line) > max_line:
+                    name, problem = "", f"encoded record exceeds {limits.max_record_bytes} bytes"
+                else:
+                    g = groups.get(service)
+                    if g is None:
+                        g = groups[service] = Group()
+                    g.lines.append(line[:-1] + suffix)
+                    if ts > g.max_timestamp:
+                        g.max_timestamp = ts
+                    continue
+        invalid += 1
+        if len(errors) < MAX_REPORTED_ERRORS:
+            errors.append(RecordError(i, name, problem))
+    if invalid:
+        raise InvalidBatch(f"{invalid} of {len(items)} records are invalid; nothing was stored", errors, invalid)
+    return groups
+
+
+def encode_one(record: dict[str, Any], limits: Limits, *, received_at: int, client_ip: str, node_id: str) -> tuple[str, bytes, int]:
+    """Validate and encode a single record: (service, line, timestamp)."""
+    groups = encode_batch([record], limits, received_at=received_at, client_ip=client_ip, node_id=node_id)
+    ((service, group),) = groups.items()
+    return service, group.lines[0], group.max_timestamp
