@@ -1,0 +1,500 @@
+"""zmq-native clients: ``AsyncClient`` (request/reply), ``AsyncProducer`` and ``Producer``.
+
+There is one produce path: the HTTP gateway and native producers both use ``AsyncProducer``.
+
+How a produce travels: records are encoded once (``zlog.records``), grouped by service, mapped
+to partitions with FNV-1a, and appended to a per-partition accumulator. An accumulator is sent
+as one PRODUCE message at the end of the current event-loop turn (or after ``linger_ms``), so
+concurrent callers share messages. Each message carries (producer id, sequence) so a retry
+after a lost ACK is stored once: the worker keeps the last sequences per producer.
+
+Invariants:
+- Every caller's future resolves exactly once: to its (partition, base offset, count) shares,
+  or to a named ``ZlogError`` (NO_OWNER, TIMEOUT, BACKPRESSURE, ...); never hangs past its
+  deadline.
+- Per partition, sequences are assigned in send order and a batch is retried with the same
+  (producer id, sequence) until it is acknowledged or its deadline passes. When a batch fails
+  for good, that partition moves to a fresh producer id, so later batches never wait on a gap.
+- Bounded: at most ``max_inflight`` messages in flight per partition; beyond that records wait
+  in the accumulator, which is itself bounded by ``max_pending_records`` (then Backpressure).
+- Sockets are only touched from the event loop's thread; ``Producer`` runs its own loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from zlog import wire
+from zlog.errors import Backpressure, NoOwner, Timeout, ZlogError
+from zlog.hashing import Partitioner
+from zlog.records import Group, Limits, encode_batch
+from zlog.wire import Command
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Where a contiguous run of one caller's records landed."""
+
+    partition: int
+    offset: int  # base offset; -1 if a duplicate too old for the worker to remember
+    count: int
+
+
+class AsyncClient:
+    """Request/reply to the routers over one DEALER per router, driven by the asyncio loop."""
+
+    def __init__(
+        self,
+        routers: Sequence[str],
+        *,
+        hwm: int = 10_000,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        if not routers:
+            raise ValueError("at least one router endpoint is needed")
+        self.ctx = ctx or zmq.Context.instance()
+        self.loop = asyncio.get_running_loop()
+        self.sockets: list[zmq.Socket[bytes]] = []
+        for ep in routers:
+            s = self.ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.IMMEDIATE, 1)
+            s.setsockopt(zmq.SNDHWM, hwm)
+            s.setsockopt(zmq.RCVHWM, hwm)
+            s.setsockopt(zmq.RECONNECT_IVL, 100)
+            s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            s.connect(ep)
+            self.loop.add_reader(s.getsockopt(zmq.FD), self._drain)
+            self.sockets.append(s)
+        self._waiters: dict[int, asyncio.Future[wire.Message]] = {}
+        self._next_id = random.getrandbits(48)
+        self._drain_scheduled = False
+        self.closed = False
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        waiters = self._waiters
+        for s in self.sockets:
+            while s.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                try:
+                    frames = s.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    msg = wire.decode(frames)
+                except wire.MalformedFrame:
+                    continue  # not ours to answer; the waiter times out
+                fut = waiters.pop(msg.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+
+    def _schedule_drain(self) -> None:
+        # zmq's FD is edge-triggered: after a send, messages may be ready without a new edge.
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def send(
+        self,
+        command: Command,
+        *,
+        partition: int | None = None,
+        key: bytes | None = None,
+        body: bytes | dict[str, Any] = b"",
+        socket_index: int = 0,
+    ) -> asyncio.Future[wire.Message]:
+        """Send a request; the future gets the reply message (RESULT, ACK, NACK, HEARTBEAT)."""
+        if self.closed:
+            raise ZlogError("SHUTTING_DOWN", "client is closed")
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFFFFFFFFFF
+        rid = self._next_id
+        frames = wire.encode(command, rid, partition=partition, key=key, body=body)
+        sock = self.sockets[socket_index % len(self.sockets)]
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            raise Backpressure("no router is connected, or its queue is full") from None
+        fut: asyncio.Future[wire.Message] = self.loop.create_future()
+        self._waiters[rid] = fut
+        self._schedule_drain()
+        return fut
+
+    def forget(self, fut: asyncio.Future[wire.Message]) -> None:
+        for rid, f in list(self._waiters.items()):
+            if f is fut:
+                del self._waiters[rid]
+                break
+
+    async def request(
+        self,
+        command: Command,
+        *,
+        partition: int | None = None,
+        key: bytes | None = None,
+        body: bytes | dict[str, Any] = b"",
+        timeout: float = 5.0,
+        socket_index: int = 0,
+    ) -> wire.Message:
+        """One request; NACK raises its named ``ZlogError``, silence raises ``Timeout``."""
+        fut = self.send(command, partition=partition, key=key, body=body, socket_index=socket_index)
+        try:
+            msg = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.forget(fut)
+            raise Timeout(f"no answer within {timeout:.1f}s", partition) from None
+        if msg.command is Command.NACK:
+            raise nack_error(msg)
+        return msg
+
+    async def metadata(self, timeout: float = 5.0) -> dict[str, Any]:
+        return (await self.request(Command.METADATA, timeout=timeout)).unpack()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for s in self.sockets:
+            self.loop.remove_reader(s.getsockopt(zmq.FD))
+            s.close(0)
+        err = ZlogError("SHUTTING_DOWN", "client closed")
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._waiters.clear()
+
+
+def nack_error(msg: wire.Message) -> ZlogError:
+    nack = wire.parse_nack(msg.body)
+    if nack.code == "NO_OWNER" and nack.partition is not None:
+        return NoOwner(nack.partition)
+    return ZlogError(nack.code, nack.message, partition=nack.partition)
+
+
+# -- producing ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Part:
+    """One caller's contiguous run inside a batch."""
+
+    future: asyncio.Future[Share]
+    start: int
+    count: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    partition: int
+    lines: list[bytes] = field(default_factory=list)
+    max_ts: int = 0
+    parts: list[_Part] = field(default_factory=list)
+    deadline: float = 0.0
+    fail_fast: frozenset[str] = frozenset()
+    producer_id: bytes = b""
+    sequence: int = -1
+
+
+@dataclass(slots=True)
+class _PartitionState:
+    producer_id: bytes
+    next_seq: int = 0
+    inflight: int = 0
+    open: _Batch | None = None
+    waiting: list[_Batch] = field(default_factory=list)
+
+
+RETRY_BASE_S = 0.025
+RETRY_CAP_S = 1.0
+
+
+class AsyncProducer:
+    """Batches, sequences, sends and retries records; one instance per process is plenty."""
+
+    def __init__(
+        self,
+        routers: Sequence[str],
+        *,
+        linger_ms: float = 0.0,
+        max_batch_records: int = 20_000,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        max_inflight: int = 8,
+        max_pending_records: int = 1_000_000,
+        delivery_timeout_s: float = 10.0,
+        idempotent: bool = True,
+        hwm: int = 10_000,
+        node_id: str = "",
+        limits: Limits | None = None,
+    ) -> None:
+        self.routers = list(routers)
+        self.linger_s = linger_ms / 1000.0
+        self.max_batch_records = max_batch_records
+        self.max_batch_bytes = max_batch_bytes
+        self.max_inflight = max_inflight
+        self.max_pending_records = max_pending_records
+        self.delivery_timeout_s = delivery_timeout_s
+        self.idempotent = idempotent
+        self.hwm = hwm
+        self.node_id = node_id or f"producer-{os.getpid()}"
+        self.limits = limits or Limits()
+        self.client: AsyncClient | None = None
+        self.partitioner: Partitioner | None = None
+        self.partitions = 0
+        self._states: list[_PartitionState] = []
+        self._pending_records = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect and learn the partition count from a router (retrying until ``timeout``)."""
+        self.client = AsyncClient(self.routers, hwm=self.hwm)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                meta = await self.client.metadata(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                break
+            except ZlogError:
+                if time.monotonic() >= deadline:
+                    raise Timeout(f"no router answered at {', '.join(self.routers)}") from None
+                await asyncio.sleep(0.1)
+        self.partitions = int(meta["partitions"])
+        self.partitioner = Partitioner(self.partitions)
+        self._states = [_PartitionState(_new_producer_id()) for _ in range(self.partitions)]
+
+    # -- the API --------------------------------------------------------------------------
+
+    async def send(self, records: Sequence[dict[str, Any]], *, client_ip: str = "", timeout: float | None = None) -> list[tuple[int, int]]:
+        """Validate, enrich, store; returns (partition, offset) per record in input order."""
+        groups = encode_batch(list(records), self.limits, received_at=int(time.time() * 1000),
+                              client_ip=client_ip, node_id=self.node_id)
+        shares = await self.send_groups(groups, timeout=timeout)
+        placed = {svc: iter(range(sh.offset, sh.offset + sh.count)) for svc, sh in zip(groups, shares, strict=True)}
+        parts = {svc: sh.partition for svc, sh in zip(groups, shares, strict=True)}
+        return [(parts[r["service"]], next(placed[r["service"]])) for r in records]
+
+    async def send_groups(
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+    ) -> list[Share]:
+        """Store pre-encoded groups; one ``Share`` per group, in ``groups`` order.
+
+        Raises the first group's error if any group fails; ``send_groups_settled`` reports each.
+        """
+        results = await self.send_groups_settled(groups, timeout=timeout, fail_fast=fail_fast)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    async def send_groups_settled(
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+    ) -> list[Share | ZlogError]:
+        futs = self.enqueue(groups, timeout=timeout, fail_fast=fail_fast)
+        out: list[Share | ZlogError] = []
+        for f in futs:
+            try:
+                out.append(await f)
+            except ZlogError as exc:
+                out.append(exc)
+        return out
+
+    def enqueue(
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+    ) -> list[asyncio.Future[Share]]:
+        """Add groups to the accumulators; returns one future per group."""
+        if self.client is None or self.partitioner is None:
+            raise ZlogError("SHUTTING_DOWN", "producer is not started")
+        n = sum(len(g.lines) for g in groups.values())
+        if self._pending_records + n > self.max_pending_records:
+            raise Backpressure("producer queue is full")
+        loop = self.client.loop
+        deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
+        ff = frozenset(fail_fast)
+        futs = []
+        for service, g in groups.items():
+            p = self.partitioner(service)
+            st = self._states[p]
+            b = st.open
+            if (
+                b is None
+                or len(b.lines) + len(g.lines) > self.max_batch_records
+                or b.fail_fast != ff
+            ):
+                if b is not None:
+                    self._close_batch(st)
+                b = st.open = _Batch(p, deadline=deadline, fail_fast=ff)
+                self._schedule_flush(p)
+            fut: asyncio.Future[Share] = loop.create_future()
+            b.parts.append(_Part(fut, len(b.lines), len(g.lines)))
+            b.lines.extend(g.lines)
+            if g.max_timestamp > b.max_ts:
+                b.max_ts = g.max_timestamp
+            if deadline < b.deadline:
+                b.deadline = deadline
+            futs.append(fut)
+        self._pending_records += n
+        self._idle.clear()
+        return futs
+
+    # -- batching -------------------------------------------------------------------------
+
+    def _schedule_flush(self, p: int) -> None:
+        assert self.client is not None
+        if self.linger_s > 0:
+            self.client.loop.call_later(self.linger_s, self._flush_partition, p)
+        else:
+            self.client.loop.call_soon(self._flush_partition, p)
+
+    def _flush_partition(self, p: int) -> None:
+        st = self._states[p]
+        if st.open is not None:
+            self._close_batch(st)
+        self._pump(st)
+
+    def _close_batch(self, st: _PartitionState) -> None:
+        b = st.open
+        st.open = None
+        if b is not None:
+            st.waiting.append(b)
+
+    def _pump(self, st: _PartitionState) -> None:
+        while st.waiting and st.inflight < self.max_inflight:
+            b = st.waiting.pop(0)
+            if self.idempotent:
+                b.producer_id, b.sequence = st.producer_id, st.next_seq
+                st.next_seq += 1
+            st.inflight += 1
+            task = asyncio.ensure_future(self._deliver(st, b))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, st: _PartitionState, b: _Batch) -> None:
+        assert self.client is not None
+        client = self.client
+        attempt = 0
+        error: ZlogError | None = None
+        share_base = -1
+        route_socket = b.partition
+        while True:
+            remaining = b.deadline - time.monotonic()
+            if remaining <= 0:
+                error = error or Timeout("storage did not acknowledge within the deadline", b.partition)
+                break
+            body = wire.produce_body(b.lines, b.max_ts, b.producer_id or None,
+                                     b.sequence if self.idempotent else None)
+            try:
+                fut = client.send(Command.PRODUCE, partition=b.partition, body=body, socket_index=route_socket)
+                try:
+                    msg = await asyncio.wait_for(fut, remaining)
+                except TimeoutError:
+                    client.forget(fut)
+                    error = Timeout("storage did not acknowledge within the deadline", b.partition)
+                    break
+                if msg.command is Command.ACK:
+                    share_base = wire.parse_ack(msg.body).offset
+                    error = None
+                    break
+                error = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+            except ZlogError as exc:
+                error = exc
+            if not error.retry or error.code in b.fail_fast:
+                break
+            if error.code == "OUT_OF_ORDER_SEQUENCE" and self.idempotent and b.producer_id != st.producer_id:
+                # Provably not stored (the worker refused the gap), and the partition has moved to
+                # a new producer id after an earlier failure: re-sequence and send again at once.
+                b.producer_id, b.sequence = st.producer_id, st.next_seq
+                st.next_seq += 1
+                continue
+            attempt += 1
+            route_socket += 1  # another router, if there are several
+            delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))
+            await asyncio.sleep(min(delay, max(0.0, b.deadline - time.monotonic())))
+        st.inflight -= 1
+        self._pending_records -= len(b.lines)
+        if error is not None and self.idempotent and b.producer_id == st.producer_id:
+            # This sequence may or may not be stored; later batches must not wait on it.
+            st.producer_id, st.next_seq = _new_producer_id(), 0
+        for part in b.parts:
+            if part.future.done():
+                continue
+            if error is not None:
+                part.future.set_exception(error)
+            else:
+                off = share_base + part.start if share_base >= 0 else -1
+                part.future.set_result(Share(b.partition, off, part.count))
+        self._pump(st)
+        if self._pending_records == 0:
+            self._idle.set()
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is acknowledged or has failed."""
+        for p, st in enumerate(self._states):
+            if st.open is not None:
+                self._flush_partition(p)
+        await self._idle.wait()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush (up to ``timeout``), then close the sockets; pending callers get errors."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            pass
+        for t in list(self._tasks):
+            t.cancel()
+        if self.client is not None:
+            self.client.close()
+
+
+def _new_producer_id() -> bytes:
+    return os.urandom(12)
+
+
+class Producer:
+    """A blocking, thread-safe producer: an ``AsyncProducer`` on its own event-loop thread."""
+
+    def __init__(self, routers: Sequence[str], **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="zlog-producer", daemon=True)
+        self._thread.start()
+        self._async = AsyncProducer(routers, **options)
+        self._call(self._async.start()).result()
+
+    def _call(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    @property
+    def partitions(self) -> int:
+        return self._async.partitions
+
+    def send(self, records: Sequence[dict[str, Any]], *, timeout: float | None = None) -> concurrent.futures.Future[list[tuple[int, int]]]:
+        """Returns a future of (partition, offset) per record, or raising a named ZlogError."""
+        return self._call(self._async.send(records, timeout=timeout))
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._call(self._async.flush()).result(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush and release; safe to call twice."""
+        if not self._loop.is_running():
+            return
+        try:
+            self._call(self._async.close(timeout)).result(timeout + 1)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,159 @@
+"""The gateway process: an aiohttp server whose ingest handler is a zmq ``AsyncProducer``.
+
+Several gateway processes share one port through SO_REUSEPORT; each also serves its own
+``/metrics`` on ``gateway.metrics_port_base + index`` so Prometheus sees every process.
+
+Invariants:
+- Every response, errors included, is JSON with a named ``error`` code on failure; no handler
+  lets an exception become an HTML 500 page.
+- ``/healthz`` answers while the process lives; ``/ready`` only when a router answers and every
+  partition has a live owner, and says what is missing otherwise.
+- SIGTERM stops accepting connections, lets in-flight requests finish (bounded by the request
+  deadline), flushes the producer and exits; a second SIGTERM exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from zlog.client import AsyncProducer
+from zlog.config import Config
+from zlog.errors import ZlogError
+from zlog.gateway.context import CONTEXT, GatewayContext, error_response
+from zlog.gateway.ingest import post_logs
+from zlog.metrics import serve
+
+log = logging.getLogger("zlog.gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+                415: "UNSUPPORTED_MEDIA_TYPE"}.get(exc.status, "BAD_PARAMETER" if exc.status < 500 else "INTERNAL")
+        body = {"error": code, "message": exc.reason}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return web.Response(body=orjson.dumps(body), status=exc.status, content_type="application/json",
+                            headers=headers)
+    except ZlogError as exc:
+        return error_response(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(ZlogError("INTERNAL", f"{type(exc).__name__}"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.json_response({"status": "ok", "node_id": ctx.cfg.cluster.node_id, "pid": os.getpid(),
+                              "gateway": ctx.index, "uptime_s": round(time.time() - ctx.started, 1)})
+
+
+async def ready(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    client = ctx.producer.client
+    body: dict[str, Any] = {"ready": False, "router": False}
+    if client is None:
+        body["missing"] = ["router"]
+        return web.json_response(body, status=503)
+    try:
+        meta = await client.metadata(timeout=1.0)
+    except ZlogError as exc:
+        body.update(missing=["router"], error=exc.code, message=exc.message)
+        return web.json_response(body, status=503, headers={"Retry-After": "1"})
+    owners = meta.get("owners", [])
+    missing = [p for p, o in enumerate(owners) if o is None]
+    body.update(router=True, partitions=meta.get("partitions"), owners=owners,
+                workers=[w.get("worker") for w in meta.get("workers", [])])
+    if missing:
+        body["missing"] = [f"partition {p} has no live owner" for p in missing]
+        return web.json_response(body, status=503, headers={"Retry-After": "1"})
+    body["ready"] = True
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.Response(body=generate_latest(ctx.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def make_app(cfg: Config, index: int = 0) -> web.Application:
+    producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
+                             delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm)
+    await producer.start(timeout=30.0)
+    ctx = GatewayContext.create(cfg, producer, index)
+    app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json])
+    app[CONTEXT] = ctx
+    app.router.add_post("/v1/logs", post_logs)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    try:
+        from zlog.gateway import read_api
+    except ImportError:
+        read_api = None  # type: ignore[assignment]
+    if read_api is not None:
+        read_api.setup(app)
+
+    async def close_producer(app: web.Application) -> None:
+        await producer.close(timeout=cfg.gateway.request_timeout_ms / 1000.0)
+
+    app.on_cleanup.append(close_producer)
+    return app
+
+
+def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None = None) -> int:
+    from zlog.logs import setup_logging
+
+    setup_logging(cfg.log, "gateway", gateway=index)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    host = host or cfg.gateway.host
+    port = port or cfg.gateway.port
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = loop.run_until_complete(make_app(cfg, index))
+    serve(cfg.gateway.metrics_port_base + index, app[CONTEXT].metrics.registry, host=cfg.gateway.host)
+    # Start-up garbage is permanent: keep it out of every future collection.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    terms = 0
+
+    def on_term() -> None:
+        nonlocal terms
+        terms += 1
+        if terms > 1:
+            os._exit(1)
+        raise web.GracefulExit()
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(),
+                                        "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})
+    web.run_app(app, host=host, port=port, reuse_port=True, print=None, access_log=None,
+                shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1, loop=loop,
+                handle_signals=False)
+    log.info("gateway stopped")
+    return 0

@@ -1,0 +1,123 @@
+"""``POST /v1/logs``: the original project's ingest API, answered only when the records are durable.
+
+Invariants:
+- All or nothing per request at validation: a request with any invalid record gets 400 naming
+  the records, and nothing of it is sent to storage.
+- 200 means every record is stored durably (per the fsync policy) and the body says where.
+  Anything less is a 5xx naming what was stored and what was not; never a 400 for our fault.
+- Bounded: body bytes (after decompression too), records per request, and requests in flight
+  (beyond which the answer is 503 + Retry-After instead of queueing without limit).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from zlog.client import Share
+from zlog.errors import Backpressure, ZlogError
+from zlog.gateway.context import CONTEXT, error_response
+from zlog.records import encode_batch, parse_body
+
+SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
+# Storage NACKs that should reach the caller now instead of being retried until the deadline.
+FAIL_FAST = frozenset(("NO_OWNER",))
+# When several partitions fail differently, report the one the caller must act on first.
+_SEVERITY = {"DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def summarize(shares: list[Share]) -> list[dict[str, int]]:
+    """Per partition: the offset ranges written, merged where contiguous."""
+    by_part: dict[int, list[list[int]]] = {}
+    for sh in sorted(shares, key=lambda s: (s.partition, s.offset)):
+        runs = by_part.setdefault(sh.partition, [])
+        if runs and sh.offset >= 0 and runs[-1][0] >= 0 and runs[-1][0] + runs[-1][1] == sh.offset:
+            runs[-1][1] += sh.count
+        else:
+            runs.append([sh.offset, sh.count])
+    return [{"partition": p, "offset": o, "count": n} for p, runs in sorted(by_part.items()) for o, n in runs]
+
+
+async def post_logs(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    m = ctx.metrics
+    t0 = time.perf_counter()
+    if ctx.inflight >= ctx.cfg.gateway.max_inflight_requests:
+        m.requests.labels(status="503").inc()
+        return error_response(Backpressure("too many ingest requests in progress"), retry_after=ctx.cfg.gateway.retry_after_s)
+    ctx.inflight += 1
+    try:
+        response = await _ingest(request)
+    finally:
+        ctx.inflight -= 1
+    m.requests.labels(status=str(response.status)).inc()
+    m.request_seconds.observe(time.perf_counter() - t0)
+    return response
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    cfg = ctx.cfg.gateway
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        return error_response(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"))
+    content_type = request.headers.get("Content-Type", "")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(ZlogError("PAYLOAD_TOO_LARGE", f"request body exceeds {cfg.max_body_bytes} bytes"))
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a broken gzip stream or a body cut short
+        return error_response(ZlogError("INVALID_RECORD", f"could not read the body: {type(exc).__name__}: {exc}"))
+    ctx.metrics.bytes.inc(len(body))
+    received_at = int(time.time() * 1000)
+    try:
+        items = parse_body(body, content_type)
+        groups = encode_batch(items, ctx.limits, received_at=received_at,
+                              client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
+    except ZlogError as exc:
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        return error_response(exc)
+    total = len(items)
+    timeout = cfg.request_timeout_ms / 1000.0
+    try:
+        results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+    except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        return error_response(exc, retry_after=cfg.retry_after_s)
+    stored = [r for r in results if isinstance(r, Share)]
+    failed = [(svc, r) for svc, r in zip(groups, results, strict=True) if isinstance(r, ZlogError)]
+    if not failed:
+        ctx.metrics.records.inc(total)
+        return _json({"received": total, "stored": summarize(stored)})
+    stored_count = sum(s.count for s in stored)
+    ctx.metrics.records.inc(stored_count)
+    worst = max((e for _, e in failed), key=lambda e: _SEVERITY.get(e.code, 0))
+    for _, e in failed:
+        ctx.metrics.errors.labels(kind=e.code).inc()
+    by_part: dict[int, dict[str, Any]] = {}
+    for svc, e in failed:
+        p = e.partition if e.partition is not None else -1
+        entry = by_part.setdefault(p, {"partition": p, "error": e.code, "message": e.message, "count": 0})
+        entry["count"] += len(groups[svc].lines)
+    extra = {
+        "received": 0,
+        "stored_records": stored_count,
+        "failed_records": total - stored_count,
+        "stored": summarize(stored),
+        "failed": list(by_part.values()),
+    }
+    if stored_count:
+        extra["message"] = (
+            f"{total - stored_count} of {total} records were not stored ({worst.message}); "
+            "the others are stored: retry with the same Idempotency-Key to store the rest once"
+        )
+    return error_response(worst, retry_after=cfg.retry_after_s, extra=extra)

@@ -1,0 +1,84 @@
+"""Prometheus metrics of every zlog process, one class per role.
+
+Invariants:
+- Each process creates the metrics of its own role in its own registry, so ``/metrics`` shows
+  only what that process measures; names are the documented ``zlog_*`` set (docs/operations.md).
+- Metrics are updated per message or per batch, never per record, to stay off the hot path.
+- Counters only go up; gauges are refreshed from the owning state when scraped or per loop turn.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.frames = Counter("zlog_router_frames", "Messages routed, by command", ["command"], registry=r)
+        self.errors = Counter("zlog_router_errors", "Router errors, by kind", ["kind"], registry=r)
+        self.inflight = Gauge("zlog_router_inflight", "Requests forwarded to workers and not yet answered", registry=r)
+        self.workers_alive = Gauge("zlog_router_workers_alive", "Storage workers with a live heartbeat", registry=r)
+        self.partitions_owned = Gauge(
+            "zlog_router_partitions_owned", "Partitions that have a live owner", registry=r
+        )
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter("zlog_storage_records", "Records appended", ["partition"], registry=r)
+        self.bytes = Counter("zlog_storage_bytes", "Bytes appended", ["partition"], registry=r)
+        self.batches = Counter("zlog_storage_batches", "Batches appended", ["partition"], registry=r)
+        self.duplicates = Counter(
+            "zlog_storage_duplicate_batches", "Producer retries recognised and not stored again", registry=r
+        )
+        self.disk_bytes = Gauge("zlog_storage_disk_bytes", "Bytes on disk", ["partition"], registry=r)
+        self.segments = Gauge("zlog_storage_segments", "Segments on disk", ["partition"], registry=r)
+        self.highest_offset = Gauge(
+            "zlog_storage_highest_offset", "Offset of the newest record (-1: empty)", ["partition"], registry=r
+        )
+        self.lowest_offset = Gauge("zlog_storage_lowest_offset", "Offset of the oldest record", ["partition"], registry=r)
+        self.fsync_seconds = Histogram(
+            "zlog_storage_fsync_seconds", "Time per commit (write + fsync)", buckets=_FSYNC_BUCKETS, registry=r
+        )
+        self.recovery_truncated = Counter(
+            "zlog_recovery_truncated_bytes", "Bytes cut from segment tails during recovery", registry=r
+        )
+        self.errors = Counter("zlog_storage_errors", "Storage worker errors, by kind", ["kind"], registry=r)
+        self.requests = Counter("zlog_storage_requests", "Requests handled, by command", ["command"], registry=r)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("zlog_ingest_requests", "Ingest requests, by HTTP status", ["status"], registry=r)
+        self.records = Counter("zlog_ingest_records", "Records acknowledged (stored durably)", registry=r)
+        self.bytes = Counter("zlog_ingest_bytes", "Request body bytes received for ingest", registry=r)
+        self.request_seconds = Histogram(
+            "zlog_ingest_request_seconds", "Ingest request latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.errors = Counter("zlog_ingest_errors", "Ingest errors, by kind", ["kind"], registry=r)
+        self.spooled = Counter("zlog_ingest_spooled_records", "Records written to the ingest WAL", registry=r)
+        self.inflight = Gauge("zlog_ingest_inflight_requests", "Ingest requests in progress", registry=r)
+        self.query_requests = Counter(
+            "zlog_query_requests", "Read requests, by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.query_seconds = Histogram(
+            "zlog_query_request_seconds", "Read request latency", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+
+
+def serve(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` for ``registry`` from a daemon thread."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return server, thread

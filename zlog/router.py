@@ -1,0 +1,289 @@
+"""The ingest router process: ROUTER front (producers) + ROUTER back (storage workers).
+
+It holds no data and no per-record state. It resolves a message's route (an explicit partition,
+or FNV-1a of a key) to the partition's live owner, forwards the frames untouched with the
+producer's identity prepended, and passes the worker's reply back by that identity.
+
+Invariants:
+- Bodies are never decoded or re-encoded here (only METADATA and READY/heartbeat bodies are).
+- Every request either reaches a live owner or is NACKed at once (NO_OWNER, BACKPRESSURE,
+  UNKNOWN_PARTITION, or a malformed-frame code); a worker's death NACKs what it had in flight
+  with WORKER_LOST, so no producer waits for a reply that cannot come.
+- All sends are non-blocking; a full queue (``zmq.Again``) becomes a BACKPRESSURE NACK, and
+  replies to vanished producers are dropped and counted.
+- Every wake drains all ready messages (bounded per turn for fairness) before sleeping again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from types import FrameType
+
+import zmq
+
+from zlog import wire
+from zlog.config import Config
+from zlog.hashing import Partitioner
+from zlog.metrics import RouterMetrics, serve
+from zlog.routing import RoutingTable
+from zlog.wire import Command
+
+log = logging.getLogger("zlog.router")
+
+DRAIN_PER_TURN = 2048
+_REQUESTS = (Command.PRODUCE, Command.FETCH, Command.SEARCH, Command.STATS)
+_CMD_NAMES = {int(c): c.name for c in Command}
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class Router:
+    def __init__(self, cfg: Config, index: int = 0, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        rc = cfg.router
+        self.ctx = ctx or zmq.Context.instance()
+        self.table = RoutingTable(cfg.cluster.partitions, heartbeat_ms=rc.heartbeat_ms, liveness=rc.liveness)
+        self.partitioner = Partitioner(cfg.cluster.partitions)
+        self.metrics = RouterMetrics()
+        self.front = self._socket(rc.front[index])
+        self.back = self._socket(rc.back[index])
+        self.stopping = False
+        self._counts: dict[str, int] = {}
+        self._next_heartbeat = 0
+
+    def _socket(self, endpoint: str) -> zmq.Socket[bytes]:
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.SNDHWM, self.cfg.router.hwm)
+        s.setsockopt(zmq.RCVHWM, self.cfg.router.hwm)
+        s.bind(endpoint)
+        return s
+
+    # -- front: producers -----------------------------------------------------------------
+
+    def _nack(self, sock: zmq.Socket[bytes], ident: bytes, rid: bytes, code: str, message: str,
+              *, retry: bool, partition: int | None = None) -> None:
+        frames = wire.nack_frames(0, code, message, retry=retry, partition=partition)
+        frames[2] = rid
+        self._count("errors", code)
+        try:
+            sock.send_multipart([ident, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._count("errors", "reply_dropped")
+
+    def _count(self, kind: str, label: str) -> None:
+        key = f"{kind}:{label}"
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def on_front(self, frames: list[bytes]) -> None:
+        if len(frames) != 6:
+            self._count("errors", "malformed")
+            if len(frames) >= 4:
+                self._nack(self.front, frames[0], frames[3] if len(frames[3]) == 8 else bytes(8),
+                           "BAD_FRAMES", "expected 5 frames after the identity", retry=False)
+            return
+        ident = frames[0]
+        try:
+            msg = wire.decode(frames[1:])
+        except wire.MalformedFrame as exc:
+            rid = frames[3] if len(frames[3]) == 8 else bytes(8)
+            self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
+            return
+        self._count("frames", msg.command.name)
+        if msg.command in _REQUESTS:
+            partition = msg.partition
+            if partition is None:
+                if msg.key is None:
+                    self._nack(self.front, ident, frames[3], "BAD_ROUTE", "this command needs a route", retry=False)
+                    return
+                partition = self.partitioner(msg.key)
+                frames = [ident, *wire.with_route(frames[1:], partition)]
+            if partition >= self.table.partitions:
+                self._nack(self.front, ident, frames[3], "UNKNOWN_PARTITION",
+                           f"partition {partition} does not exist (0..{self.table.partitions - 1})",
+                           retry=False, partition=partition)
+                return
+            owner = self.table.owner(partition)
+            if owner is None:
+                self._nack(self.front, ident, frames[3], "NO_OWNER",
+                           f"partition {partition} has no live storage worker", retry=True, partition=partition)
+                return
+            key = (ident, frames[3])
+            if not self.table.admit(owner, key, partition):
+                self._nack(self.front, ident, frames[3], "BACKPRESSURE", "too many requests in flight",
+                           retry=True, partition=partition)
+                return
+            try:
+                self.back.send_multipart([owner, *frames], zmq.NOBLOCK)
+            except zmq.Again:
+                self.table.settle(owner, key)
+                self._nack(self.front, ident, frames[3], "BACKPRESSURE", "worker queue full",
+                           retry=True, partition=partition)
+            except zmq.ZMQError:  # EHOSTUNREACH: the worker's connection is gone
+                self._worker_gone(owner, "unreachable")
+                self._nack(self.front, ident, frames[3], "NO_OWNER",
+                           f"partition {partition} has no live storage worker", retry=True, partition=partition)
+        elif msg.command is Command.METADATA:
+            body = wire.pack_body(self.table.snapshot(_now_ms()))
+            reply = wire.encode(Command.RESULT, msg.request_id, body=body)
+            try:
+                self.front.send_multipart([ident, *reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self._count("errors", "reply_dropped")
+        elif msg.command is Command.HEARTBEAT:
+            try:
+                self.front.send_multipart([ident, *wire.encode(Command.HEARTBEAT, msg.request_id)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self._count("errors", "reply_dropped")
+        else:
+            self._nack(self.front, ident, frames[3], "BAD_COMMAND",
+                       f"{msg.command.name} is not accepted from producers", retry=False)
+
+    # -- back: workers --------------------------------------------------------------------
+
+    def on_back(self, frames: list[bytes], now_ms: int) -> None:
+        if len(frames) != 7:
+            self._count("errors", "malformed_worker_frame")
+            return
+        worker, reply_to = frames[0], frames[1]
+        try:
+            msg = wire.decode(frames[2:])
+        except wire.MalformedFrame as exc:
+            self._count("errors", "malformed_worker_frame")
+            log.warning("malformed frame from worker", extra={"code": exc.code, "detail": str(exc)})
+            return
+        if reply_to:
+            self.table.seen(worker, now_ms)
+            self.table.settle(worker, (reply_to, frames[4]))
+            self._count("frames", msg.command.name)
+            try:
+                self.front.send_multipart([reply_to, *frames[2:]], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self._count("errors", "reply_dropped")
+            return
+        cmd = msg.command
+        if cmd is Command.READY or cmd is Command.HEARTBEAT:
+            try:
+                ready = wire.parse_ready(msg.body)
+            except wire.MalformedFrame as exc:
+                self._count("errors", "malformed_worker_frame")
+                log.warning("bad READY from worker", extra={"detail": str(exc)})
+                return
+            known = worker in self.table.workers
+            taken = self.table.claim(worker, ready.worker_id, ready.partitions, now_ms,
+                                     node=ready.node, pid=ready.pid, metrics_port=ready.metrics_port)
+            if not known or taken:
+                log.info("worker ready", extra={"worker": ready.worker_id, "pid": ready.pid,
+                                                 "partitions": list(ready.partitions), "took": taken})
+            self._count("frames", cmd.name)
+        elif cmd is Command.DISCONNECT:
+            self._count("frames", cmd.name)
+            self._worker_gone(worker, "disconnect")
+        else:
+            self._count("errors", "unexpected_worker_command")
+
+    def _worker_gone(self, identity: bytes, why: str) -> None:
+        w = self.table.remove(identity)
+        if w is None:
+            return
+        log.warning("worker gone", extra={"worker": w.worker_id, "pid": w.pid, "why": why,
+                                          "inflight": len(w.inflight), "partitions": list(w.partitions)})
+        for (reply_to, rid), partition in w.inflight.items():
+            self._nack(self.front, reply_to, rid, "WORKER_LOST",
+                       f"storage worker {w.worker_id} stopped with the request in flight",
+                       retry=True, partition=partition)
+
+    # -- loop -----------------------------------------------------------------------------
+
+    def housekeeping(self, now_ms: int) -> None:
+        for ident in self.table.expired(now_ms):
+            self._worker_gone(ident, "heartbeat timeout")
+        if now_ms >= self._next_heartbeat:
+            self._next_heartbeat = now_ms + self.cfg.router.heartbeat_ms
+            hb = wire.encode(Command.HEARTBEAT, 0)
+            for ident in list(self.table.workers):
+                try:
+                    self.back.send_multipart([ident, b"", *hb], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # the worker's queue is full of real traffic, which counts as liveness too
+                except zmq.ZMQError:
+                    self._worker_gone(ident, "unreachable")
+        self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        m = self.metrics
+        for key, n in self._counts.items():
+            kind, label = key.split(":", 1)
+            if kind == "frames":
+                m.frames.labels(command=label).inc(n)
+            else:
+                m.errors.labels(kind=label).inc(n)
+        self._counts.clear()
+        m.inflight.set(self.table.inflight_count())
+        m.workers_alive.set(self.table.alive_count())
+        m.partitions_owned.set(sum(1 for o in self.table.owners if o is not None))
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        front, back = self.front, self.back
+        hb = self.cfg.router.heartbeat_ms
+        while not self.stopping:
+            events = dict(poller.poll(min(hb, 250)))
+            now = _now_ms()
+            # Workers first: replies free in-flight room and READYs create owners.
+            if back in events:
+                for _ in range(DRAIN_PER_TURN):
+                    try:
+                        self.on_back(back.recv_multipart(zmq.NOBLOCK), now)
+                    except zmq.Again:
+                        break
+            if front in events:
+                for _ in range(DRAIN_PER_TURN):
+                    try:
+                        self.on_front(front.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if now >= self._next_heartbeat or not events:
+                self.housekeeping(now)
+        self.close()
+
+    def close(self) -> None:
+        # In-flight requests are answered by their workers via other routers or time out at the
+        # producer; the router holds nothing that needs flushing.
+        self.front.close(0)
+        self.back.close(0)
+
+
+def run(cfg: Config, index: int = 0) -> int:
+    """Run router number ``index`` (it binds ``router.front[index]`` and ``router.back[index]``)."""
+    from zlog.logs import setup_logging
+
+    setup_logging(cfg.log, "router", router=index)
+    if not 0 <= index < min(len(cfg.router.front), len(cfg.router.back)):
+        log.error("no such router index", extra={"index": index})
+        return 2
+    router = Router(cfg, index)
+    serve(cfg.router.metrics_port + index, router.metrics.registry)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        if router.stopping:
+            os._exit(1)
+        router.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    log.info("router started", extra={"front": cfg.router.front[index], "back": cfg.router.back[index],
+                                       "partitions": cfg.cluster.partitions, "pid": os.getpid(),
+                                       "metrics_port": cfg.router.metrics_port + index})
+    router.run()
+    log.info("router stopped")
+    return 0

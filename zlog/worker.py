@@ -1,0 +1,319 @@
+"""The storage worker process: one DEALER per router, and the storage engine of its partitions.
+
+Each loop turn drains every message that is ready, stages all produce batches, commits each
+touched partition once (one write + one fsync: group commit), and only then sends the ACKs.
+Reads are served after the commit, from committed data, each bounded by a byte budget so that a
+long scan never stalls ingestion for long.
+
+Invariants:
+- An ACK is sent only after ``PartitionLog.commit`` returned, i.e. after the fsync the policy
+  promises; a failed commit NACKs every batch of that turn for that partition, none is stored.
+- The worker is the single writer and offset sequencer of each partition it owns; it refuses
+  partitions it does not own (NOT_OWNER) rather than guess.
+- Malformed input from any peer is counted and NACKed (or dropped when nobody can be answered);
+  it never raises out of the loop.
+- A heartbeat to every router carries the full READY claim, so a restarted router learns the
+  owners from the next heartbeat without any handshake.
+- SIGTERM: finish what was received, commit, ACK, say DISCONNECT, fsync and close. A second
+  SIGTERM exits at once; the engine recovers on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from zlog import wire
+from zlog.config import Config
+from zlog.metrics import WorkerMetrics, serve
+from zlog.storage import AppendResult, PartitionLog, ProducerBatch
+from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
+from zlog.wire import Command
+
+log = logging.getLogger("zlog.worker")
+
+DRAIN_PER_TURN = 4096
+RETENTION_EVERY_MS = 30_000
+
+
+@dataclass(slots=True)
+class Pending:
+    sock: zmq.Socket[bytes]
+    reply_to: bytes
+    rid: bytes
+    partition: int
+    result: AppendResult
+
+
+def partition_dir(data_dir: Path, partition: int) -> Path:
+    return data_dir / str(partition)
+
+
+class StorageWorker:
+    def __init__(self, cfg: Config, worker_id: int, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.ctx = ctx or zmq.Context.instance()
+        self.metrics = WorkerMetrics()
+        self.logs: dict[int, PartitionLog] = {}
+        for p in cfg.partitions_of(worker_id):
+            t0 = time.monotonic()
+            plog = PartitionLog.open(partition_dir(cfg.cluster.data_dir, p), cfg.storage)
+            self.logs[p] = plog
+            truncated = int(plog.stats.get("recovery_truncated_bytes", 0))
+            self.metrics.recovery_truncated.inc(truncated)
+            log.info("partition open", extra={"partition": p, "next_offset": plog.next_offset,
+                                               "segments": plog.segment_count, "bytes": plog.size_bytes,
+                                               "recovery_truncated_bytes": truncated,
+                                               "ms": round((time.monotonic() - t0) * 1000, 1)})
+        self.identity = b"w%d-%d" % (worker_id, os.getpid())
+        self.ready_body = wire.ready_body(
+            wire.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
+                       cfg.worker_metrics_port(worker_id))
+        )
+        self.sockets = [self._connect(ep) for ep in cfg.router.back]
+        self.stopping = False
+        self._last_heartbeat = 0.0
+        self._last_retention = time.monotonic() * 1000
+        self._reads: list[tuple[zmq.Socket[bytes], bytes, wire.Message]] = []
+
+    def _connect(self, endpoint: str) -> zmq.Socket[bytes]:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, self.identity)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, self.cfg.router.hwm)
+        s.setsockopt(zmq.RCVHWM, self.cfg.router.hwm)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        s.connect(endpoint)
+        return s
+
+    # -- replies --------------------------------------------------------------------------
+
+    def _send(self, sock: zmq.Socket[bytes], reply_to: bytes, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart([reply_to, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            # The router's queue is full or it is gone: the producer's deadline and retry cover it.
+            self.metrics.errors.labels(kind="reply_dropped").inc()
+
+    def _nack(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, code: str, message: str,
+              *, retry: bool, partition: int | None = None) -> None:
+        self.metrics.errors.labels(kind=code).inc()
+        if not reply_to:
+            return  # nobody to answer
+        frames = wire.nack_frames(0, code, message, retry=retry, partition=partition)
+        frames[2] = rid
+        self._send(sock, reply_to, frames)
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def on_message(self, sock: zmq.Socket[bytes], frames: list[bytes], pending: list[Pending]) -> None:
+        if len(frames) != 6:
+            self.metrics.errors.labels(kind="malformed").inc()
+            return
+        reply_to = frames[0]
+        try:
+            msg = wire.decode(frames[1:])
+        except wire.MalformedFrame as exc:
+            rid = frames[3] if len(frames[3]) == 8 else bytes(8)
+            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False)
+            return
+        cmd = msg.command
+        if cmd is Command.PRODUCE:
+            self._produce(sock, reply_to, frames[3], msg, pending)
+        elif cmd in (Command.FETCH, Command.SEARCH, Command.STATS):
+            self._reads.append((sock, reply_to, msg))
+        elif cmd is Command.HEARTBEAT or cmd is Command.DISCONNECT:
+            pass  # any traffic from the router is liveness; a router DISCONNECT needs nothing
+        else:
+            self._nack(sock, reply_to, frames[3], "BAD_COMMAND", f"a worker does not take {cmd.name}",
+                       retry=False)
+
+    def _produce(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, msg: wire.Message,
+                 pending: list[Pending]) -> None:
+        p = msg.partition
+        plog = self.logs.get(p) if p is not None else None
+        if plog is None or p is None:
+            self._nack(sock, reply_to, rid, "NOT_OWNER",
+                       f"worker {self.worker_id} does not own partition {p}", retry=True, partition=p)
+            return
+        try:
+            body = wire.parse_produce(msg.body)
+            if body.tenant not in (None, self.cfg.cluster.tenant):
+                self._nack(sock, reply_to, rid, "UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}",
+                           retry=False, partition=p)
+                return
+            producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
+            result = plog.append(body.records, body.max_timestamp, producer)
+        except wire.MalformedFrame as exc:
+            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=p)
+            return
+        except RecordTooLarge as exc:
+            self._nack(sock, reply_to, rid, "RECORD_TOO_LARGE", str(exc), retry=False, partition=p)
+            return
+        except InvalidRecord as exc:
+            self._nack(sock, reply_to, rid, "INVALID_RECORD", str(exc), retry=False, partition=p)
+            return
+        except OutOfOrderSequence as exc:
+            self._nack(sock, reply_to, rid, "OUT_OF_ORDER_SEQUENCE", str(exc), retry=True, partition=p)
+            return
+        pending.append(Pending(sock, reply_to, rid, p, result))
+
+    def commit(self, pending: list[Pending]) -> None:
+        failed: dict[int, tuple[str, str]] = {}
+        for p in {x.partition for x in pending}:
+            t0 = time.perf_counter()
+            try:
+                self.logs[p].commit()
+            except DiskFull as exc:
+                failed[p] = ("DISK_FULL", str(exc))
+            except (StorageError, OSError) as exc:
+                failed[p] = ("STORAGE_ERROR", str(exc))
+            self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
+        if failed:
+            for p, (code, text) in failed.items():
+                log.error("commit failed", extra={"partition": p, "code": code, "detail": text})
+        m = self.metrics
+        for x in pending:
+            r = x.result
+            if x.partition in failed:
+                code, text = failed[x.partition]
+                self._nack(x.sock, x.reply_to, x.rid, code, text, retry=True, partition=x.partition)
+                continue
+            if r.duplicate:
+                m.duplicates.inc()
+            else:
+                label = str(x.partition)
+                m.records.labels(partition=label).inc(r.count)
+                m.batches.labels(partition=label).inc()
+            ack = wire.ack_body(wire.Ack(x.partition, r.base_offset, r.count, r.duplicate))
+            frames = wire.encode(Command.ACK, 0, partition=x.partition, body=ack)
+            frames[2] = x.rid
+            self._send(x.sock, x.reply_to, frames)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def serve_reads(self) -> None:
+        from zlog.reads import answer  # the read path's own module; kept out of the write path
+
+        reads, self._reads = self._reads, []
+        for sock, reply_to, msg in reads:
+            p = msg.partition
+            plog = self.logs.get(p) if p is not None else None
+            if plog is None or p is None:
+                self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), "NOT_OWNER",
+                           f"worker {self.worker_id} does not own partition {p}", retry=True, partition=p)
+                continue
+            self.metrics.requests.labels(command=msg.command.name).inc()
+            try:
+                body: dict[str, Any] = answer(msg, p, plog, self.cfg.storage)
+            except wire.MalformedFrame as exc:
+                self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), exc.code, str(exc),
+                           retry=False, partition=p)
+                continue
+            except Exception as exc:  # a read must never take the writer down
+                log.exception("read failed", extra={"partition": p})
+                self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), "INTERNAL",
+                           f"{type(exc).__name__}: {exc}", retry=True, partition=p)
+                continue
+            self._send(sock, reply_to, wire.encode(Command.RESULT, msg.request_id, partition=p, body=body))
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def heartbeat(self, command: Command = Command.HEARTBEAT) -> None:
+        frames = wire.encode(command, 0, body=self.ready_body)
+        for s in self.sockets:
+            self._send(s, b"", frames)
+
+    def housekeeping(self, now_ms: float) -> None:
+        if now_ms - self._last_heartbeat >= self.cfg.router.heartbeat_ms:
+            self._last_heartbeat = now_ms
+            self.heartbeat()
+            self.refresh_gauges()
+        for plog in self.logs.values():
+            plog.tick()
+        if now_ms - self._last_retention >= RETENTION_EVERY_MS:
+            self._last_retention = now_ms
+            for p, plog in self.logs.items():
+                deleted = plog.enforce_retention()
+                if deleted:
+                    log.info("retention deleted segments", extra={"partition": p, "segments": deleted})
+
+    def refresh_gauges(self) -> None:
+        m = self.metrics
+        for p, plog in self.logs.items():
+            label = str(p)
+            m.disk_bytes.labels(partition=label).set(plog.size_bytes)
+            m.segments.labels(partition=label).set(plog.segment_count)
+            m.highest_offset.labels(partition=label).set(plog.next_offset - 1)
+            m.lowest_offset.labels(partition=label).set(plog.lowest_offset)
+
+    def drain(self, socks: list[zmq.Socket[bytes]]) -> None:
+        pending: list[Pending] = []
+        for sock in socks:
+            for _ in range(DRAIN_PER_TURN):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.on_message(sock, frames, pending)
+        if pending:
+            self.commit(pending)
+        if self._reads:
+            self.serve_reads()
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        for s in self.sockets:
+            poller.register(s, zmq.POLLIN)
+        self.heartbeat(Command.READY)
+        self._last_heartbeat = time.monotonic() * 1000
+        tick = min(self.cfg.router.heartbeat_ms, 100)
+        while not self.stopping:
+            events = poller.poll(tick)
+            if events:
+                self.drain([s for s, _ in events])
+            self.housekeeping(time.monotonic() * 1000)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        # Finish what already arrived, then leave: routers NACK anything sent after this point.
+        self.drain(self.sockets)
+        self.heartbeat(Command.DISCONNECT)
+        for plog in self.logs.values():
+            plog.close()
+        for s in self.sockets:
+            s.close(linger=1000)
+
+
+def run(cfg: Config, worker_id: int) -> int:
+    from zlog.logs import setup_logging
+
+    setup_logging(cfg.log, "storage", worker=worker_id)
+    if not 0 <= worker_id < cfg.cluster.workers:
+        log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
+        return 2
+    worker = StorageWorker(cfg, worker_id)
+    serve(cfg.worker_metrics_port(worker_id), worker.metrics.registry)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping:
+            os._exit(1)
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    log.info("storage worker started", extra={"worker": worker_id, "partitions": list(worker.logs),
+                                               "fsync": str(cfg.storage.fsync), "pid": os.getpid()})
+    worker.run()
+    log.info("storage worker stopped", extra={"worker": worker_id})
+    return 0
