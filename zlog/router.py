@@ -61,6 +61,7 @@ class Router:
         s = self.ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BODY_BYTES + 4096)
         s.setsockopt(zmq.SNDHWM, self.cfg.router.hwm)
         s.setsockopt(zmq.RCVHWM, self.cfg.router.hwm)
         s.bind(endpoint)

@@ -151,7 +151,7 @@ def unpack_body(body: bytes) -> dict[str, Any]:
     if not body:
         return {}
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_buffer_size=MAX_BODY_BYTES)
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise MalformedFrame("BAD_BODY", f"body is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
