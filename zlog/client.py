@@ -28,10 +28,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import xxhash
 import zmq
 
 from zlog import wire
@@ -46,8 +47,9 @@ class Share:
     """Where a contiguous run of one caller's records landed."""
 
     partition: int
-    offset: int  # base offset; -1 if a duplicate too old for the worker to remember
+    offset: int  # base offset; -1 if a duplicate too old to remember, or spooled
     count: int
+    spooled: bool = False  # in the gateway's write-ahead log, to be stored when the owner is back
 
 
 class AsyncClient:
@@ -213,6 +215,10 @@ class _PartitionState:
     waiting: list[_Batch] = field(default_factory=list)
 
 
+# Failures after which a batch may wait in a write-ahead log instead of failing the caller.
+SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST"))
+# spool(partition, producer_id, sequence, max_ts, lines) -> True when durably spooled.
+SpoolHook = Callable[[int, bytes, int, int, list[bytes]], bool]
 RETRY_BASE_S = 0.025
 RETRY_CAP_S = 1.0
 
@@ -254,6 +260,7 @@ class AsyncProducer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.spool: SpoolHook | None = None
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect and learn the partition count from a router (retrying until ``timeout``)."""
@@ -378,37 +385,46 @@ class AsyncProducer:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, st: _PartitionState, b: _Batch) -> None:
+        share_base, error = await self._exchange(b, st)
+        st.inflight -= 1
+        self._pending_records -= len(b.lines)
+        if error is not None and self.idempotent and b.producer_id == st.producer_id:
+            # This sequence may or may not be stored; later batches must not wait on it.
+            st.producer_id, st.next_seq = _new_producer_id(), 0
+        self._settle(b, share_base, error)
+        self._pump(st)
+        if self._pending_records == 0:
+            self._idle.set()
+
+    async def _exchange(self, b: _Batch, st: _PartitionState | None) -> tuple[int, ZlogError | None]:
+        """Send ``b`` until it is acknowledged, fails for good, or its deadline passes."""
         assert self.client is not None
         client = self.client
         attempt = 0
         error: ZlogError | None = None
-        share_base = -1
         route_socket = b.partition
         while True:
             remaining = b.deadline - time.monotonic()
             if remaining <= 0:
-                error = error or Timeout("storage did not acknowledge within the deadline", b.partition)
-                break
+                return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
             body = wire.produce_body(b.lines, b.max_ts, b.producer_id or None,
-                                     b.sequence if self.idempotent else None)
+                                     b.sequence if b.producer_id else None)
             try:
                 fut = client.send(Command.PRODUCE, partition=b.partition, body=body, socket_index=route_socket)
                 try:
                     msg = await asyncio.wait_for(fut, remaining)
                 except TimeoutError:
                     client.forget(fut)
-                    error = Timeout("storage did not acknowledge within the deadline", b.partition)
-                    break
+                    return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
                 if msg.command is Command.ACK:
-                    share_base = wire.parse_ack(msg.body).offset
-                    error = None
-                    break
+                    return wire.parse_ack(msg.body).offset, None
                 error = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
             except ZlogError as exc:
                 error = exc
             if not error.retry or error.code in b.fail_fast:
-                break
-            if error.code == "OUT_OF_ORDER_SEQUENCE" and self.idempotent and b.producer_id != st.producer_id:
+                return -1, error
+            if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
+                    and b.producer_id != st.producer_id):
                 # Provably not stored (the worker refused the gap), and the partition has moved to
                 # a new producer id after an earlier failure: re-sequence and send again at once.
                 b.producer_id, b.sequence = st.producer_id, st.next_seq
@@ -418,22 +434,56 @@ class AsyncProducer:
             route_socket += 1  # another router, if there are several
             delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))
             await asyncio.sleep(min(delay, max(0.0, b.deadline - time.monotonic())))
-        st.inflight -= 1
-        self._pending_records -= len(b.lines)
-        if error is not None and self.idempotent and b.producer_id == st.producer_id:
-            # This sequence may or may not be stored; later batches must not wait on it.
-            st.producer_id, st.next_seq = _new_producer_id(), 0
+
+    def _settle(self, b: _Batch, share_base: int, error: ZlogError | None) -> None:
+        spooled = False
+        if error is not None and self.spool is not None and error.code in SPOOLABLE:
+            spooled = self.spool(b.partition, b.producer_id, b.sequence, b.max_ts, b.lines)
         for part in b.parts:
             if part.future.done():
                 continue
-            if error is not None:
+            if spooled:
+                part.future.set_result(Share(b.partition, -1, part.count, spooled=True))
+            elif error is not None:
                 part.future.set_exception(error)
             else:
                 off = share_base + part.start if share_base >= 0 else -1
                 part.future.set_result(Share(b.partition, off, part.count))
-        self._pump(st)
-        if self._pending_records == 0:
-            self._idle.set()
+
+    async def send_keyed(
+        self, groups: dict[str, Group], key: bytes, *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+    ) -> list[Share | ZlogError]:
+        """Store ``groups`` under a caller's idempotency key: one batch per partition, sent with
+        producer id = hash(key) and sequence 0, so a retry with the same key is recognised by the
+        workers (durably, across gateway processes and restarts) and stored once."""
+        if self.client is None or self.partitioner is None:
+            raise ZlogError("SHUTTING_DOWN", "producer is not started")
+        pid = xxhash.xxh3_128_digest(b"zlog-idempotency-key:" + key)[:16]
+        deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
+        batches: dict[int, _Batch] = {}
+        futs: list[asyncio.Future[Share]] = []
+        for service, g in groups.items():
+            p = self.partitioner(service)
+            b = batches.get(p)
+            if b is None:
+                b = batches[p] = _Batch(p, deadline=deadline, fail_fast=frozenset(fail_fast),
+                                        producer_id=pid, sequence=0)
+            fut: asyncio.Future[Share] = self.client.loop.create_future()
+            b.parts.append(_Part(fut, len(b.lines), len(g.lines)))
+            b.lines.extend(g.lines)
+            b.max_ts = max(b.max_ts, g.max_timestamp)
+            futs.append(fut)
+
+        async def one(b: _Batch) -> None:
+            base, error = await self._exchange(b, None)
+            self._settle(b, base, error)
+
+        await asyncio.gather(*(one(b) for b in batches.values()))
+        out: list[Share | ZlogError] = []
+        for f in futs:
+            exc = f.exception()
+            out.append(exc if isinstance(exc, ZlogError) else f.result())
+        return out
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is acknowledged or has failed."""

@@ -82,7 +82,8 @@ async def ready(request: web.Request) -> web.Response:
     owners = meta.get("owners", [])
     missing = [p for p, o in enumerate(owners) if o is None]
     body.update(router=True, partitions=meta.get("partitions"), owners=owners,
-                workers=[w.get("worker") for w in meta.get("workers", [])])
+                workers=[{"worker": w.get("worker"), "pid": w.get("pid"), "partitions": w.get("partitions")}
+                         for w in meta.get("workers", [])])
     if missing:
         body["missing"] = [f"partition {p} has no live owner" for p in missing]
         return web.json_response(body, status=503, headers={"Retry-After": "1"})

@@ -26,6 +26,7 @@ SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 # Storage NACKs that should reach the caller now instead of being retried until the deadline.
 FAIL_FAST = frozenset(("NO_OWNER",))
 # When several partitions fail differently, report the one the caller must act on first.
+MAX_IDEMPOTENCY_KEY = 256
 _SEVERITY = {"DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
 
 
@@ -88,17 +89,39 @@ async def _ingest(request: web.Request) -> web.Response:
         return error_response(exc)
     total = len(items)
     timeout = cfg.request_timeout_ms / 1000.0
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        return error_response(ZlogError("BAD_PARAMETER", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters"))
     try:
-        results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+        if key is None:
+            results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+        else:
+            results = await ctx.producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
     except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc, retry_after=cfg.retry_after_s)
-    stored = [r for r in results if isinstance(r, Share)]
+    stored = [r for r in results if isinstance(r, Share) and not r.spooled]
+    spooled = [r for r in results if isinstance(r, Share) and r.spooled]
     failed = [(svc, r) for svc, r in zip(groups, results, strict=True) if isinstance(r, ZlogError)]
     if not failed:
         ctx.metrics.records.inc(total)
-        return _json({"received": total, "stored": summarize(stored)})
-    stored_count = sum(s.count for s in stored)
+        if not spooled:
+            return _json({"received": total, "stored": summarize(stored)})
+        spooled_count = sum(s.count for s in spooled)
+        ctx.metrics.spooled.inc(spooled_count)
+        return _json(
+            {
+                "received": total,
+                "stored_records": total - spooled_count,
+                "spooled_records": spooled_count,
+                "stored": summarize(stored),
+                "spooled": [{"partition": s.partition, "count": s.count} for s in spooled],
+                "message": "some partitions are unavailable: their records are in the gateway's "
+                "write-ahead log and will be stored when their owners are back",
+            },
+            status=202,
+        )
+    stored_count = sum(s.count for s in stored) + sum(s.count for s in spooled)
     ctx.metrics.records.inc(stored_count)
     worst = max((e for _, e in failed), key=lambda e: _SEVERITY.get(e.code, 0))
     for _, e in failed:
@@ -115,6 +138,8 @@ async def _ingest(request: web.Request) -> web.Response:
         "stored": summarize(stored),
         "failed": list(by_part.values()),
     }
+    if spooled:
+        extra["spooled"] = [{"partition": s.partition, "count": s.count} for s in spooled]
     if stored_count:
         extra["message"] = (
             f"{total - stored_count} of {total} records were not stored ({worst.message}); "

@@ -1,0 +1,257 @@
+"""A real local zlog cluster for tests: router, storage workers and gateways as subprocesses.
+
+Invariants:
+- Every process is a real ``python -m zlog ...`` subprocess on loopback ports chosen by the OS at
+  run time, with its data under the test's ``tmp_path``; nothing is mocked.
+- Readiness is polled with a deadline (``wait_until``), never a bare sleep.
+- ``stop()`` always runs (context manager / fixture finaliser): SIGTERM, a bounded wait, then
+  SIGKILL; each process's stderr is kept in a file and printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # the condition may fail until the thing is up
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class Cluster:
+    root: Path
+    partitions: int = 4
+    workers: int = 2
+    gateways: int = 1
+    fsync: str = "always"
+    heartbeat_ms: int = 200
+    toml_extra: str = ""
+    env_extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.root / "data"
+        self.front = free_port()
+        self.back = free_port()
+        self.http_port = free_port()
+        self.router_metrics = free_port()
+        self.worker_metrics_base = free_port()
+        self.gateway_metrics_base = free_port()
+        self.config_path = self.root / "zlog.toml"
+        self.config_path.write_text(
+            f"""
+[cluster]
+data_dir = "{self.data_dir}"
+partitions = {self.partitions}
+workers = {self.workers}
+node_id = "test-node"
+
+[router]
+front = ["tcp://127.0.0.1:{self.front}"]
+back = ["tcp://127.0.0.1:{self.back}"]
+metrics_port = {self.router_metrics}
+heartbeat_ms = {self.heartbeat_ms}
+
+[storage]
+fsync = "{self.fsync}"
+metrics_port_base = {self.worker_metrics_base}
+
+[gateway]
+port = {self.http_port}
+metrics_port_base = {self.gateway_metrics_base}
+request_timeout_ms = 3000
+
+[log]
+level = "info"
+{self.toml_extra}
+"""
+        )
+        # A worker's metrics port is base + id: keep the others clear of that range.
+        for i in range(self.workers):
+            self.procs[f"storage-{i}"] = self._proc(f"storage-{i}", ["storage", "--worker-id", str(i)])
+        self.procs["router"] = self._proc("router", ["router"])
+        for i in range(self.gateways):
+            self.procs[f"gateway-{i}"] = self._proc(f"gateway-{i}", ["gateway", "--index", str(i)])
+
+    def _proc(self, name: str, args: list[str]) -> Proc:
+        return Proc(name, [sys.executable, "-m", "zlog", *args], self.root / f"{name}.stderr")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, ZLOG_CONFIG=str(self.config_path), PYTHONPATH=str(REPO))
+        env.update(self.env_extra)
+        return env
+
+    # -- process control ------------------------------------------------------------------
+
+    def start(self, *names: str, wait: bool = True) -> Cluster:
+        for name in names or list(self.procs):
+            p = self.procs[name]
+            if p.alive():
+                continue
+            log = p.log_path.open("ab")
+            p.popen = subprocess.Popen(p.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
+                                       cwd=self.root)
+            log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            for p in self.procs.values():
+                if p.popen is not None and p.popen.poll() is not None:
+                    raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{self.logs(p.name)}")
+            status, _, data = http("GET", self.url + "/ready", timeout=2)
+            if status != 200:
+                return False
+            # Every running worker process, not an earlier incarnation, must be the registered owner.
+            registered = {w["pid"] for w in json.loads(data)["workers"]}
+            running = {p.pid for n, p in self.procs.items() if n.startswith("storage-") and p.alive()}
+            return running <= registered
+
+        wait_until(ready, timeout, what="the cluster to be ready")
+
+    def signal(self, name: str, sig: int) -> None:
+        p = self.procs[name]
+        if p.alive():
+            assert p.popen is not None
+            p.popen.send_signal(sig)
+
+    def kill(self, name: str) -> None:
+        p = self.procs[name]
+        if p.popen is not None and p.alive():
+            p.popen.kill()
+            p.popen.wait(10)
+
+    def terminate(self, name: str, timeout: float = 15.0) -> int:
+        p = self.procs[name]
+        assert p.popen is not None
+        if p.alive():
+            p.popen.send_signal(signal.SIGTERM)
+            try:
+                return p.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait(5)
+                raise
+        return p.popen.returncode
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.alive():
+                assert p.popen is not None
+                if p.popen.poll() is None:
+                    os.kill(p.popen.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                p.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs.values():
+            if p.popen is None:
+                continue
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait(5)
+
+    def logs(self, name: str | None = None) -> str:
+        names = [name] if name else list(self.procs)
+        out = []
+        for n in names:
+            path = self.procs[n].log_path
+            text = path.read_text(errors="replace") if path.exists() else ""
+            out.append(f"----- {n} -----\n{text[-6000:]}")
+        return "\n".join(out)
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- client helpers -------------------------------------------------------------------
+
+    def post(self, records: Any, headers: dict[str, str] | None = None, raw: bytes | None = None,
+             path: str = "/v1/logs") -> tuple[int, dict[str, Any]]:
+        body = raw if raw is not None else json.dumps(records).encode()
+        h = {"Content-Type": "application/json", **(headers or {})}
+        status, _, data = http("POST", self.url + path, body, h)
+        return status, json.loads(data) if data else {}
+
+    def get(self, path: str) -> tuple[int, Any]:
+        status, _, data = http("GET", self.url + path)
+        return status, json.loads(data) if data else None
+
+    def stored_lines(self, partition: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(partition, line) for every line in every segment on disk, in offset order."""
+        parts = [partition] if partition is not None else range(self.partitions)
+        for p in parts:
+            pdir = self.data_dir / str(p)
+            if not pdir.exists():
+                continue
+            for seg in sorted(pdir.glob("*.jsonl")):
+                for line in seg.read_bytes().splitlines():
+                    yield p, line
+
+    def stored_records(self, partition: int | None = None) -> list[dict[str, Any]]:
+        return [json.loads(line) for _, line in self.stored_lines(partition)]
