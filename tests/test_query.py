@@ -1,0 +1,217 @@
+"""The filter spec, its codecs, the line predicate and cursors: pure, no I/O."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zlog.query import (
+    EXHAUSTED,
+    MAX_LIMIT,
+    BadParameter,
+    Cursor,
+    Filter,
+    compile_filter,
+    decode_cursor,
+    parse_params,
+    parse_time,
+    timestamp_of,
+    to_params,
+    with_position,
+)
+from zlog.records import Limits, encode_batch
+
+NOW = 1_800_000_000_000
+
+
+def line_of(rec: dict[str, Any]) -> bytes:
+    """Encode exactly as the gateway does, so the predicate sees real stored lines."""
+    groups = encode_batch([rec], Limits(), received_at=NOW, client_ip="10.0.0.1", node_id="n1")
+    return next(iter(groups.values())).lines[0]
+
+
+def reference(f: Filter, rec: dict[str, Any]) -> bool:
+    """The filter's meaning, written as plainly as possible."""
+    msg = rec["message"]
+    labels = rec.get("labels") or {}
+    return (
+        (not f.services or rec["service"] in f.services)
+        and (not f.levels or rec.get("level", "").lower() in {lv.lower() for lv in f.levels})
+        and (not f.contains or f.contains in msg)
+        and (f.regex is None or re.search(f.regex, msg) is not None)
+        and all(labels.get(k) == v for k, v in f.labels)
+        and (f.since_ms is None or rec["timestamp"] >= f.since_ms)
+        and (f.until_ms is None or rec["timestamp"] <= f.until_ms)
+    )
+
+
+BASE = {"timestamp": 1000, "service": "auth_service", "level": "INFO", "message": "user token refreshed",
+        "labels": {"region": "eu", "pod": "a-1"}}
+
+CASES: list[tuple[str, Filter, dict[str, Any], bool]] = [
+    ("empty filter matches", Filter(), BASE, True),
+    ("service hit", Filter(services=("auth_service",)), BASE, True),
+    ("service miss", Filter(services=("auth",)), BASE, False),
+    ("one of services", Filter(services=("x", "auth_service")), BASE, True),
+    ("service named only in a label", Filter(services=("eu",)),
+     {**BASE, "labels": {"service": "eu"}}, False),
+    ("service named in the message", Filter(services=("bob",)),
+     {**BASE, "message": '"service":"bob"'}, False),
+    ("level ignores case", Filter(levels=("info",)), BASE, True),
+    ("level miss", Filter(levels=("ERROR", "WARN")), BASE, False),
+    ("contains in message", Filter(contains="token"), BASE, True),
+    ("contains only in service", Filter(contains="auth"), BASE, False),
+    ("contains is case sensitive", Filter(contains="Token"), BASE, False),
+    ("contains with quote", Filter(contains='say "hi"'), {**BASE, "message": 'they say "hi" twice'}, True),
+    ("contains with backslash and newline", Filter(contains="a\\b\nc"), {**BASE, "message": "xa\\b\ncx"}, True),
+    ("contains non-ascii", Filter(contains="héllo ✓"), {**BASE, "message": "say héllo ✓ now"}, True),
+    ("regex", Filter(regex=r"tok(en|EN)\s+re"), BASE, True),
+    ("regex miss", Filter(regex=r"^token"), BASE, False),
+    ("label hit", Filter(labels=(("region", "eu"),)), BASE, True),
+    ("label miss value", Filter(labels=(("region", "us"),)), BASE, False),
+    ("label absent", Filter(labels=(("zone", "eu"),)), BASE, False),
+    ("label text in message only", Filter(labels=(("k", "v"),)), {**BASE, "message": '"k":"v"'}, False),
+    ("since inclusive", Filter(since_ms=1000), BASE, True),
+    ("since after", Filter(since_ms=1001), BASE, False),
+    ("until inclusive", Filter(until_ms=1000), BASE, True),
+    ("until before", Filter(until_ms=999), BASE, False),
+    ("all together", Filter(("auth_service",), ("INFO",), "token", "refresh", (("pod", "a-1"),), 0, 2000),
+     BASE, True),
+]
+
+
+@pytest.mark.parametrize(("name", "flt", "rec", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_predicate_cases(name: str, flt: Filter, rec: dict[str, Any], expected: bool) -> None:
+    pred = compile_filter(flt)
+    got = True if pred is None else pred(line_of(rec))
+    assert got is expected
+    assert reference(flt, rec) is expected
+
+
+_text = st.text(alphabet=st.sampled_from(list('ab"\\\n é✓{}:,')), max_size=8)
+_records = st.fixed_dictionaries({
+    "timestamp": st.integers(0, 50),
+    "service": st.sampled_from(["a", "b", 'q"x', "é"]),
+    "level": st.sampled_from(["INFO", "info", "ERROR", "Warn", ""]),
+    "message": _text.filter(bool),
+    "labels": st.dictionaries(st.sampled_from(["k", "service", "é"]), _text, max_size=2),
+})
+_filters = st.builds(
+    Filter,
+    services=st.lists(st.sampled_from(["a", "b", 'q"x', "é"]), max_size=2, unique=True).map(tuple),
+    levels=st.lists(st.sampled_from(["info", "ERROR", "warn"]), max_size=2, unique=True).map(tuple),
+    contains=st.none() | _text.filter(bool),
+    regex=st.none() | st.sampled_from(["a+", "^b", r"\\", "é$"]),
+    labels=st.lists(st.tuples(st.sampled_from(["k", "service"]), _text), max_size=1).map(tuple),
+    since_ms=st.none() | st.integers(0, 50),
+    until_ms=st.none() | st.integers(0, 50),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_filters, _records)
+def test_predicate_equals_reference(flt: Filter, rec: dict[str, Any]) -> None:
+    pred = compile_filter(flt)
+    got = True if pred is None else pred(line_of(rec))
+    assert got is reference(flt, rec)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_filters)
+def test_filter_body_round_trip(flt: Filter) -> None:
+    if flt.since_ms is not None and flt.until_ms is not None and flt.since_ms > flt.until_ms:
+        return
+    assert Filter.from_body(flt.to_body()) == flt
+    again = parse_params(to_params(flt), NOW)
+    assert again.filter.to_body() == Filter(
+        flt.services, tuple(dict.fromkeys(flt.levels)), flt.contains or None, flt.regex, flt.labels,
+        flt.since_ms, flt.until_ms,
+    ).to_body()
+
+
+def test_parse_params_full() -> None:
+    q = parse_params([("service", "a"), ("service", "b"), ("level", "error,WARN"), ("contains", "tok"),
+                      ("regex", "x+"), ("label.region", "eu"), ("since", "15m"),
+                      ("until", "2027-01-15T10:00:00Z"), ("limit", "20"), ("direction", "forward")], NOW)
+    f = q.filter
+    assert f.services == ("a", "b") and f.levels == ("error", "WARN")
+    assert f.contains == "tok" and f.regex == "x+" and f.labels == (("region", "eu"),)
+    assert f.since_ms == NOW - 15 * 60_000
+    assert f.until_ms == int(datetime(2027, 1, 15, 10, tzinfo=UTC).timestamp() * 1000)
+    assert q.limit == 20 and q.backward is False and q.cursor is None
+
+
+def test_parse_params_defaults() -> None:
+    q = parse_params([], NOW)
+    assert q.filter.is_empty() and q.limit == 100 and q.backward
+
+
+@pytest.mark.parametrize(("pairs", "parameter"), [
+    ([("limit", "0")], "limit"),
+    ([("limit", str(MAX_LIMIT + 1))], "limit"),
+    ([("limit", "ten")], "limit"),
+    ([("direction", "sideways")], "direction"),
+    ([("since", "yesterday")], "since"),
+    ([("until", "2027-01-15T10:00:00")], "until"),
+    ([("since", "2000"), ("until", "1000")], "since"),
+    ([("regex", "(unclosed")], "regex"),
+    ([("regex", "a" * 600)], "regex"),
+    ([("cursor", "!!notbase64")], "cursor"),
+    ([("cursor", "eyJ2IjoyfQ")], "cursor"),
+    ([("service", "")], "service"),
+    ([("label.", "x")], "label."),
+    ([("servce", "a")], "servce"),
+    ([("limit", "1"), ("limit", "2")], "limit"),
+])
+def test_bad_parameters_name_the_parameter(pairs: list[tuple[str, str]], parameter: str) -> None:
+    with pytest.raises(BadParameter) as err:
+        parse_params(pairs, NOW)
+    assert err.value.parameter == parameter
+    assert err.value.http_status == 400
+    assert err.value.to_json()["parameter"] == parameter
+
+
+def test_parse_time_forms() -> None:
+    assert parse_time("1700000000000", "since", NOW) == 1_700_000_000_000
+    assert parse_time("2h", "since", NOW) == NOW - 7_200_000
+    assert parse_time("500ms", "since", NOW) == NOW - 500
+    assert parse_time("1970-01-01T00:00:01Z", "since", NOW) == 1000
+    assert parse_time("1970-01-01T01:00:01+01:00", "since", NOW) == 1000
+
+
+def test_cursor_round_trip_and_binding() -> None:
+    f = Filter(services=("a",))
+    c = Cursor(True, {0: 10, 3: EXHAUSTED}, f.digest())
+    text = c.encode()
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", text)
+    assert decode_cursor(text) == c
+    assert parse_params([("service", "a"), ("cursor", text)], NOW).cursor == c
+    with pytest.raises(BadParameter, match="other filters"):
+        parse_params([("service", "b"), ("cursor", text)], NOW)
+    with pytest.raises(BadParameter, match="other direction"):
+        parse_params([("service", "a"), ("cursor", text), ("direction", "forward")], NOW)
+    assert Cursor(True, {0: EXHAUSTED, 1: EXHAUSTED}).exhausted()
+    assert not Cursor(False, {0: EXHAUSTED}).exhausted()
+
+
+def test_timestamp_and_position_splice() -> None:
+    line = line_of(BASE)
+    assert timestamp_of(line) == 1000
+    assert timestamp_of(b'{"service":"x","timestamp":42}') == 42
+    assert timestamp_of(b"garbage") == 0
+    rec = orjson.loads(with_position(line, 3, 77))
+    assert rec["partition"] == 3 and rec["offset"] == 77 and rec["message"] == BASE["message"]
+    assert orjson.loads(with_position(b"{}", 1, 2)) == {"partition": 1, "offset": 2}
+
+
+def test_from_body_rejects_garbage() -> None:
+    body: object
+    for body in ([], {"services": "a"}, {"labels": {"a": 1}}, {"since": "x"}, {"nope": 1}):
+        with pytest.raises(BadParameter):
+            Filter.from_body(body)

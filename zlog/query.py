@@ -1,0 +1,450 @@
+"""The read path's filter spec, its codecs, the line predicate, and paging cursors (pure).
+
+A ``Filter`` says which stored records a reader wants: services, levels, a message substring
+(``contains``), a message regex, label equality, and a time range ``[since_ms, until_ms]``.
+It is parsed from HTTP parameters (``parse_params``), carried to workers in a SEARCH body
+(``Filter.to_body`` / ``Filter.from_body``), and turned into a predicate on raw line bytes
+(``compile_filter``).
+
+Invariants:
+- Pure: no sockets, files or clocks; "now" is an argument wherever a relative time is parsed.
+- Every parse error is ``BadParameter`` naming the offending parameter (HTTP 400).
+- The predicate is exact: it returns True iff the record satisfies every condition. Cheap bytes
+  tests (``needle in line``) only ever reject lines that cannot match; a line passing them is
+  parsed with orjson and checked field by field. The bytes tests rely on lines being encoded by
+  orjson (``zlog.records`` is the only encoder), whose escaping is per character, so the escaped
+  needle is a substring of the escaped message whenever the needle is a substring of the message.
+- Level comparison ignores case; service, label and ``contains`` comparisons are exact.
+- A cursor is opaque (base64url of JSON) and holds, per partition, the offset to resume from:
+  for ``backward`` the next offset to examine going down (``-1`` = exhausted), for ``forward`` the
+  next offset to examine going up. It also binds the direction and a digest of the filter, so a
+  cursor replayed with other filters is refused instead of silently skipping records.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from zlog.errors import ZlogError
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
+MAX_REGEX_CHARS = 512
+MAX_CONTAINS_CHARS = 1024
+MAX_VALUES = 64  # services, levels or labels in one filter
+EXHAUSTED = -1
+
+Predicate = Callable[[bytes], bool]
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_TS_PREFIX = b'{"timestamp":'
+
+
+class BadParameter(ZlogError):
+    """A query parameter is invalid; ``parameter`` names it (HTTP 400 BAD_PARAMETER)."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__("BAD_PARAMETER", f"{parameter}: {problem}")
+        self.parameter = parameter
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        out["parameter"] = self.parameter
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    services: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    contains: str | None = None
+    regex: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def is_empty(self) -> bool:
+        return self == _EMPTY
+
+    def to_body(self) -> dict[str, Any]:
+        """The SEARCH body form: only the conditions that are set."""
+        out: dict[str, Any] = {}
+        if self.services:
+            out["services"] = list(self.services)
+        if self.levels:
+            out["levels"] = list(self.levels)
+        if self.contains is not None:
+            out["contains"] = self.contains
+        if self.regex is not None:
+            out["regex"] = self.regex
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        if self.since_ms is not None:
+            out["since"] = self.since_ms
+        if self.until_ms is not None:
+            out["until"] = self.until_ms
+        return out
+
+    @classmethod
+    def from_body(cls, obj: Any) -> Filter:
+        """Parse the SEARCH body form; raises ``BadParameter`` (the worker maps it to BAD_BODY)."""
+        if obj is None:
+            return _EMPTY
+        if not isinstance(obj, dict):
+            raise BadParameter("filter", "must be a map")
+        unknown = set(obj) - {"services", "levels", "contains", "regex", "labels", "since", "until"}
+        if unknown:
+            raise BadParameter("filter", f"unknown keys {sorted(unknown)}")
+        services = _str_list(obj.get("services"), "services")
+        levels = _str_list(obj.get("levels"), "levels")
+        labels_obj = obj.get("labels") or {}
+        if not isinstance(labels_obj, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels_obj.items()
+        ):
+            raise BadParameter("labels", "must be a map of strings")
+        f = cls(
+            services,
+            levels,
+            _opt_str(obj.get("contains"), "contains"),
+            _opt_str(obj.get("regex"), "regex"),
+            tuple(sorted(labels_obj.items())),
+            _opt_ms(obj.get("since"), "since"),
+            _opt_ms(obj.get("until"), "until"),
+        )
+        f.check()
+        return f
+
+    def check(self) -> None:
+        """Limits shared by every way a filter enters the system."""
+        for name, values in (("service", self.services), ("level", self.levels), ("label", self.labels)):
+            if len(values) > MAX_VALUES:
+                raise BadParameter(name, f"at most {MAX_VALUES} values")
+        if self.contains is not None and len(self.contains) > MAX_CONTAINS_CHARS:
+            raise BadParameter("contains", f"at most {MAX_CONTAINS_CHARS} characters")
+        if self.regex is not None:
+            if len(self.regex) > MAX_REGEX_CHARS:
+                raise BadParameter("regex", f"at most {MAX_REGEX_CHARS} characters")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise BadParameter("regex", f"invalid regular expression: {exc}") from None
+        if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
+            raise BadParameter("since", "must not be after until")
+
+    def digest(self) -> str:
+        """A short stable digest of the filter, bound into cursors."""
+        raw = orjson.dumps(self.to_body(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2s(raw, digest_size=6).hexdigest()
+
+
+_EMPTY = Filter()
+
+
+def _str_list(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadParameter(name, "must be a list of strings")
+    return tuple(value)
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadParameter(name, "must be a string")
+    return value
+
+
+def _opt_ms(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadParameter(name, "must be an integer of unix milliseconds")
+    return value
+
+
+# -- HTTP parameters ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed ``/v1/logs`` (or ``/v1/tail``) request."""
+
+    filter: Filter = field(default_factory=Filter)
+    limit: int = DEFAULT_LIMIT
+    backward: bool = True
+    cursor: Cursor | None = None
+
+
+def parse_time(text: str, name: str, now_ms: int) -> int:
+    """Unix ms (digits), RFC 3339, or a duration ago (``15m``, ``2h``, ``500ms``, ``7d``)."""
+    text = text.strip()
+    if not text:
+        raise BadParameter(name, "empty")
+    if text.isdigit():
+        return int(text)
+    m = _DURATION.match(text)
+    if m:
+        return now_ms - int(m.group(1)) * _UNIT_MS[m.group(2)]
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadParameter(name, "expected unix milliseconds, RFC 3339, or a duration such as 15m") from None
+    if dt.tzinfo is None:
+        raise BadParameter(name, "an RFC 3339 time needs a zone offset (Z or +hh:mm)")
+    return int(dt.timestamp() * 1000)
+
+
+def parse_limit(text: str | None, default: int = DEFAULT_LIMIT) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        n = int(text)
+    except ValueError:
+        raise BadParameter("limit", "must be an integer") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise BadParameter("limit", f"must be 1..{MAX_LIMIT}")
+    return n
+
+
+_KNOWN = frozenset(("service", "level", "contains", "q", "regex", "since", "until", "limit", "direction", "cursor"))
+
+
+def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool = True) -> Query:
+    """Parse query-string pairs (repeated keys allowed) into a ``Query``.
+
+    ``service`` and ``level`` repeat (``level`` also splits on commas); ``label.<k>=<v>`` adds a
+    label condition; ``q`` is an alias of ``contains``. Unknown parameters are refused when
+    ``strict`` (a typo must not silently widen a search).
+    """
+    services: list[str] = []
+    levels: list[str] = []
+    labels: dict[str, str] = {}
+    single: dict[str, str] = {}
+    for key, value in pairs:
+        if key == "service":
+            if not value:
+                raise BadParameter("service", "empty")
+            if value not in services:
+                services.append(value)
+        elif key == "level":
+            for lv in value.split(","):
+                lv = lv.strip()
+                if lv and lv.lower() not in (x.lower() for x in levels):
+                    levels.append(lv)
+        elif key.startswith("label."):
+            name = key[6:]
+            if not name:
+                raise BadParameter(key, "label name is empty")
+            labels[name] = value
+        elif key in _KNOWN:
+            if key in single and single[key] != value:
+                raise BadParameter(key, "given more than once")
+            single[key] = value
+        elif strict:
+            raise BadParameter(key, "unknown parameter")
+    contains = single.get("contains", single.get("q"))
+    since = parse_time(single["since"], "since", now_ms) if single.get("since") else None
+    until = parse_time(single["until"], "until", now_ms) if single.get("until") else None
+    direction = single.get("direction") or "backward"
+    if direction not in ("backward", "forward"):
+        raise BadParameter("direction", "must be backward or forward")
+    f = Filter(
+        tuple(services),
+        tuple(levels),
+        contains or None,
+        single.get("regex") or None,
+        tuple(sorted(labels.items())),
+        since,
+        until,
+    )
+    f.check()
+    backward = direction == "backward"
+    cursor = decode_cursor(single["cursor"]) if single.get("cursor") else None
+    if cursor is not None:
+        if cursor.backward != backward:
+            raise BadParameter("cursor", "was made for the other direction")
+        if cursor.filter_digest != f.digest():
+            raise BadParameter("cursor", "was made for other filters")
+    return Query(f, parse_limit(single.get("limit")), backward, cursor)
+
+
+def to_params(f: Filter) -> list[tuple[str, str]]:
+    """The inverse of ``parse_params`` for the filter part (times as unix ms)."""
+    out: list[tuple[str, str]] = [("service", s) for s in f.services]
+    out += [("level", lv) for lv in f.levels]
+    if f.contains is not None:
+        out.append(("contains", f.contains))
+    if f.regex is not None:
+        out.append(("regex", f.regex))
+    out += [(f"label.{k}", v) for k, v in f.labels]
+    if f.since_ms is not None:
+        out.append(("since", str(f.since_ms)))
+    if f.until_ms is not None:
+        out.append(("until", str(f.until_ms)))
+    return out
+
+
+# -- the predicate ------------------------------------------------------------------------
+
+
+def _escaped(text: str) -> bytes:
+    """How ``text`` appears inside a JSON string written by orjson."""
+    return orjson.dumps(text)[1:-1]
+
+
+def compile_filter(f: Filter) -> Predicate | None:
+    """A predicate on stored line bytes, or None when the filter matches every record."""
+    if f.is_empty():
+        return None
+    loads = orjson.loads
+    required: list[bytes] = []  # every one must occur in the line
+    if f.contains:
+        required.append(_escaped(f.contains))
+    for k, v in f.labels:
+        required.append(b'"' + _escaped(k) + b'":"' + _escaped(v) + b'"')
+    if len(f.services) == 1:
+        required.append(b'"service":"' + _escaped(f.services[0]) + b'"')
+    any_service = tuple(b'"service":"' + _escaped(s) + b'"' for s in f.services) if len(f.services) > 1 else ()
+    level_bytes = (
+        re.compile(b'"level":"(?i:' + b"|".join(re.escape(_escaped(lv)) for lv in f.levels) + b')"')
+        if f.levels and all(lv.isascii() for lv in f.levels)
+        else None  # bytes (?i) folds ASCII only; other levels are left to the exact check
+    )
+    services = frozenset(f.services)
+    levels = frozenset(lv.lower() for lv in f.levels)
+    contains = f.contains
+    pattern = re.compile(f.regex) if f.regex else None
+    labels = f.labels
+    since, until = f.since_ms, f.until_ms
+
+    def predicate(line: bytes) -> bool:
+        for needle in required:
+            if needle not in line:
+                return False
+        if any_service and not any(n in line for n in any_service):
+            return False
+        if level_bytes is not None and level_bytes.search(line) is None:
+            return False
+        try:
+            rec = loads(line)
+        except orjson.JSONDecodeError:
+            return False
+        if type(rec) is not dict:
+            return False
+        if since is not None or until is not None:
+            ts = rec.get("timestamp")
+            if type(ts) is not int:
+                return False
+            if (since is not None and ts < since) or (until is not None and ts > until):
+                return False
+        if services and rec.get("service") not in services:
+            return False
+        if levels:
+            lv = rec.get("level")
+            if type(lv) is not str or lv.lower() not in levels:
+                return False
+        message = rec.get("message")
+        if contains and (type(message) is not str or contains not in message):
+            return False
+        if pattern is not None and (type(message) is not str or pattern.search(message) is None):
+            return False
+        if labels:
+            got = rec.get("labels")
+            if type(got) is not dict:
+                return False
+            for k, v in labels:
+                if got.get(k) != v:
+                    return False
+        return True
+
+    return predicate
+
+
+def timestamp_of(line: bytes) -> int:
+    """The record's timestamp; fast for lines that start with it (all of ours), 0 if unreadable."""
+    if line.startswith(_TS_PREFIX):
+        end = line.find(b",", 13)
+        if end > 13:
+            digits = line[13:end]
+            if digits.isdigit():
+                return int(digits)
+    try:
+        rec = loads_record(line)
+    except ValueError:
+        return 0
+    ts = rec.get("timestamp")
+    return ts if type(ts) is int else 0
+
+
+def loads_record(line: bytes) -> dict[str, Any]:
+    rec = orjson.loads(line)
+    if type(rec) is not dict:
+        raise ValueError("a stored line is not a JSON object")
+    return rec
+
+
+def with_position(line: bytes, partition: int, offset: int) -> bytes:
+    """The stored JSON object with ``partition`` and ``offset`` added, without re-encoding it."""
+    line = line.rstrip(b"\n")
+    tail = b'"partition":%d,"offset":%d}' % (partition, offset)
+    if line.endswith(b"{}") and len(line) == 2:
+        return b"{" + tail
+    return line[:-1] + b"," + tail
+
+
+# -- cursors ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Per partition, the offset to resume from (see the module invariants)."""
+
+    backward: bool
+    positions: Mapping[int, int]
+    filter_digest: str = ""
+
+    def encode(self) -> str:
+        obj = {
+            "v": 1,
+            "d": "b" if self.backward else "f",
+            "f": self.filter_digest,
+            "p": {str(p): o for p, o in sorted(self.positions.items())},
+        }
+        return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
+    def exhausted(self) -> bool:
+        return self.backward and all(o == EXHAUSTED for o in self.positions.values())
+
+
+def decode_cursor(text: str, name: str = "cursor") -> Cursor:
+    if len(text) > 8192:
+        raise BadParameter(name, "too long")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        obj = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        raise BadParameter(name, "not a cursor this server made") from None
+    if not isinstance(obj, dict) or obj.get("v") != 1 or obj.get("d") not in ("b", "f"):
+        raise BadParameter(name, "not a cursor this server made")
+    parts = obj.get("p")
+    digest = obj.get("f", "")
+    if not isinstance(parts, dict) or not isinstance(digest, str):
+        raise BadParameter(name, "not a cursor this server made")
+    positions: dict[int, int] = {}
+    for k, v in parts.items():
+        if not k.isdigit() or type(v) is not int or v < EXHAUSTED:
+            raise BadParameter(name, "not a cursor this server made")
+        positions[int(k)] = v
+    return Cursor(obj["d"] == "b", positions, digest)

@@ -1,0 +1,203 @@
+"""The worker side of the read path: answer FETCH, SEARCH and STATS for one partition.
+
+``answer(msg, partition, plog, storage)`` is called by ``zlog.worker`` inside its loop, after the
+turn's commit, and its dict goes back as the RESULT body.
+
+Bodies (msgpack maps; every key optional unless said otherwise):
+- FETCH  ``{offset (required), max_records, max_bytes}`` -> ``{partition, records: [[offset, line]],
+  next_offset, lowest_offset, high_watermark}``. ``next_offset`` is where the next fetch starts.
+- SEARCH ``{filter: {services, levels, contains, regex, labels, since, until}, backward, start,
+  limit, budget}`` -> ``{partition, records, next, scanned_records, scanned_bytes,
+  lowest_offset, high_watermark}``. ``next`` resumes the scan (None: nothing left that way).
+  A forward scan that reached the end answers ``next = high_watermark`` (new records will come).
+- STATS  ``{services: bool}`` -> ``{partition, lowest_offset, next_offset, bytes, segments,
+  max_timestamp}`` and, when asked, ``services: {name: newest timestamp seen}``.
+
+Invariants:
+- Every reply is bounded: at most ``MAX_RECORDS`` records and about ``MAX_REPLY_BYTES`` of lines
+  (one record always fits, so a reader always progresses), and a SEARCH scans at most
+  ``storage.scan_budget_bytes`` (plus the engine's last chunk) before it answers, so a read never
+  stalls ingestion for long.
+- Records are answered from committed data only, as stored (lines are never re-encoded).
+- A bad request body raises ``wire.MalformedFrame("BAD_BODY", ...)``; nothing else is raised on
+  purpose.
+- The services cache (``ServiceIndex``, one per open ``PartitionLog``) is rebuildable from the
+  segments: it grows from both ends of the log by a bounded budget per STATS request and is
+  forgotten with the log object.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from zlog import wire
+from zlog.config import StorageConfig
+from zlog.query import MAX_LIMIT, BadParameter, Filter, compile_filter
+from zlog.storage import PartitionLog
+from zlog.wire import Command
+
+MAX_RECORDS = 10_000
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+DEFAULT_FETCH_RECORDS = 500
+DEFAULT_FETCH_BYTES = 1024 * 1024
+SERVICES_BUDGET_BYTES = 4 * 1024 * 1024
+MAX_SERVICES = 10_000
+
+
+def _bad(text: str) -> wire.MalformedFrame:
+    return wire.MalformedFrame("BAD_BODY", text)
+
+
+def _int(obj: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> int:
+    value = obj.get(name, default)
+    if value is None or type(value) is not int or not lo <= value <= hi:
+        raise _bad(f"{name} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _opt_int(obj: dict[str, Any], name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise _bad(f"{name} must be an integer >= 0")
+    return value
+
+
+def _bounded(records: list[tuple[int, bytes]], max_bytes: int) -> list[tuple[int, bytes]]:
+    """The longest prefix within ``max_bytes`` (at least one record)."""
+    used = 0
+    for i, (_, line) in enumerate(records):
+        used += len(line)
+        if used > max_bytes and i > 0:
+            return records[:i]
+    return records
+
+
+def fetch(partition: int, plog: PartitionLog, body: dict[str, Any]) -> dict[str, Any]:
+    offset = _int(body, "offset", None, 0, 1 << 62)
+    max_records = _int(body, "max_records", DEFAULT_FETCH_RECORDS, 1, MAX_RECORDS)
+    max_bytes = _int(body, "max_bytes", DEFAULT_FETCH_BYTES, 1, MAX_REPLY_BYTES)
+    records = plog.read(offset, max_records, max_bytes)
+    lowest = plog.lowest_offset
+    nxt = records[-1][0] + 1 if records else max(offset, lowest)
+    return {
+        "partition": partition,
+        "records": [[o, line] for o, line in records],
+        "next_offset": nxt,
+        "lowest_offset": lowest,
+        "high_watermark": plog.next_offset,
+    }
+
+
+def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
+    try:
+        flt = Filter.from_body(body.get("filter"))
+    except BadParameter as exc:
+        raise _bad(exc.message) from None
+    backward = body.get("backward", True)
+    if type(backward) is not bool:
+        raise _bad("backward must be a boolean")
+    start = _opt_int(body, "start")
+    limit = _int(body, "limit", 100, 1, MAX_LIMIT)
+    budget = _int(body, "budget", storage.scan_budget_bytes, 1, 1 << 40)
+    budget = min(budget, storage.scan_budget_bytes)
+    result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
+                       predicate=compile_filter(flt), limit=limit, budget_bytes=budget)
+    records = _bounded(result.records, MAX_REPLY_BYTES)
+    nxt = result.next
+    if len(records) < len(result.records):
+        last = records[-1][0]
+        nxt = last - 1 if backward else last + 1
+        if nxt < plog.lowest_offset:
+            nxt = None
+    hw = plog.next_offset
+    if nxt is None and not backward:
+        nxt = hw
+    return {
+        "partition": partition,
+        "records": [[o, line] for o, line in records],
+        "next": nxt,
+        "scanned_records": result.scanned_records,
+        "scanned_bytes": result.scanned_bytes,
+        "lowest_offset": plog.lowest_offset,
+        "high_watermark": hw,
+    }
+
+
+@dataclass(slots=True)
+class ServiceIndex:
+    """Services seen in one partition, grown from the newest end and the oldest-unseen end."""
+
+    newer: int  # forward frontier: offsets >= this are not yet looked at
+    older: int | None  # backward frontier: offsets <= this are not yet looked at (None: done)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def note(self, line: bytes) -> bool:
+        i = line.find(b'"service":"')
+        if i < 0:
+            return False
+        j = line.find(b'","level":', i + 11)
+        raw = line[i + 11:j] if j > 0 else b""
+        if not raw:
+            return False
+        try:
+            name = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+        except (orjson.JSONDecodeError, UnicodeDecodeError):
+            return False
+        if len(self.seen) >= MAX_SERVICES and name not in self.seen:
+            return False
+        ts_end = line.find(b",", 13)
+        ts = int(line[13:ts_end]) if line.startswith(b'{"timestamp":') and line[13:ts_end].isdigit() else 0
+        if ts >= self.seen.get(name, -1):
+            self.seen[name] = ts
+        return False  # used as a scan predicate: keep nothing
+
+
+_SERVICE_INDEXES: weakref.WeakKeyDictionary[PartitionLog, ServiceIndex] = weakref.WeakKeyDictionary()
+
+
+def services(plog: PartitionLog, budget: int = SERVICES_BUDGET_BYTES) -> dict[str, int]:
+    idx = _SERVICE_INDEXES.get(plog)
+    hw = plog.next_offset
+    if idx is None or idx.newer > hw:
+        idx = _SERVICE_INDEXES[plog] = ServiceIndex(hw, hw - 1 if hw > plog.lowest_offset else None)
+    if idx.newer < hw:
+        r = plog.scan(backward=False, start=idx.newer, predicate=idx.note, limit=1, budget_bytes=budget)
+        idx.newer = hw if r.next is None else r.next
+    if idx.older is not None:
+        if idx.older < plog.lowest_offset:
+            idx.older = None
+        else:
+            r = plog.scan(backward=True, start=idx.older, predicate=idx.note, limit=1, budget_bytes=budget)
+            idx.older = r.next
+    return dict(idx.seen)
+
+
+def stats(partition: int, plog: PartitionLog, body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "partition": partition,
+        "lowest_offset": plog.lowest_offset,
+        "next_offset": plog.next_offset,
+        "bytes": plog.size_bytes,
+        "segments": plog.segment_count,
+        "max_timestamp": plog.max_timestamp,
+    }
+    if body.get("services"):
+        out["services"] = services(plog)
+    return out
+
+
+def answer(msg: wire.Message, partition: int, plog: PartitionLog, storage: StorageConfig) -> dict[str, Any]:
+    body = msg.unpack()
+    if msg.command is Command.FETCH:
+        return fetch(partition, plog, body)
+    if msg.command is Command.SEARCH:
+        return search(partition, plog, body, storage)
+    if msg.command is Command.STATS:
+        return stats(partition, plog, body)
+    raise wire.MalformedFrame("BAD_COMMAND", f"{msg.command.name} is not a read")
