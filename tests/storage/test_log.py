@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from storage_helpers import FakeClock, fill, rec, tiny
+
 from zlog.storage import PartitionLog
 from zlog.storage.errors import InvalidRecord, RecordTooLarge
 
@@ -169,7 +169,7 @@ def test_max_record_bytes_reads_back(tmp_path: Path) -> None:
         assert [o for o, _ in log.scan(limit=5).records] == [2, 1, 0]
 
 
-def StorageConfig_default():  # type: ignore[no-untyped-def]  # noqa: N802
+def StorageConfig_default():  # type: ignore[no-untyped-def]
     return tiny(segment_bytes=128 * 1024 * 1024, index_interval_bytes=4096)
 
 

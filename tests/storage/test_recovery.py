@@ -113,7 +113,7 @@ def test_flipped_byte_is_detected_and_cut(tmp_path: Path, clock: FakeClock, capl
         assert log.stats["checksum_failures"] == 1
         assert any(r.levelno == logging.ERROR for r in caplog.records)
         got = log.read(0, 10**6, 10**9)
-        assert 0 < len(got) and log.size_bytes <= where
+        assert len(got) > 0 and log.size_bytes <= where
         assert got == list(enumerate(x for b in batches for x in b))[:len(got)]
         assert log.stats["recovery_truncated_bytes"] == len(raw) - log.size_bytes
         if with_batches:
