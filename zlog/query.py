@@ -448,3 +448,105 @@ def decode_cursor(text: str, name: str = "cursor") -> Cursor:
             raise BadParameter(name, "not a cursor this server made")
         positions[int(k)] = v
     return Cursor(obj["d"] == "b", positions, digest)
+
+
+# -- merging partitions into one page -----------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Lane:
+    pos: int | None  # start of this partition's next SEARCH; None: from the newest (or oldest)
+    buf: list[tuple[int, bytes]] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+    i: int = 0
+    after: int | None = None  # where to resume once ``buf`` is wholly consumed
+    done: bool = False
+    first_hw: int | None = None
+
+
+class PageMerge:
+    """A k-way merge of per-partition SEARCH answers into one page, newest (or oldest) first.
+
+    Each partition's answer is in offset order; the merge repeatedly takes the best head by
+    ``(timestamp, partition, offset)`` (descending for backward), so what it takes from each
+    partition is a prefix of that partition's answer. The cursor keeps, per partition, the
+    offset after the last record taken (or the answer's ``next`` when all of it was taken):
+    the next page resumes exactly there, with no gap and no repeat, although timestamps are
+    not monotonic within a partition. A partition whose answer is used up before the page is
+    full must be asked again (``wanted``) before the merge goes on, so a budget-limited answer
+    never lets another partition's older records jump ahead of it.
+    """
+
+    def __init__(self, partitions: Iterable[int], backward: bool, limit: int, cursor: Cursor | None,
+                 digest: str) -> None:
+        self.backward = backward
+        self.limit = limit
+        self.digest = digest
+        self.started_fresh = cursor is None
+        self.lanes: dict[int, _Lane] = {}
+        for p in partitions:
+            pos = cursor.positions.get(p) if cursor is not None else None
+            self.lanes[p] = _Lane(pos, done=backward and pos == EXHAUSTED)
+        self.out: list[tuple[int, int, bytes]] = []  # (partition, offset, line)
+
+    def wanted(self) -> dict[int, int | None]:
+        """Partitions to ask now, with the offset to start from."""
+        return {p: lane.pos for p, lane in self.lanes.items() if not lane.done and lane.i >= len(lane.buf)}
+
+    def feed(self, partition: int, records: list[tuple[int, bytes]], nxt: int | None, high_watermark: int) -> None:
+        lane = self.lanes[partition]
+        if lane.first_hw is None:
+            lane.first_hw = high_watermark
+        lane.buf, lane.i = records, 0
+        lane.stamps = [timestamp_of(line) for _, line in records]
+        lane.after = (EXHAUSTED if nxt is None else nxt) if self.backward else (high_watermark if nxt is None else nxt)
+        if not records:
+            self._settle(lane)
+
+    def _settle(self, lane: _Lane) -> None:
+        lane.pos = lane.after
+        if self.backward:
+            lane.done = lane.after == EXHAUSTED
+        else:
+            lane.done = lane.first_hw is not None and lane.after is not None and lane.after >= (lane.first_hw or 0)
+
+    def run(self) -> bool:
+        """Merge as far as the answers allow; True when the page is complete."""
+        out, lanes, limit = self.out, self.lanes, self.limit
+        sign = 1 if self.backward else -1
+        while len(out) < limit:
+            best: tuple[int, int, int] | None = None
+            best_p = -1
+            for p, lane in lanes.items():
+                if lane.done:
+                    continue
+                if lane.i >= len(lane.buf):
+                    return False  # ask this partition again before going on
+                off = lane.buf[lane.i][0]
+                key = (sign * lane.stamps[lane.i], sign * p, sign * off)
+                if best is None or key > best:
+                    best, best_p = key, p
+            if best is None:
+                return True
+            lane = lanes[best_p]
+            off, line = lane.buf[lane.i]
+            lane.i += 1
+            out.append((best_p, off, line))
+            if lane.i >= len(lane.buf):
+                self._settle(lane)
+            else:
+                lane.pos = off - 1 if self.backward else off + 1
+        return True
+
+    def more(self) -> bool:
+        return any(not lane.done for lane in self.lanes.values())
+
+    def cursor(self) -> Cursor:
+        positions = {p: lane.pos for p, lane in self.lanes.items() if lane.pos is not None}
+        return Cursor(self.backward, positions, self.digest)
+
+    def tail_cursor(self) -> Cursor | None:
+        """A forward cursor at the end of every partition as first seen: where a live tail picks up."""
+        if not self.started_fresh or any(lane.first_hw is None for lane in self.lanes.values()):
+            return None
+        return Cursor(False, {p: lane.first_hw or 0 for p, lane in self.lanes.items()}, self.digest)

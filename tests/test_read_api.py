@@ -1,0 +1,272 @@
+"""The read API end to end: real router, storage workers and gateway processes on loopback."""
+
+from __future__ import annotations
+
+import http.client as httpc
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests._cluster import Cluster, http, wait_until
+from zlog.hashing import partition_for
+
+SERVICES = ["auth_service", "billing", "event_creator", "focus_allocator", "notification_service", "search"]
+LEVELS = ["INFO", "WARN", "ERROR", "debug"]
+T0 = int(time.time() * 1000) - 3_600_000
+N = 900
+
+pytestmark = pytest.mark.cluster
+
+
+def make(i: int) -> dict[str, Any]:
+    # Timestamps jitter so they are not monotonic in offset order within a partition.
+    return {"timestamp": T0 + i * 1000 - (i % 5) * 1700, "service": SERVICES[i % len(SERVICES)],
+            "level": LEVELS[i % 7 % 4], "message": f"rec-{i:05d} " + ("token expired" if i % 9 == 0 else "all good"),
+            "labels": {"region": "eu" if i % 2 else "us", "i": str(i)}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # Tiny segments and scan budgets: fetches cross segment boundaries, searches need several rounds.
+    c = Cluster(tmp_path_factory.mktemp("reads"), env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": "16384",
+                                                            "ZLOG_STORAGE_SCAN_BUDGET_BYTES": "8192"})
+    try:
+        c.start()
+        for i in range(0, N, 100):
+            status, body = c.post([make(j) for j in range(i, i + 100)])
+            assert status == 200, body
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def get(c: Cluster, path: str, params: list[tuple[str, str]] | None = None) -> tuple[int, Any]:
+    qs = "?" + urllib.parse.urlencode(params) if params else ""
+    return c.get(path + qs)
+
+
+def index(rec: dict[str, Any]) -> int:
+    return int(rec["message"][4:9])
+
+
+def page_all(c: Cluster, params: list[tuple[str, str]], limit: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(1000):
+        status, body = get(c, "/v1/logs", [*params, ("limit", str(limit))] + ([("cursor", cursor)] if cursor else []))
+        assert status == 200, body
+        assert len(body["records"]) <= limit
+        out += body["records"]
+        cursor = body["cursor"]
+        if not body["more"]:
+            return out
+    raise AssertionError("paging did not end")
+
+
+FILTERS: list[tuple[str, list[tuple[str, str]], Any]] = [
+    ("everything", [], lambda r: True),
+    ("one service", [("service", "billing")], lambda r: r["service"] == "billing"),
+    ("two services", [("service", "billing"), ("service", "search")], lambda r: r["service"] in ("billing", "search")),
+    ("levels", [("level", "error"), ("level", "DEBUG")], lambda r: r["level"].lower() in ("error", "debug")),
+    ("contains", [("contains", "token expired")], lambda r: "token expired" in r["message"]),
+    ("regex", [("regex", r"rec-0\d*7 ")], lambda r: re.search(r"rec-0\d*7 ", r["message"]) is not None),
+    ("label", [("label.region", "eu")], lambda r: r["labels"]["region"] == "eu"),
+    ("time range", [("since", str(T0 + 200_000)), ("until", str(T0 + 400_000))],
+     lambda r: T0 + 200_000 <= r["timestamp"] <= T0 + 400_000),
+    ("combined", [("service", "auth_service"), ("level", "INFO"), ("contains", "good")],
+     lambda r: r["service"] == "auth_service" and r["level"] == "INFO" and "good" in r["message"]),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "want"), FILTERS, ids=[f[0] for f in FILTERS])
+def test_every_filter_pages_without_gaps_or_repeats(cluster: Cluster, name: str, params: list[tuple[str, str]],
+                                                    want: Any) -> None:
+    expected = {i for i in range(N) if want(make(i))}
+    got = page_all(cluster, params, limit=37)
+    ids = [index(r) for r in got]
+    assert len(ids) == len(set(ids)), "a record was repeated"
+    assert set(ids) == expected
+    for r in got:
+        stored = cluster.stored_records(r["partition"])[r["offset"]]
+        assert {k: v for k, v in r.items() if k not in ("partition", "offset")} == stored
+        assert partition_for(r["service"], 4) == r["partition"]
+
+
+def test_first_page_is_newest_first_and_forward_is_oldest_first(cluster: Cluster) -> None:
+    status, body = get(cluster, "/v1/logs", [("limit", "50")])
+    assert status == 200
+    recs = body["records"]
+    # Newest first across partitions; within a partition, a prefix of its records in offset order
+    # (timestamps are not monotonic in a partition, so the page is not a global sort).
+    assert index(recs[0]) == max(range(N), key=lambda i: make(i)["timestamp"])
+    for p in range(4):
+        offs = [r["offset"] for r in recs if r["partition"] == p]
+        assert offs == sorted(offs, reverse=True)
+        last = len(cluster.stored_records(p)) - 1
+        assert offs == list(range(last, last - len(offs), -1))
+    assert body["tail_cursor"] and body["direction"] == "backward"
+    got = page_all(cluster, [("direction", "forward")], limit=101)
+    assert sorted(index(r) for r in got) == list(range(N))
+
+
+def test_service_filter_touches_only_its_partition(cluster: Cluster) -> None:
+    status, body = get(cluster, "/v1/logs", [("service", "auth_service"), ("limit", "5")])
+    assert status == 200
+    assert body["partitions"] == [partition_for("auth_service", 4)] == [3]
+    assert all(r["service"] == "auth_service" for r in body["records"])
+
+
+@pytest.mark.parametrize(("params", "parameter"), [
+    ([("limit", "0")], "limit"),
+    ([("limit", "5001")], "limit"),
+    ([("direction", "up")], "direction"),
+    ([("since", "last tuesday")], "since"),
+    ([("regex", "(")], "regex"),
+    ([("cursor", "garbage")], "cursor"),
+    ([("colour", "red")], "colour"),
+])
+def test_bad_parameters_are_400_naming_them(cluster: Cluster, params: list[tuple[str, str]], parameter: str) -> None:
+    status, body = get(cluster, "/v1/logs", params)
+    assert status == 400, body
+    assert body["error"] == "BAD_PARAMETER" and body["parameter"] == parameter
+
+
+def test_cursor_is_bound_to_its_filters(cluster: Cluster) -> None:
+    _, body = get(cluster, "/v1/logs", [("service", "billing"), ("limit", "3")])
+    status, err = get(cluster, "/v1/logs", [("service", "search"), ("cursor", body["cursor"])])
+    assert status == 400 and err["parameter"] == "cursor"
+
+
+def test_fetch_by_offset_across_segments(cluster: Cluster) -> None:
+    p = partition_for("billing", 4)
+    on_disk = [line for _, line in cluster.stored_lines(p)]
+    assert len(list((cluster.data_dir / str(p)).glob("*.jsonl"))) > 2
+    got: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        status, body = get(cluster, f"/v1/partitions/{p}/records", [("offset", str(offset)), ("limit", "23")])
+        assert status == 200, body
+        if not body["records"]:
+            break
+        got += body["records"]
+        offset = body["next_offset"]
+    assert [r["offset"] for r in got] == list(range(len(on_disk)))
+    assert [{k: v for k, v in r.items() if k not in ("partition", "offset")} for r in got] == \
+        [json.loads(line) for line in on_disk]
+    assert get(cluster, "/v1/partitions/9/records")[0] == 404
+    assert get(cluster, f"/v1/partitions/{p}/records", [("limit", "0")])[0] == 400
+
+
+def test_partitions_and_services(cluster: Cluster) -> None:
+    status, body = get(cluster, "/v1/partitions")
+    assert status == 200
+    parts = body["partitions"]
+    assert [x["partition"] for x in parts] == [0, 1, 2, 3]
+    assert [x["owner"] for x in parts] == [0, 0, 1, 1]
+    assert sum(x["highest_offset"] + 1 for x in parts) >= N
+    assert all(x["segments"] >= 1 and x["bytes"] > 0 for x in parts)
+    status, body = get(cluster, "/v1/services")
+    assert status == 200
+    names = {s["name"]: s["partition"] for s in body["services"]}
+    assert set(SERVICES) <= set(names)
+    assert all(partition_for(n, 4) == p for n, p in names.items())
+
+
+def test_original_query_api(cluster: Cluster) -> None:
+    status, body = get(cluster, "/v1/query", [("service", "focus_allocator"), ("limit", "5")])
+    assert status == 200
+    mine = [make(i) for i in range(N) if make(i)["service"] == "focus_allocator"]
+    newest = sorted(mine, key=lambda r: r["timestamp"])[-5:]
+    assert [r["message"] for r in body] == [r["message"] for r in newest]
+    assert all(set(r) >= {"timestamp", "service", "received_at"} for r in body)
+    assert get(cluster, "/v1/query", [("service", "billing"), ("limit", "0")]) == (200, [])
+    assert get(cluster, "/v1/query", [("service", "billing")])[0] == 400
+    assert get(cluster, "/v1/query", [("service", "nobody"), ("limit", "3")]) == (200, [])
+
+
+class Sse:
+    """A minimal text/event-stream reader over http.client."""
+
+    def __init__(self, c: Cluster, params: list[tuple[str, str]], last_id: str | None = None) -> None:
+        self.conn = httpc.HTTPConnection("127.0.0.1", c.http_port, timeout=10)
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        self.conn.request("GET", "/v1/tail?" + urllib.parse.urlencode(params), headers=headers)
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200, self.resp.read()
+        assert self.resp.headers["Content-Type"].startswith("text/event-stream")
+
+    def next_event(self) -> tuple[str, dict[str, Any]]:
+        eid, data = "", ""
+        while True:
+            line = self.resp.readline().decode()
+            if not line:
+                raise EOFError
+            line = line.rstrip("\n")
+            if line.startswith("id: "):
+                eid = line[4:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line == "" and data:
+                return eid, json.loads(data)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_tail_delivers_within_a_second_and_resumes_without_loss(cluster: Cluster) -> None:
+    params = [("service", "notification_service"), ("contains", "tail-test")]
+    sse = Sse(cluster, params)
+    try:
+        t = time.monotonic()
+        status, _ = cluster.post([{"service": "notification_service", "message": "tail-test 1"},
+                                  {"service": "notification_service", "message": "other"},
+                                  {"service": "billing", "message": "tail-test elsewhere"}])
+        assert status == 200
+        eid, ev = sse.next_event()
+        assert ev["message"] == "tail-test 1" and ev["partition"] == 2
+        assert time.monotonic() - t < 1.5
+    finally:
+        sse.close()
+    # Posted while nobody listens: a resume from the last id gets exactly these, once each.
+    cluster.post([{"service": "notification_service", "message": f"tail-test {i}"} for i in (2, 3)])
+    sse = Sse(cluster, params, last_id=eid)
+    try:
+        got = [sse.next_event()[1]["message"] for _ in range(2)]
+        assert got == ["tail-test 2", "tail-test 3"]
+        cluster.post([{"service": "notification_service", "message": "tail-test 4"}])
+        eid4, ev = sse.next_event()
+        assert ev["message"] == "tail-test 4"
+    finally:
+        sse.close()
+    status, body = get(cluster, "/v1/tail", [("cursor", "bad")])
+    assert status == 400 and body["parameter"] == "cursor"
+
+
+def test_ui_is_served(cluster: Cluster) -> None:
+    status, headers, data = http("GET", cluster.url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and b"<html" in data.lower()
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        status, headers, _ = http("GET", cluster.url + "/ui/" + name)
+        assert status == 200 and headers["Content-Type"].startswith(kind)
+    assert http("GET", cluster.url + "/ui/..%2Fread_api.py")[0] == 404
+    assert http("GET", cluster.url + "/ui/nope.js")[0] == 404
+
+
+def test_storage_failure_is_not_a_400(cluster: Cluster) -> None:
+    cluster.kill("storage-1")
+    try:
+        wait_until(lambda: cluster.get("/ready")[0] == 503, 10, what="the worker to be declared dead")
+        status, body = get(cluster, "/v1/logs", [("service", "auth_service")])
+        assert status in (503, 504) and body["error"] in ("NO_OWNER", "TIMEOUT", "WORKER_LOST")
+        status, body = get(cluster, "/v1/logs", [("service", "billing"), ("limit", "2")])
+        assert status == 200 and len(body["records"]) == 2  # partition 0 is still served
+    finally:
+        cluster.start("storage-1")
