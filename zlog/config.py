@@ -105,6 +105,10 @@ class GatewayConfig:
     max_label_key_bytes: int = 128
     max_label_value_bytes: int = 1024
     request_timeout_ms: int = 5000
+    # Produce batching: records of concurrent requests share messages to the router. A batch
+    # waits up to linger_ms to grow; at most inflight_batches per partition are unacknowledged.
+    linger_ms: float = 2.0
+    inflight_batches: int = 4
     max_inflight_requests: int = 512
     retry_after_s: int = 1
     trusted_proxies: tuple[str, ...] = ()

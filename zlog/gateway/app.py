@@ -33,6 +33,7 @@ from zlog.errors import ZlogError
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.metrics import serve
+from zlog.records import Limits
 
 log = logging.getLogger("zlog.gateway")
 
@@ -98,7 +99,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def make_app(cfg: Config, index: int = 0) -> web.Application:
     producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
-                             delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm)
+                             delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
+                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches,
+                             limits=Limits.from_config(cfg.gateway, cfg.storage))
     await producer.start(timeout=30.0)
     ctx = GatewayContext.create(cfg, producer, index)
     app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json])
