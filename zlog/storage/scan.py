@@ -53,7 +53,9 @@ def read(segments: list[Segment], i: int, offset: int, max_records: int,
             i += 1
             continue
         erel, pos = seg.index.floor_rel(rel)
-        lines, _ = _span(seg, pos, pos + max(max_bytes - used, 1))
+        # read about what is asked for (a guess from the mean line length), not max_bytes at once
+        guess = (max_records - len(out) + rel - erel) * (seg.size // max(seg.count, 1) + 1)
+        lines, _ = _span(seg, pos, pos + max(min(max_bytes - used, guess), 1))
         lines = lines[rel - erel:rel - erel + max_records - len(out)]
         size = sum(map(len, lines))
         if used + size <= max_bytes:

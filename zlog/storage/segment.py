@@ -36,6 +36,9 @@ SUFFIXES = (DATA, INDEX, TIMEINDEX, BATCHES)
 _IOV_MAX = 1024
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def stem(base: int) -> str:
     return f"{base:020d}"
 
@@ -191,10 +194,11 @@ class Segment:
             os.ftruncate(fd, size)
 
     def sync(self) -> None:
-        """fsync what an acknowledgement depends on: the data and the batch list."""
+        """Flush what an acknowledgement depends on: the data and the batch list. fdatasync also
+        flushes the file sizes (needed to read the data back) and skips timestamps: ~3x cheaper."""
         assert self.fd is not None and self.wfds is not None
-        os.fsync(self.fd)
-        os.fsync(self.wfds[0])
+        _datasync(self.fd)
+        _datasync(self.wfds[0])
 
     def close_writer(self, seal: bool = True) -> None:
         """fsync all four files and close the writer fds; ``seal`` (on a roll) first adds the time
