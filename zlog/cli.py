@@ -126,7 +126,8 @@ def _default_url(cfg: Config) -> str:
 
 
 def _target(module: str, func: str) -> Callable[..., Any]:
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    target: Callable[..., Any] = getattr(importlib.import_module(module), func)
+    return target
 
 
 def dispatch(cfg: Config, args: argparse.Namespace) -> Any:

@@ -1,0 +1,42 @@
+# zlog developer entry points. Works on a fresh machine: only python3 (with venv) and PyPI needed.
+#   make run    create .venv if missing, install, start the cluster in the foreground
+#   make test   install, then ruff, mypy and pytest
+# The install is skipped while .venv/.zlog-installed is newer than pyproject.toml.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.zlog-installed
+
+.PHONY: run test lint typecheck pytest bench install clean
+
+run: install
+	$(BIN)/zlog up
+
+test: install lint typecheck pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy zlog
+
+pytest: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python tools/bench.py
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf data test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
