@@ -69,6 +69,9 @@ class GatewayMetrics:
         )
         self.errors = Counter("zlog_ingest_errors", "Ingest errors, by kind", ["kind"], registry=r)
         self.spooled = Counter("zlog_ingest_spooled_records", "Records written to the ingest WAL", registry=r)
+        self.replayed = Counter("zlog_ingest_replayed_records", "WAL records stored after an outage", registry=r)
+        self.wal_pending = Gauge("zlog_ingest_wal_pending_batches", "WAL batches waiting to be stored", registry=r)
+        self.wal_bytes = Gauge("zlog_ingest_wal_bytes", "Bytes in the ingest WAL", registry=r)
         self.inflight = Gauge("zlog_ingest_inflight_requests", "Ingest requests in progress", registry=r)
         self.query_requests = Counter(
             "zlog_query_requests", "Read requests, by endpoint and status", ["endpoint", "status"], registry=r
