@@ -242,7 +242,7 @@ def test_tail_delivers_within_a_second_and_resumes_without_loss(cluster: Cluster
         got = [sse.next_event()[1]["message"] for _ in range(2)]
         assert got == ["tail-test 2", "tail-test 3"]
         cluster.post([{"service": "notification_service", "message": "tail-test 4"}])
-        eid4, ev = sse.next_event()
+        _, ev = sse.next_event()
         assert ev["message"] == "tail-test 4"
     finally:
         sse.close()
