@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client as httpc
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -270,3 +272,40 @@ def test_storage_failure_is_not_a_400(cluster: Cluster) -> None:
         assert status == 200 and len(body["records"]) == 2  # partition 0 is still served
     finally:
         cluster.start("storage-1")
+
+
+def zlog(c: Cluster, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zlog", *args, "--url", c.url], env=c.env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_query_json_and_text(cluster: Cluster) -> None:
+    r = zlog(cluster, "query", "--service", "billing", "--level", "ERROR", "--label", "region=eu",
+             "--limit", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    want = [make(i) for i in range(N) if make(i)["service"] == "billing" and make(i)["level"] == "ERROR"
+            and make(i)["labels"]["region"] == "eu"]
+    assert len(recs) == 4
+    assert all(x["service"] == "billing" and x["level"] == "ERROR" for x in recs)
+    assert {index(x) for x in recs} <= {index(w) for w in want}
+    assert recs[-1]["offset"] > recs[0]["offset"]  # oldest first, newest last
+    r = zlog(cluster, "query", "--contains", "token expired", "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and all("token expired" in x and "\x1b[" not in x for x in lines)
+    r = zlog(cluster, "query", "--regex", "(")
+    assert r.returncode == 2 and "regex" in r.stderr
+
+
+def test_cli_tail_follows(cluster: Cluster) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "zlog", "tail", "--service", "search", "--contains", "cli-tail",
+                             "--json", "--url", cluster.url], env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: cluster.post([{"service": "search", "message": "cli-tail ping"}])[0] == 200
+                   and proc.stdout is not None and "cli-tail" in proc.stdout.readline(), 20, interval=0.2,
+                   what="zlog tail to print a posted record")
+    finally:
+        proc.terminate()
+        proc.wait(10)
