@@ -195,7 +195,9 @@ def test_sigkill_after_200_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_a_stopped_worker_gives_503_fast_and_the_partition_serves_again(tmp_path: Path) -> None:
-    with make_cluster(tmp_path) as c:
+    c = make_cluster(tmp_path)
+    c.env_extra["ZLOG_GATEWAY_WAL"] = "false"  # without the ingest WAL there is nowhere to spool
+    with c:
         assert c.terminate("storage-1") == 0  # graceful stop: says DISCONNECT
         t0 = time.monotonic()
         status, body = c.post([{"timestamp": 1, "service": "auth_service", "message": "down"}])
@@ -212,7 +214,9 @@ def test_a_stopped_worker_gives_503_fast_and_the_partition_serves_again(tmp_path
 
 
 def test_a_killed_worker_is_noticed_within_three_heartbeats(tmp_path: Path) -> None:
-    with make_cluster(tmp_path) as c:
+    c = make_cluster(tmp_path)
+    c.env_extra["ZLOG_GATEWAY_WAL"] = "false"
+    with c:
         c.kill("storage-0")
         t0 = time.monotonic()
         wait_until(lambda: c.get("/ready")[0] == 503, timeout=5, what="/ready to turn 503")

@@ -448,6 +448,9 @@ class AsyncProducer:
         spooled = False
         if error is not None and self.spool is not None and error.code in SPOOLABLE:
             spooled = self.spool(b.partition, b.producer_id, b.sequence, b.max_ts, b.lines)
+            if not spooled:
+                error = ZlogError("WAL_FULL", f"{error.message}, and the ingest write-ahead log is full",
+                                  partition=b.partition)
         for part in b.parts:
             if part.future.done():
                 continue

@@ -112,7 +112,8 @@ class GatewayConfig:
     max_inflight_requests: int = 512
     retry_after_s: int = 1
     trusted_proxies: tuple[str, ...] = ()
-    wal_dir: Path | None = None  # default: <data_dir>/wal-<node_id>
+    wal: bool = True  # spool batches that storage cannot take now, answer 202, replay later
+    wal_dir: Path | None = None  # default: <data_dir>/wal/gateway-<index>
     wal_max_bytes: int = 256 * 1024 * 1024
     idempotency_window_s: int = 600
 

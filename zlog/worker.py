@@ -169,26 +169,29 @@ class StorageWorker:
         pending.append(Pending(sock, reply_to, rid, p, result))
 
     def commit(self, pending: list[Pending]) -> None:
-        failed: dict[int, tuple[str, str]] = {}
+        # partition -> (code, detail, how many of its staged batches were stored before the error)
+        failed: dict[int, tuple[str, str, int]] = {}
         for p in {x.partition for x in pending}:
             t0 = time.perf_counter()
             try:
                 self.logs[p].commit()
-            except DiskFull as exc:
-                failed[p] = ("DISK_FULL", str(exc))
             except (StorageError, OSError) as exc:
-                failed[p] = ("STORAGE_ERROR", str(exc))
+                code = "DISK_FULL" if isinstance(exc, DiskFull) else "STORAGE_ERROR"
+                failed[p] = (code, str(exc), int(getattr(exc, "committed", 0)))
+                log.error("commit failed", extra={"partition": p, "code": code, "detail": str(exc),
+                                                  "committed_batches": failed[p][2]})
             self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
-        if failed:
-            for p, (code, text) in failed.items():
-                log.error("commit failed", extra={"partition": p, "code": code, "detail": text})
         m = self.metrics
         for x in pending:
             r = x.result
             if x.partition in failed:
-                code, text = failed[x.partition]
-                self._nack(x.sock, x.reply_to, x.rid, code, text, retry=True, partition=x.partition)
-                continue
+                code, text, stored = failed[x.partition]
+                if stored > 0 and not r.duplicate:
+                    # Staged before the failing write (a commit spanning a segment roll): durable.
+                    failed[x.partition] = (code, text, stored - 1)
+                else:
+                    self._nack(x.sock, x.reply_to, x.rid, code, text, retry=True, partition=x.partition)
+                    continue
             if r.duplicate:
                 m.duplicates.inc()
             else:

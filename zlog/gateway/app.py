@@ -32,8 +32,10 @@ from zlog.config import Config
 from zlog.errors import ZlogError
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
+from zlog.gateway.spool import Spool
 from zlog.metrics import serve
 from zlog.records import Limits
+from zlog.wal import IngestWal
 
 log = logging.getLogger("zlog.gateway")
 
@@ -117,8 +119,20 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     if read_api is not None:
         read_api.setup(app)
 
+    spool_task: asyncio.Task[None] | None = None
+    spool: Spool | None = None
+    if cfg.gateway.wal:
+        wal_dir = cfg.gateway.wal_dir or cfg.cluster.data_dir / "wal" / f"gateway-{index}"
+        spool = Spool(IngestWal(wal_dir, cfg.gateway.wal_max_bytes), producer, ctx.metrics,
+                      cfg.gateway.request_timeout_ms / 1000.0)
+        producer.spool = spool.hook
+        spool_task = asyncio.ensure_future(spool.run())
+
     async def close_producer(app: web.Application) -> None:
         await producer.close(timeout=cfg.gateway.request_timeout_ms / 1000.0)
+        if spool is not None and spool_task is not None:
+            spool.stop()
+            spool_task.cancel()
 
     app.on_cleanup.append(close_producer)
     return app

@@ -27,7 +27,7 @@ SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 FAIL_FAST = frozenset(("NO_OWNER",))
 # When several partitions fail differently, report the one the caller must act on first.
 MAX_IDEMPOTENCY_KEY = 256
-_SEVERITY = {"DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
+_SEVERITY = {"WAL_FULL": 5, "DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
 
 
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
