@@ -110,6 +110,9 @@ class GatewayConfig:
     linger_ms: float = 2.0
     inflight_batches: int = 4
     max_inflight_requests: int = 512
+    # Records per second each client address may ingest per gateway process; 0 = no limit.
+    # Beyond it: 429 + Retry-After. Bursts up to two seconds' worth are allowed.
+    rate_limit_per_client: int = 0
     retry_after_s: int = 1
     trusted_proxies: tuple[str, ...] = ()
     wal: bool = True  # spool batches that storage cannot take now, answer 202, replay later

@@ -42,7 +42,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("SHUTTING_DOWN", 503, True, "the process is stopping"),
         ErrorKind("TIMEOUT", 504, True, "storage did not answer within the deadline"),
         ErrorKind("DISK_FULL", 507, True, "the storage worker's disk is full"),
-        ErrorKind("STORAGE_ERROR", 500, True, "the storage worker could not write"),
+        ErrorKind("STORAGE_ERROR", 503, True, "the storage worker could not write (read-only or failing disk)"),
         ErrorKind("UNSUPPORTED_MEDIA_TYPE", 415, False, "unsupported content type or content encoding"),
         ErrorKind("PAYLOAD_TOO_LARGE", 413, False, "the request body exceeds the configured limit"),
         ErrorKind("BAD_PARAMETER", 400, False, "a query parameter is invalid"),

@@ -18,6 +18,7 @@ from aiohttp import web
 from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.errors import ZlogError
+from zlog.gateway.ratelimit import RateLimiter
 from zlog.metrics import GatewayMetrics
 from zlog.records import Limits
 
@@ -33,13 +34,17 @@ class GatewayContext:
     index: int = 0
     trusted: tuple[Network, ...] = ()
     inflight: int = 0
+    limiter: RateLimiter | None = None
     started: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, cfg: Config, producer: AsyncProducer, index: int = 0) -> GatewayContext:
         trusted = tuple(ipaddress.ip_network(p, strict=False) for p in cfg.gateway.trusted_proxies)
-        return cls(cfg, producer, GatewayMetrics(), Limits.from_config(cfg.gateway, cfg.storage), index, trusted)
+        rate = cfg.gateway.rate_limit_per_client
+        limiter = RateLimiter(rate) if rate > 0 else None
+        return cls(cfg, producer, GatewayMetrics(), Limits.from_config(cfg.gateway, cfg.storage), index, trusted,
+                   limiter=limiter)
 
     def client_ip(self, request: web.Request) -> str:
         """The peer's host; X-Forwarded-For is believed only when the peer is a trusted proxy."""

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -88,6 +89,14 @@ async def _ingest(request: web.Request) -> web.Response:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc)
     total = len(items)
+    if ctx.limiter is not None:
+        wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
+        if wait > 0:
+            ctx.metrics.errors.labels(kind="RATE_LIMITED").inc()
+            return error_response(
+                ZlogError("RATE_LIMITED", f"over {cfg.rate_limit_per_client} records/s for this client"),
+                retry_after=max(1, math.ceil(wait)),
+            )
     timeout = cfg.request_timeout_ms / 1000.0
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
