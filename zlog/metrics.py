@@ -5,6 +5,9 @@ Invariants:
   only what that process measures; names are the documented ``zlog_*`` set (docs/operations.md).
 - Metrics are updated per message or per batch, never per record, to stay off the hot path.
 - Counters only go up; gauges are refreshed from the owning state when scraped or per loop turn.
+- Every registry also carries the standard ``process_*`` metrics (CPU seconds, resident memory,
+  start time), read from /proc only when scraped: ``zlog status`` shows uptime from them and the
+  metrics cost is measured against them.
 """
 
 from __future__ import annotations
@@ -12,16 +15,30 @@ from __future__ import annotations
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
+def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if registry is not None:
+        return registry
+    r = CollectorRegistry()
+    ProcessCollector(registry=r)
+    return r
+
+
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = _registry(registry)
         self.frames = Counter("zlog_router_frames", "Messages routed, by command", ["command"], registry=r)
         self.errors = Counter("zlog_router_errors", "Router errors, by kind", ["kind"], registry=r)
         self.inflight = Gauge("zlog_router_inflight", "Requests forwarded to workers and not yet answered", registry=r)
@@ -33,8 +50,7 @@ class RouterMetrics:
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = _registry(registry)
         self.records = Counter("zlog_storage_records", "Records appended", ["partition"], registry=r)
         self.bytes = Counter("zlog_storage_bytes", "Bytes appended", ["partition"], registry=r)
         self.batches = Counter("zlog_storage_batches", "Batches appended", ["partition"], registry=r)
@@ -59,8 +75,7 @@ class WorkerMetrics:
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = _registry(registry)
         self.requests = Counter("zlog_ingest_requests", "Ingest requests, by HTTP status", ["status"], registry=r)
         self.records = Counter("zlog_ingest_records", "Records acknowledged (stored durably)", registry=r)
         self.bytes = Counter("zlog_ingest_bytes", "Request body bytes received for ingest", registry=r)
