@@ -1,0 +1,239 @@
+"""Shared test fixtures: free ports from the OS and real subprocesses that always get cleaned up.
+
+Invariants:
+- Ports come from the OS (bind to port 0), never from a hard-coded list.
+- ``ProcessGroup`` starts real processes (``sys.executable -m zlog ...`` by default), keeps each
+  one's stdout+stderr in a file under ``tmp_path``, waits for conditions by polling with a
+  deadline (never a bare sleep), and always tears every process down: SIGCONT (a stopped process
+  cannot act on SIGTERM), SIGTERM, a bounded wait, then SIGKILL, even when the test fails.
+- When a test fails, the captured output of its processes is printed in the failure report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def get_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free right now (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """``free_port()`` returns a new OS-chosen loopback port at each call."""
+    return get_free_port
+
+
+def poll_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Call ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (TimeoutError).
+
+    Exceptions from ``cond`` count as "not yet"; the last one is named in the TimeoutError.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            suffix = f" (last error: {last!r})" if last is not None else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{suffix}")
+        time.sleep(interval)
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self, tail: int = 8000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-tail:]
+
+
+class ProcessGroup:
+    """Real subprocesses for one test, torn down whatever happens.
+
+    Use through the ``process_group`` fixture::
+
+        def test_router_starts(process_group, free_port):
+            port = free_port()
+            router = process_group.start("router", "router", env={"ZLOG_ROUTER_FRONT": f"tcp://127.0.0.1:{port}"})
+            process_group.wait_for(lambda: "router started" in router.output(), what="router start")
+
+    - ``start(name, *args)`` runs ``python -m zlog *args`` (``argv=[...]`` runs anything else),
+      with ``cwd`` = the test's tmp dir, the repo on ``PYTHONPATH``, output in ``<tmp>/<name>.log``.
+    - ``wait_for(cond)`` polls ``cond`` with a deadline; it fails early, with the process output,
+      if any process of the group has exited unexpectedly (pass ``allow_exit=True`` to permit it).
+    - ``stop(name)`` sends SIGTERM and waits; ``kill(name)`` sends SIGKILL; ``stop_all()`` runs at
+      teardown in any case.
+    - ``logs()`` is every process's output, printed automatically when the test fails.
+    """
+
+    def __init__(self, root: Path, base_env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.procs: dict[str, ManagedProcess] = {}
+        self.base_env = dict(os.environ)
+        self.base_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO), self.base_env.get("PYTHONPATH", "")) if p
+        )
+        self.base_env["PYTHONUNBUFFERED"] = "1"
+        if base_env:
+            self.base_env.update(base_env)
+        self.expected_exits: set[str] = set()
+
+    def start(
+        self,
+        name: str,
+        *args: str,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ManagedProcess:
+        if name in self.procs and self.procs[name].alive():
+            raise RuntimeError(f"process {name!r} is already running")
+        cmd = argv if argv is not None else [sys.executable, "-m", "zlog", *args]
+        log_path = self.root / f"{name}.log"
+        full_env = dict(self.base_env)
+        if env:
+            full_env.update(env)
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=full_env, cwd=cwd or self.root,
+            )
+        proc = ManagedProcess(name, cmd, log_path, popen)
+        self.procs[name] = proc
+        self.expected_exits.discard(name)
+        return proc
+
+    def __getitem__(self, name: str) -> ManagedProcess:
+        return self.procs[name]
+
+    def wait_for(
+        self, cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition", allow_exit: bool = False
+    ) -> Any:
+        def check() -> Any:
+            if not allow_exit:
+                for p in self.procs.values():
+                    if p.name not in self.expected_exits and not p.alive():
+                        raise ProcessExited(f"{p.name} exited with {p.popen.returncode}:\n{p.output()}")
+            return cond()
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = check()
+                if value:
+                    return value
+            except ProcessExited:
+                raise
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")
+            time.sleep(0.05)
+
+    def signal(self, name: str, sig: int) -> None:
+        p = self.procs[name]
+        if p.alive():
+            p.popen.send_signal(sig)
+
+    def stop(self, name: str, timeout: float = 15.0) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+        p = self.procs[name]
+        self.expected_exits.add(name)
+        if p.alive():
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                p.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                return p.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+        return p.popen.wait(10)
+
+    def kill(self, name: str) -> int:
+        p = self.procs[name]
+        self.expected_exits.add(name)
+        if p.alive():
+            p.popen.kill()
+        return p.popen.wait(10)
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        live = [p for p in self.procs.values() if p.alive()]
+        for p in live:
+            self.expected_exits.add(p.name)
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                p.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {p.name} ({' '.join(p.argv[-4:])}) -----\n{p.output()}" for p in self.procs.values())
+
+
+class ProcessExited(RuntimeError):
+    """A process of the group exited while the test was waiting on it."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Keep each phase's report on the item, so fixtures can tell at teardown whether the test failed.
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def process_group(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessGroup]:
+    """A ``ProcessGroup`` rooted in ``tmp_path``; stopped at teardown, its output shown on failure."""
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+        failed = any(
+            getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call")
+        )
+        if failed and group.procs:
+            sys.stderr.write(f"\n===== output of the test's processes =====\n{group.logs()}\n")
