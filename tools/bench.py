@@ -1,0 +1,517 @@
+"""The zlog benchmark: a fresh real cluster, a fixed matrix, exactly-once verified, CPU per log.
+
+    python tools/bench.py                    # full matrix, ~10 s per cell, writes docs/benchmarks.md
+    python tools/bench.py --quick --json     # smoke run, machine-readable
+    python tools/bench.py --compare http://127.0.0.1:8080/v1/logs --compare-pids 123,456
+    python tools/bench.py --ab               # the matrix twice: processes untuned vs tuned
+
+Each run starts router, 2 storage workers and 2 gateway processes (one port, SO_REUSEPORT) in a
+temporary directory with fsync ``always``, then runs, one after the other, HTTP batches of 100
+and 1000 records at concurrency 1, 8 and 32, and the native producer (``AsyncProducer`` straight
+to the router). Every record carries a unique label ``zb: <unit>:<index>``; after the run every
+acknowledged record must be on disk exactly once (``zlog.audit``), or the run fails.
+
+Invariants:
+- Measured, not estimated: cluster CPU is utime+stime from /proc/<pid>/stat of every cluster
+  process, sampled at the start and end of each cell's measured window; logs/s and latency count
+  only requests that completed inside that window (a warm-up before it is excluded).
+- The load generator stays cheap: one pre-built HTTP request per batch size, a unit key spliced
+  in with one ``bytes.replace`` per request, raw asyncio streams with keep-alive. Its own CPU is
+  measured and reported beside the cluster's.
+- Nothing is retried by the load generator: a non-200 answer is counted as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+
+from tests._cluster import Cluster  # noqa: E402
+from zlog.audit import Audit  # noqa: E402
+from zlog.client import AsyncProducer  # noqa: E402
+from zlog.records import Group, Limits, encode_batch  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KEY_PH = b"@@@@@@@@@@@@"  # replaced by a fixed-width unit key: 2 digits of cell, 10 of counter
+LABEL = "zb"
+# Process tuning the bench applies to the cluster (see docs/benchmarks.md for the A/B figures).
+TUNED_ENV = {"MALLOC_TOP_PAD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
+SERVICES = ("focus_allocator", "event_creator", "auth_service", "notification_service")
+MESSAGES = {
+    "focus_allocator": ("focus session started", "focus session completed", "focus time suggestion generated",
+                        "deep work block scheduled", "focus session interrupted", "break reminder sent"),
+    "event_creator": ("calendar event created", "calendar event updated", "meeting invitation sent",
+                      "recurring event expanded", "event reminder scheduled", "calendar sync completed"),
+    "auth_service": ("user login successful", "user login failed - invalid credentials", "token refreshed",
+                     "password reset requested", "mfa challenge passed", "session expired"),
+    "notification_service": ("email sent successfully", "push notification delivered", "sms delivery failed",
+                             "in-app notification read", "digest email queued", "notification preferences updated"),
+}
+LABELS = {
+    "focus_allocator": {"focus_type": ("deep_work", "shallow_work", "break", "meeting"),
+                        "duration_minutes": ("25", "50", "90", "120")},
+    "event_creator": {"event_type": ("focus_block", "meeting", "break", "reminder"),
+                      "calendar": ("primary", "work", "personal")},
+    "auth_service": {"auth_method": ("password", "oauth", "api_key", "mfa")},
+    "notification_service": {"channel": ("email", "sms", "push", "in_app")},
+}
+LEVELS = ("DEBUG", "INFO", "INFO", "INFO", "WARN", "ERROR")
+
+
+def make_records(n: int, seed: int) -> list[dict[str, Any]]:
+    """The original load generator's shape (~200-byte records), each tagged ``zb: KEY:<i>``."""
+    rng = random.Random(seed)
+    ts = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        svc = rng.choice(SERVICES)
+        labels = {k: rng.choice(v) for k, v in LABELS[svc].items()} if rng.random() < 0.3 else {}
+        labels[LABEL] = f"{KEY_PH.decode()}:{i}"
+        out.append({"timestamp": ts, "service": svc, "level": rng.choice(LEVELS),
+                    "message": rng.choice(MESSAGES[svc]), "labels": labels})
+        ts += rng.randint(50, 499)
+    return out
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, all threads, in seconds (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+@dataclass
+class Cell:
+    target: str  # "zlog" / "zlog-untuned" / "compare"
+    kind: str  # "http" or "native"
+    batch: int
+    concurrency: int
+    seconds: float = 0.0
+    requests: int = 0
+    logs: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    logs_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    cluster_cpu_ms_per_1k: float | None = None
+    cpu_split_ms_per_1k: dict[str, float] = field(default_factory=dict)
+    loadgen_cpu_ms_per_1k: float = 0.0
+    cluster_cores: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.target} {self.kind} b{self.batch} c{self.concurrency}"
+
+
+class Window:
+    """The measured window of one cell: wall clock, latencies and CPU of the processes given."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.open = False
+        self.latencies: list[float] = []
+        self.logs = 0
+        self.requests = 0
+
+    def start(self) -> None:
+        self.cpu0 = {n: proc_cpu_s(p) for n, p in self.pids.items()}
+        self.own0 = time.process_time()
+        self.t0 = time.perf_counter()
+        self.open = True
+
+    def stop(self) -> None:
+        self.open = False
+        self.t1 = time.perf_counter()
+        self.own1 = time.process_time()
+        self.cpu1 = {n: proc_cpu_s(p) for n, p in self.pids.items()}
+
+    def done(self, latency: float, records: int) -> None:
+        if self.open:
+            self.latencies.append(latency)
+            self.logs += records
+            self.requests += 1
+
+    def fill(self, cell: Cell) -> None:
+        cell.seconds = self.t1 - self.t0
+        cell.requests, cell.logs = self.requests, self.logs
+        lat = sorted(self.latencies)
+        cell.logs_per_s = self.logs / cell.seconds if cell.seconds else 0.0
+        cell.p50_ms, cell.p99_ms = percentile(lat, 0.50) * 1000, percentile(lat, 0.99) * 1000
+        cell.max_ms = (lat[-1] if lat else float("nan")) * 1000
+        per_k = 1_000_000 / self.logs if self.logs else float("nan")  # s -> ms, per 1000 logs
+        cell.loadgen_cpu_ms_per_1k = (self.own1 - self.own0) * per_k
+        if self.pids:
+            split = {n: (self.cpu1[n] - self.cpu0[n]) * per_k for n in self.pids}
+            cell.cpu_split_ms_per_1k = split
+            cell.cluster_cpu_ms_per_1k = sum(split.values())
+            cell.cluster_cores = sum(self.cpu1[n] - self.cpu0[n] for n in self.pids) / cell.seconds
+
+
+async def timed(window: Window, warmup: float, seconds: float, workers: list[asyncio.Task[None]],
+                stop: asyncio.Event) -> None:
+    await asyncio.sleep(warmup)
+    window.start()
+    await asyncio.sleep(seconds)
+    window.stop()
+    stop.set()
+    await asyncio.gather(*workers)
+
+
+# -- HTTP load ------------------------------------------------------------------------------
+
+
+def http_request_template(url: str, batch: int, seed: int) -> bytes:
+    u = urlsplit(url)
+    body = orjson.dumps(make_records(batch, seed))
+    head = (f"POST {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+    return head.encode() + body
+
+
+async def http_cell(url: str, cell: Cell, cell_no: int, audit: Audit | None, pids: dict[str, int],
+                    warmup: float, seconds: float) -> None:
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    template = http_request_template(url, cell.batch, seed=cell.batch)
+    window = Window(pids)
+    stop = asyncio.Event()
+    counter = 0
+    prefix = b"%02d" % cell_no
+
+    async def one_connection() -> None:
+        nonlocal counter
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while not stop.is_set():
+                counter += 1
+                key = prefix + b"%010d" % counter
+                t0 = time.perf_counter()
+                writer.write(template.replace(KEY_PH, key))
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                body = await reader.readexactly(int(m.group(1))) if m else b""
+                dt = time.perf_counter() - t0
+                if status == 200:
+                    if audit is not None:
+                        audit.acknowledge(key.decode(), cell.batch)
+                    window.done(dt, cell.batch)
+                else:
+                    cell.failed += 1
+                    try:
+                        code = str(orjson.loads(body).get("error", status))
+                    except Exception:
+                        code = str(status)
+                    cell.errors[code] = cell.errors.get(code, 0) + 1
+                    await asyncio.sleep(0.01)
+        finally:
+            writer.close()
+
+    conns = [asyncio.ensure_future(one_connection()) for _ in range(cell.concurrency)]
+    await timed(window, warmup, seconds, conns, stop)
+    window.fill(cell)
+
+
+# -- native producer ------------------------------------------------------------------------
+
+
+async def native_cell(routers: list[str], cell: Cell, cell_no: int, audit: Audit, pids: dict[str, int],
+                      warmup: float, seconds: float) -> None:
+    producer = AsyncProducer(routers, node_id="bench", linger_ms=1.0, max_inflight=4)
+    await producer.start()
+    groups = encode_batch(make_records(cell.batch, seed=cell.batch + 7), Limits(), received_at=int(time.time() * 1000),
+                          client_ip="127.0.0.1", node_id="bench")
+    templates = [(svc, b"\n".join(g.lines), g.max_timestamp) for svc, g in groups.items()]
+    window = Window(pids)
+    stop = asyncio.Event()
+    counter = 0
+    prefix = b"%02d" % cell_no
+
+    async def one_sender() -> None:
+        nonlocal counter
+        while not stop.is_set():
+            counter += 1
+            key = prefix + b"%010d" % counter
+            t0 = time.perf_counter()
+            gs = {svc: Group(joined.replace(KEY_PH, key).split(b"\n"), ts) for svc, joined, ts in templates}
+            results = await producer.send_groups_settled(gs)
+            dt = time.perf_counter() - t0
+            errs = [r for r in results if isinstance(r, Exception)]
+            if not errs:
+                audit.acknowledge(key.decode(), cell.batch)
+                window.done(dt, cell.batch)
+            else:
+                cell.failed += 1
+                for e in errs:
+                    code = getattr(e, "code", type(e).__name__)
+                    cell.errors[code] = cell.errors.get(code, 0) + 1
+
+    senders = [asyncio.ensure_future(one_sender()) for _ in range(cell.concurrency)]
+    try:
+        await timed(window, warmup, seconds, senders, stop)
+    finally:
+        await producer.close()
+    window.fill(cell)
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+
+def start_profilers(pids: dict[str, int], out_dir: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    spy = Path(sys.executable).parent / "py-spy"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in pids.items():
+        procs.append(subprocess.Popen(
+            [str(spy), "record", "-p", str(pid), "-r", "200", "-f", "raw", "--nonblocking", "-d", str(int(seconds)),
+             "-o", str(out_dir / f"{name}.folded")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def summarize_folded(path: Path, top: int = 12) -> dict[str, Any]:
+    """Self time by function (last frame) and inclusive time, from py-spy's folded output."""
+    self_t: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        frames = [re.sub(r" \((?:.*/)?([^/]+\.py):\d+\)", r" (\1)", f) for f in stack.split(";")]
+        self_t[frames[-1]] = self_t.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+    def pct(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+    return {"samples": total, "self": pct(self_t), "inclusive": pct(incl)}
+
+
+# -- orchestration --------------------------------------------------------------------------
+
+
+def matrix(quick: bool) -> list[tuple[str, int, int]]:
+    http = [("http", b, c) for b in (100, 1000) for c in (1, 8, 32)]
+    return [*http, ("native", 1000, 8), ("native", 1000, 32)]
+
+
+def cluster_pids(cluster: Cluster) -> dict[str, int]:
+    return {name: p.pid for name, p in cluster.procs.items() if p.alive()}
+
+
+async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], cells: list[Cell],
+                   profiles: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="zlog-bench-") as tmp:
+        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync="always", env_extra=env)
+        cluster.start()
+        try:
+            pids = cluster_pids(cluster)
+            url = cluster.url + "/v1/logs"
+            audit = Audit(LABEL)
+            for n, (kind, batch, conc) in enumerate(matrix(args.quick)):
+                if args.only and not any(o in f"{kind}-{batch}-c{conc}" for o in args.only):
+                    continue
+                cell = Cell(target, kind, batch, conc)
+                profilers: list[subprocess.Popen[bytes]] = []
+                pdir = Path(tmp) / "profile"
+                if args.profile and f"{kind}-{batch}-c{conc}" == args.profile:
+                    profilers = start_profilers(pids, pdir, args.seconds)
+                if kind == "http":
+                    await http_cell(url, cell, n, audit, pids, args.warmup, args.seconds)
+                else:
+                    routers = [f"tcp://127.0.0.1:{cluster.front}"]
+                    await native_cell(routers, cell, n, audit, pids, args.warmup, args.seconds)
+                for pr in profilers:
+                    pr.wait(args.seconds + 30)
+                if profilers:
+                    profiles[cell.name] = {name: summarize_folded(pdir / f"{name}.folded")
+                                           for name in pids if (pdir / f"{name}.folded").exists()}
+                cells.append(cell)
+                log(format_cell(cell))
+            dead = [n for n, p in cluster.procs.items() if not p.alive()]
+        finally:
+            cluster.stop()
+        t0 = time.perf_counter()
+        audit.scan_dir(cluster.data_dir)
+        report = audit.report()
+        log(f"{target}: {report.summary()} [{time.perf_counter() - t0:.1f} s to verify]")
+        if dead:
+            log(f"{target}: processes died during the run: {dead}\n{cluster.logs()}")
+        return {**report.to_json(), "dead_processes": dead}
+
+
+async def run_compare(args: argparse.Namespace, cells: list[Cell]) -> None:
+    pids = {f"pid-{p}": int(p) for p in args.compare_pids.split(",")} if args.compare_pids else {}
+    for n, (kind, batch, conc) in enumerate(matrix(args.quick)):
+        if kind != "http" or (args.only and not any(o in f"{kind}-{batch}-c{conc}" for o in args.only)):
+            continue
+        cell = Cell("compare", kind, batch, conc)
+        await http_cell(args.compare, cell, 50 + n, None, pids, args.warmup, args.seconds)
+        cells.append(cell)
+        log(format_cell(cell))
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or x != x else f"{x:,.{digits}f}"
+
+
+def format_cell(c: Cell) -> str:
+    return (f"{c.name:32s} {c.logs_per_s:>11,.0f} logs/s  p50 {c.p50_ms:7.1f}  p99 {c.p99_ms:7.1f}  "
+            f"max {c.max_ms:7.1f} ms  cluster {fmt(c.cluster_cpu_ms_per_1k, 2)} CPU-ms/1k  "
+            f"loadgen {c.loadgen_cpu_ms_per_1k:.2f}  failed {c.failed}")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    return {"nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kb / 1024 / 1024, 1),
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [f"Generated by `tools/bench.py` on {result['date']}.", "",
+           f"- Machine: {m['nproc']} vCPU ({m['cpu']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
+           f"Python {m['python']}",
+           f"- Command: `{result['command']}`",
+           f"- Cluster: 1 router, 2 storage workers, {result['gateways']} gateway processes on one port "
+           "(SO_REUSEPORT), 4 partitions, fsync `always`; "
+           f"{result['seconds']:g} s measured per cell after {result['warmup']:g} s of warm-up.", ""]
+    for target, audit in result["audit"].items():
+        verdict = "**exactly once: OK**" if audit["ok"] else "**FAILED**"
+        out.append(f"- Audit `{target}`: {verdict} — acknowledged {audit['acknowledged']:,}, "
+                   f"stored {audit['stored']:,}, lost {audit['lost']}, duplicated {audit['duplicated']}, "
+                   f"out of order {audit['out_of_order']}, stored but unacknowledged {audit['unacknowledged']}.")
+    out += ["", "| target | path | batch | conc | logs/s | p50 ms | p99 ms | max ms | cluster CPU-ms / 1k logs "
+            "| cluster cores | loadgen CPU-ms / 1k | failed |", "|" + "---|" * 12]
+    for c in result["cells"]:
+        out.append(f"| {c['target']} | {c['kind']} | {c['batch']} | {c['concurrency']} | {c['logs_per_s']:,.0f} | "
+                   f"{fmt(c['p50_ms'])} | {fmt(c['p99_ms'])} | {fmt(c['max_ms'])} | "
+                   f"{fmt(c['cluster_cpu_ms_per_1k'], 2)} | {fmt(c['cluster_cores'], 2)} | "
+                   f"{c['loadgen_cpu_ms_per_1k']:.2f} | {c['failed']} |")
+    names = sorted({n for c in result["cells"] for n in c["cpu_split_ms_per_1k"]})
+    if names:
+        out += ["", "Cluster CPU-ms per 1000 logs, per process:", "",
+                "| target | path | batch | conc | " + " | ".join(names) + " |", "|" + "---|" * (4 + len(names))]
+        for c in result["cells"]:
+            split = c["cpu_split_ms_per_1k"]
+            if split:
+                out.append(f"| {c['target']} | {c['kind']} | {c['batch']} | {c['concurrency']} | "
+                           + " | ".join(fmt(split.get(n), 2) for n in names) + " |")
+    for cell_name, procs in result.get("profiles", {}).items():
+        out += ["", f"py-spy self time during `{cell_name}` (% of each process's non-idle samples):", ""]
+        for name, prof in procs.items():
+            top = "; ".join(f"{fn} {p}%" for fn, p in prof["self"][:8])
+            out.append(f"- **{name}** ({prof['samples']} samples): {top}")
+    return "\n".join(out) + "\n"
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_doc(path: Path, generated: str) -> None:
+    block = f"{BEGIN}\n{generated}{END}"
+    if path.exists() and BEGIN in (text := path.read_text()) and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = f"# zlog benchmarks\n\n{block}\n"
+    path.write_text(text)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    cells: list[Cell] = []
+    audits: dict[str, Any] = {}
+    profiles: dict[str, Any] = {}
+    variants = [("zlog-untuned", {}), ("zlog", TUNED_ENV)] if args.ab else [("zlog", {} if args.untuned else TUNED_ENV)]
+    for target, env in variants:
+        audits[target] = await run_zlog(args, target, env, cells, profiles)
+    if args.compare:
+        await run_compare(args, cells)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+              "command": "python tools/bench.py " + shlex.join(sys.argv[1:]), "seconds": args.seconds,
+              "warmup": args.warmup, "gateways": args.gateways, "audit": audits,
+              "cells": [asdict(c) for c in cells], "profiles": profiles}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    if args.write:
+        write_doc(Path(args.write), markdown(result))
+        log(f"wrote {args.write}")
+    ok = all(a["ok"] and not a["dead_processes"] for a in audits.values())
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell (default 10)")
+    p.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per cell (default 1.5)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1.5 s per cell, 0.5 s warm-up, no doc")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--gateways", type=int, default=2, help="gateway processes (default 2)")
+    p.add_argument("--only", action="append", default=[], metavar="CELL",
+                   help="run only cells whose name (e.g. http-1000-c8, native-1000) contains this")
+    p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")
+    p.add_argument("--compare-pids", metavar="PID,...", help="processes of the compared server, for its CPU")
+    p.add_argument("--ab", action="store_true", help="run the matrix on an untuned and a tuned cluster")
+    p.add_argument("--untuned", action="store_true", help="do not apply the malloc tuning to the cluster")
+    p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")
+    p.add_argument("--write", metavar="PATH", help="write the report into this markdown file "
+                   "(default docs/benchmarks.md for a full run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup = min(args.seconds, 1.5), min(args.warmup, 0.5)
+    elif args.write is None and not args.only:
+        args.write = str(REPO / "docs" / "benchmarks.md")
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
