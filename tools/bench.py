@@ -68,7 +68,7 @@ MESSAGES = {
     "notification_service": ("email sent successfully", "push notification delivered", "sms delivery failed",
                              "in-app notification read", "digest email queued", "notification preferences updated"),
 }
-LABELS = {
+LABELS: dict[str, dict[str, tuple[str, ...]]] = {
     "focus_allocator": {"focus_type": ("deep_work", "shallow_work", "break", "meeting"),
                         "duration_minutes": ("25", "50", "90", "120")},
     "event_creator": {"event_type": ("focus_block", "meeting", "break", "reminder"),
