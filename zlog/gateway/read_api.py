@@ -317,7 +317,10 @@ class TailHub:
             for p in list(self.heads):
                 if p not in watched:
                     del self.heads[p]  # re-read from STATS when someone watches it again
-            await asyncio.gather(*(self._poll(p) for p in watched if p in self.heads))
+            try:
+                await asyncio.gather(*(self._poll(p) for p in watched if p in self.heads))
+            except Exception:  # a poller that dies would leave every tail silent
+                log.exception("tail poll failed")
             await asyncio.sleep(POLL_S)
         self.heads.clear()
 

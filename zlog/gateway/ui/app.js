@@ -242,7 +242,7 @@ function restartTail() {
 
 function setAuto() {
   clearInterval(state.timer);
-  state.timer = els.auto.checked ? setInterval(() => { if (!els.live.checked) run(); }, 5000) : null;
+  state.timer = els.auto.checked ? setInterval(() => { if (!els.live.checked && !els.rows.querySelector("tr.detail")) run(); }, 5000) : null;
 }
 
 // -- wiring -------------------------------------------------------------------------------
