@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from zlog.query import (
     EXHAUSTED,
     MAX_LIMIT,
-    PageMerge,
     BadParameter,
     Cursor,
     Filter,
+    PageMerge,
     compile_filter,
     decode_cursor,
     parse_params,
