@@ -34,6 +34,7 @@ from zlog.config import DEFAULT_CONFIG_PATH, Config, assign_partitions
 
 READY_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes with its terminating NUL
 # Short environment names config.load() also reads: an override must replace them, not lose to them.
 _ALIASES = {
     ("cluster", "data_dir"): "ZLOG_DATA_DIR",
@@ -200,6 +201,11 @@ def up(cfg: Config, args: argparse.Namespace) -> int:
         print(f"zlog up: {cfg.gateway.host}:{cfg.gateway.port} is in use (another cluster running?)",
               file=sys.stderr)
         return 1
+    sock = data_dir / "supervisor.sock"
+    if len(str(sock).encode()) > _MAX_UNIX_PATH:
+        print(f"zlog up: the control socket path {sock} is too long for a unix socket; use a shorter --data-dir",
+              file=sys.stderr)
+        return 1
     zlog_script = find_program("zlog")
     zlog_bin = shlex.quote(zlog_script) if zlog_script else f"{shlex.quote(sys.executable)} -m zlog"
     env = supervisor_env(
@@ -245,4 +251,6 @@ def up(cfg: Config, args: argparse.Namespace) -> int:
     if stopping:
         print("zlog: stopped", flush=True)
         return 0
-    return code
+    print(f"zlog: supervisord exited with status {code}; see {data_dir / 'logs' / 'supervisord.log'}",
+          file=sys.stderr, flush=True)
+    return code if code >= 0 else 1
