@@ -47,6 +47,7 @@ from zlog.query import (
     decode_cursor,
     parse_limit,
     parse_params,
+    timestamp_of,
     with_position,
 )
 from zlog.wire import Command
@@ -129,6 +130,10 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
     return merge, scanned, scanned_bytes
 
 
+def _order_key(item: tuple[int, int, bytes]) -> tuple[int, int, int]:
+    return timestamp_of(item[2]), item[0], item[1]
+
+
 def _records_json(items: list[tuple[int, int, bytes]]) -> bytes:
     return b"[" + b",".join(with_position(line, p, o) for p, o, line in items) + b"]"
 
@@ -142,6 +147,9 @@ async def get_logs(request: web.Request) -> web.Response:
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):
         raise BadParameter("cursor", "names a partition this cluster does not have")
     merge, scanned, scanned_bytes = await run_search(ctx, q.filter, parts, q.backward, q.limit, q.cursor)
+    # Which records make the page is the merge's business (the cursor depends on it); within the
+    # page, strict time order reads better, since batches interleave services inside a partition.
+    merge.out.sort(key=_order_key, reverse=q.backward)
     more = merge.more()
     cursor = merge.cursor().encode() if more or not q.backward else None
     tail = merge.tail_cursor()
@@ -183,7 +191,7 @@ async def get_query(request: web.Request) -> web.Response:
         if len(items) >= limit or not merge.more() or time.monotonic() > deadline:
             break
         cursor = merge.cursor()
-    items.reverse()
+    items.sort(key=_order_key)
     return _json(b"[" + b",".join(line for _, _, line in items) + b"]")
 
 
