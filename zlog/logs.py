@@ -7,7 +7,7 @@ Invariants:
 - One event is exactly one line: JSON escapes newlines, logfmt quotes and escapes them, and a
   traceback travels inside the ``exc`` field.
 - Every line carries ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``role``, ``logger`` and
-  ``msg``, then the static fields given to ``setup_logging`` (worker id, pid, ...), then the
+  ``msg``, then ``pid`` and the static fields given to ``setup_logging`` (worker id, ...), then the
   event's own ``extra`` fields. A field never breaks a line: values that JSON cannot encode are
   written as their ``str()``.
 - ``setup_logging`` is idempotent: it replaces the root logger's handlers instead of adding more.
@@ -15,7 +15,9 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -65,7 +67,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record, self.role, self.static)
-        return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (orjson.JSONEncodeError, TypeError):  # e.g. an int beyond 64 bits, a lone surrogate
+            return json.dumps(fields, default=str, ensure_ascii=True)
 
 
 def _logfmt_value(value: Any) -> str:
@@ -98,7 +103,7 @@ def setup_logging(
     """Send every log event of this process to stderr (or ``stream``), one line each."""
     fmt_class = LogfmtFormatter if cfg.format == "logfmt" else JsonFormatter
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(fmt_class(role, static_fields))
+    handler.setFormatter(fmt_class(role, {"pid": os.getpid(), **static_fields}))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
