@@ -310,3 +310,25 @@ def test_cli_tail_follows(cluster: Cluster) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_tail_bulk_delivery_and_long_catch_up(cluster: Cluster) -> None:
+    params = [("service", "event_creator"), ("contains", "bulk")]
+    sse = Sse(cluster, params)
+    try:
+        for k in range(3):
+            status, _ = cluster.post([{"service": "event_creator", "message": f"bulk {k}-{i}"} for i in range(1500)])
+            assert status == 200
+        got = [sse.next_event() for _ in range(4500)]
+    finally:
+        sse.close()
+    assert [e[1]["message"] for e in got] == [f"bulk {k}-{i}" for k in range(3) for i in range(1500)]
+    offsets = [e[1]["offset"] for e in got]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 4500
+    # Resume from the middle: a catch-up longer than one SEARCH answer, exactly the rest.
+    sse = Sse(cluster, params, last_id=got[999][0])
+    try:
+        rest = [sse.next_event()[1]["offset"] for _ in range(3500)]
+    finally:
+        sse.close()
+    assert rest == offsets[1000:]

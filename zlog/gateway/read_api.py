@@ -15,7 +15,8 @@ Invariants:
   (503 no owner, 504 timeout), never 400.
 - Live tail: one ``TailHub`` per gateway process polls each watched partition (FETCH from its
   head, every ``POLL_S``) and fans records out to subscribers through bounded queues. A
-  subscriber that falls behind is closed after what it already has, and resumes through
+  subscriber that falls behind (a bounded queue of batches and bytes) is closed after what it
+  already has, and resumes through
   ``Last-Event-ID`` (each event's id is a forward cursor) with no loss and no repetition.
 """
 
@@ -59,10 +60,11 @@ UI_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", 
             ".png": "image/png", ".ico": "image/x-icon"}
 SEARCH_DEADLINE_S = 2.0
 POLL_S = 0.25
-FETCH_RECORDS = 2000
+FETCH_RECORDS = 10_000
 FETCH_BYTES = 4 * 1024 * 1024
 MAX_SUBSCRIBERS = 256
-QUEUE_BATCHES = 512
+QUEUE_BATCHES = 256
+QUEUE_BYTES = 32 * 1024 * 1024  # per subscriber; batches are shared, so this bounds what it pins
 KEEPALIVE_S = 10.0
 
 
@@ -273,16 +275,23 @@ async def get_records(request: web.Request) -> web.Response:
 @dataclass(eq=False, slots=True)
 class Subscriber:
     partitions: frozenset[int]
-    queue: asyncio.Queue[tuple[int, list[tuple[int, bytes]]] | None]
+    queue: asyncio.Queue[tuple[int, list[tuple[int, bytes]], int] | None]
     overflowed: bool = False
+    queued_bytes: int = 0
 
-    def offer(self, item: tuple[int, list[tuple[int, bytes]]] | None) -> None:
+    def offer(self, item: tuple[int, list[tuple[int, bytes]], int] | None) -> None:
         if self.overflowed:
+            return
+        if item is not None and self.queued_bytes + item[2] > QUEUE_BYTES and not self.queue.empty():
+            self.overflowed = True
             return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflowed = True
+            return
+        if item is not None:
+            self.queued_bytes += item[2]
 
 
 @dataclass(slots=True)
@@ -347,9 +356,10 @@ class TailHub:
             if not records or self.heads.get(p) != head:
                 return
             self.heads[p] = r["next_offset"]
+            size = sum(len(line) for _, line in records)
             for sub in self.subscribers:
                 if p in sub.partitions:
-                    sub.offer((p, records))
+                    sub.offer((p, records, size))
             if r["next_offset"] >= r["high_watermark"]:
                 return
 
@@ -418,7 +428,8 @@ async def _live(resp: web.StreamResponse, sub: Subscriber, pred: Predicate | Non
             continue
         if item is None:
             return
-        p, records = item
+        p, records, size = item
+        sub.queued_bytes -= size
         chunks = []
         for o, line in records:
             if o < pos[p]:
