@@ -156,16 +156,21 @@ def sse_events(url: str, last_id: str | None, timeout: float = 60.0) -> Iterator
     except urllib.error.HTTPError as err:
         raise _http_error(err) from None
     with resp:
-        eid, data = "", ""
+        eid, data, event = "", "", ""
         for raw in resp:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if line.startswith("id:"):
                 eid = line[3:].strip()
+            elif line.startswith("event:"):
+                event = line[6:].strip()
             elif line.startswith("data:"):
                 data = line[5:].strip()
             elif not line and data:
-                yield eid, json.loads(data)
-                data = ""
+                body = json.loads(data)
+                if event == "error":
+                    raise ReadError(f"{body.get('error')}: {body.get('message', '')}")
+                yield eid, body
+                data, event = "", ""
 
 
 def tail(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -390,9 +390,15 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         pos = {p: (cursor.positions.get(p, heads[p]) if cursor is not None else heads[p]) for p in parts}
-        await resp.write(b"retry: 1000\n: tailing partitions " + orjson.dumps(parts) + b"\n\n")
-        await _catch_up(ctx, resp, flt, parts, pos, heads, digest)
-        await _live(resp, sub, pred, pos, digest)
+        try:
+            await resp.write(b"retry: 1000\n: tailing partitions " + orjson.dumps(parts) + b"\n\n")
+            await _catch_up(ctx, resp, flt, parts, pos, heads, digest)
+            await _live(resp, sub, pred, pos, digest)
+        except ZlogError as exc:
+            # Headers are sent: say it as an event; the client reconnects with its last id.
+            await resp.write(b"event: error\ndata: " + orjson.dumps(exc.to_json()) + b"\n\n")
+        except ConnectionResetError:
+            pass  # the client left
         return resp
     finally:
         hub.unsubscribe(sub)
