@@ -21,6 +21,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 
@@ -52,7 +53,6 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = _registry(registry)
         self.records = Counter("zlog_storage_records", "Records appended", ["partition"], registry=r)
-        self.bytes = Counter("zlog_storage_bytes", "Bytes appended", ["partition"], registry=r)
         self.batches = Counter("zlog_storage_batches", "Batches appended", ["partition"], registry=r)
         self.duplicates = Counter(
             "zlog_storage_duplicate_batches", "Producer retries recognised and not stored again", registry=r
@@ -71,6 +71,18 @@ class WorkerMetrics:
         )
         self.errors = Counter("zlog_storage_errors", "Storage worker errors, by kind", ["kind"], registry=r)
         self.requests = Counter("zlog_storage_requests", "Requests handled, by command", ["command"], registry=r)
+        self._appended: dict[int, tuple[Counter, Counter]] = {}
+
+    def appended(self, partition: int, records: int) -> None:
+        """One stored batch. The labelled children are looked up once per partition: ``labels()``
+        costs more than the two increments together, and this runs once per batch."""
+        series = self._appended.get(partition)
+        if series is None:
+            label = str(partition)
+            series = (self.records.labels(partition=label), self.batches.labels(partition=label))
+            self._appended[partition] = series
+        series[0].inc(records)
+        series[1].inc()
 
 
 class GatewayMetrics:
@@ -97,6 +109,11 @@ class GatewayMetrics:
 
 
 def serve(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``/metrics`` for ``registry`` from a daemon thread."""
+    """Serve ``/metrics`` for ``registry`` from a daemon thread.
+
+    Also turns off prometheus-client's ``*_created`` series for the whole process (a process that
+    serves metrics calls this once, at start): they would double every counter's series in
+    Prometheus and say nothing ``process_start_time_seconds`` does not."""
+    disable_created_metrics()
     server, thread = start_http_server(port, addr=host, registry=registry)
     return server, thread

@@ -195,9 +195,7 @@ class StorageWorker:
             if r.duplicate:
                 m.duplicates.inc()
             else:
-                label = str(x.partition)
-                m.records.labels(partition=label).inc(r.count)
-                m.batches.labels(partition=label).inc()
+                m.appended(x.partition, r.count)
             ack = wire.ack_body(wire.Ack(x.partition, r.base_offset, r.count, r.duplicate))
             frames = wire.encode(Command.ACK, 0, partition=x.partition, body=ack)
             frames[2] = x.rid
