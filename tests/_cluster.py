@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,36 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
+_taken: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int = 1) -> int:
+    """The first of ``n`` consecutive free ports (a worker's metrics port is base + id).
+
+    Ports come from below the kernel's ephemeral range, so that outgoing connections made while
+    the cluster starts cannot take them, and never twice in one test session.
+    """
+    rng = random.Random()
+    for _ in range(1000):
+        base = rng.randrange(20_000, 32_000 - n)
+        ports = range(base, base + n)
+        if not _taken.intersection(ports) and all(_bindable(p) for p in ports):
+            _taken.update(ports)
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -91,8 +118,8 @@ class Cluster:
         self.back = free_port()
         self.http_port = free_port()
         self.router_metrics = free_port()
-        self.worker_metrics_base = free_port()
-        self.gateway_metrics_base = free_port()
+        self.worker_metrics_base = free_ports(self.workers)
+        self.gateway_metrics_base = free_ports(self.gateways)
         self.config_path = self.root / "zlog.toml"
         self.config_path.write_text(
             f"""

@@ -191,6 +191,10 @@ def _coerce(section: str, key: str, target: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ConfigError(f"{name}: expected an integer")
             return int(value)
+        if isinstance(target, float):
+            if isinstance(value, bool):
+                raise ConfigError(f"{name}: expected a number")
+            return float(value)
         if isinstance(target, Path) or (target is None and key.endswith("_dir")):
             return Path(value) if value not in ("", None) else None
         if isinstance(target, tuple):
