@@ -67,8 +67,7 @@ def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None
             assert set(SERVICES) <= set(options.all_inner_texts())
 
             # Live tail: a record posted now shows up without a reload.
-            page.wait_for_function("document.querySelector('#live').checked")
-            time.sleep(0.3)  # let the EventSource connect; delivery itself is polled below
+            page.locator("body[data-live=open]").wait_for(state="attached", timeout=10_000)
             status, _ = cluster.post([{"service": "checkout", "level": "ERROR",
                                        "message": "card declined by issuer (live)", "labels": {"region": "us-east"}}])
             assert status == 200

@@ -208,6 +208,7 @@ async function run(append = false) {
 function stopTail() {
   if (state.source) state.source.close();
   state.source = null;
+  delete document.body.dataset.live;
 }
 
 function restartTail() {
@@ -236,8 +237,11 @@ function restartTail() {
     setSummary(`${Math.min(state.shown, limit).toLocaleString()} records · ${state.live} live`);
     updateEmpty();
   };
-  src.onerror = () => setError(src.readyState === EventSource.CLOSED ? "live tail closed" : "");
-  src.onopen = () => setError("");
+  src.onerror = () => {
+    document.body.dataset.live = "reconnecting";
+    setError(src.readyState === EventSource.CLOSED ? "live tail closed" : "");
+  };
+  src.onopen = () => { document.body.dataset.live = "open"; setError(""); };
 }
 
 function setAuto() {
