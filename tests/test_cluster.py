@@ -183,7 +183,7 @@ def test_sigkill_after_200_loses_nothing(tmp_path: Path) -> None:
     with make_cluster(tmp_path) as c:
         acked = []
         for i in range(30):
-            status, body = c.post([{"timestamp": i, "service": "auth_service", "message": f"kill-{i}"}])
+            status, _ = c.post([{"timestamp": i, "service": "auth_service", "message": f"kill-{i}"}])
             assert status == 200
             acked.append(f"kill-{i}")
         c.kill("storage-1")  # owns partition 3 (auth_service)

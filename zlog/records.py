@@ -225,9 +225,9 @@ def encode_batch(
                 if len(line) > max_line:
                     name, problem = "", f"encoded record exceeds {limits.max_record_bytes} bytes"
                 else:
-                    g = groups.get(service)
+                    g = groups.get(service)  # type: ignore[arg-type]  # checked: str above
                     if g is None:
-                        g = groups[service] = Group()
+                        g = groups[service] = Group()  # type: ignore[index]
                     g.lines.append(line[:-1] + suffix)
                     if ts > g.max_timestamp:
                         g.max_timestamp = ts

@@ -131,7 +131,7 @@ class IngestWal:
         if self.size_bytes + len(record) > self.max_bytes:
             return False
         seg = self.segments[-1] if self.segments else None
-        if seg is None or seg.size + len(record) > SEGMENT_BYTES and seg.offsets:
+        if seg is None or (seg.size + len(record) > SEGMENT_BYTES and seg.offsets):
             seg = self._new_segment()
         fd = self._writer(seg)
         try:
