@@ -214,6 +214,12 @@ class _PartitionState:
     inflight: int = 0
     open: _Batch | None = None
     waiting: list[_Batch] = field(default_factory=list)
+    # A worker accepts a producer id it does not know at any sequence. So until a batch under
+    # the current id is acknowledged (``confirmed``), only one batch under it is in flight
+    # (``probing``): otherwise seq 1 could be stored while seq 0 failed, and seq 0's retry would
+    # then be answered as a duplicate of a batch that was never stored.
+    confirmed: bool = False
+    probing: bool = False
 
 
 # Failures after which a batch may wait in a write-ahead log instead of failing the caller.
@@ -379,6 +385,8 @@ class AsyncProducer:
         # While the window is full the open batch stays open and keeps growing: under load,
         # batches get bigger instead of more numerous (Kafka's accumulator).
         while st.inflight < self.max_inflight:
+            if self.idempotent and not st.confirmed and st.probing:
+                break  # the new producer id's first batch must be acknowledged first
             if st.waiting:
                 b = st.waiting.pop(0)
             elif st.open is not None:
@@ -386,6 +394,7 @@ class AsyncProducer:
             else:
                 break
             if self.idempotent:
+                st.probing = st.probing or not st.confirmed
                 b.producer_id, b.sequence = st.producer_id, st.next_seq
                 st.next_seq += 1
             st.inflight += 1
@@ -397,9 +406,13 @@ class AsyncProducer:
         share_base, error = await self._exchange(b, st)
         st.inflight -= 1
         self._pending_records -= len(b.lines)
-        if error is not None and self.idempotent and b.producer_id == st.producer_id:
-            # This sequence may or may not be stored; later batches must not wait on it.
-            st.producer_id, st.next_seq = _new_producer_id(), 0
+        if self.idempotent and b.producer_id == st.producer_id:
+            st.probing = False
+            if error is None:
+                st.confirmed = True
+            else:
+                # This sequence may or may not be stored; later batches must not wait on it.
+                st.producer_id, st.next_seq, st.confirmed = _new_producer_id(), 0, False
         self._settle(b, share_base, error)
         self._pump(st)
         if self._pending_records == 0:
@@ -435,14 +448,21 @@ class AsyncProducer:
             if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
                     and b.producer_id != st.producer_id):
                 # Provably not stored (the worker refused the gap), and the partition has moved to
-                # a new producer id after an earlier failure: re-sequence and send again at once.
-                b.producer_id, b.sequence = st.producer_id, st.next_seq
-                st.next_seq += 1
-                continue
+                # a new producer id after an earlier failure: re-sequence and send again at once,
+                # unless the new id still has its one unconfirmed batch in flight (then back off).
+                if st.confirmed or not st.probing:
+                    st.probing = st.probing or not st.confirmed
+                    b.producer_id, b.sequence = st.producer_id, st.next_seq
+                    st.next_seq += 1
+                    continue
             attempt += 1
             route_socket += 1  # another router, if there are several
             delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))
-            await asyncio.sleep(min(delay, max(0.0, b.deadline - time.monotonic())))
+            if delay >= b.deadline - time.monotonic():
+                # No time for another attempt after the backoff: an attempt started at the deadline
+                # would only turn this named error (DISK_FULL, BACKPRESSURE...) into a TIMEOUT.
+                return -1, error
+            await asyncio.sleep(delay)
 
     def _settle(self, b: _Batch, share_base: int, error: ZlogError | None) -> None:
         spooled = False
