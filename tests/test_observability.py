@@ -51,18 +51,31 @@ def records(n: int, service: str, tag: str = "") -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-def cluster(root: Path, **kw: Any) -> Cluster:
-    """A ``Cluster`` whose port ranges (worker and gateway metrics are base + index) neither overlap
-    each other nor a port in use right now: ``free_port`` vouches only for the base."""
+def cluster(root: Path, routers: int = 1, **kw: Any) -> Cluster:
+    """A ``Cluster`` whose port ranges (metrics ports are base + index) neither overlap each other
+    nor a port in use right now: ``free_port`` vouches only for the base. With ``routers`` > 1,
+    routers 1.. are added as processes ``router-N`` with their own front/back endpoints."""
     root.mkdir(parents=True, exist_ok=True)
     for _ in range(20):
         c = Cluster(root, **kw)
-        ports = [c.front, c.back, c.http_port, c.router_metrics,
+        extra = [(free_port(), free_port()) for _ in range(routers - 1)]
+        ports = [c.front, c.back, c.http_port, *(p for pair in extra for p in pair),
+                 *(c.router_metrics + i for i in range(routers)),
                  *(c.worker_metrics_base + i for i in range(c.workers)),
                  *(c.gateway_metrics_base + i for i in range(c.gateways))]
         if len(set(ports)) == len(ports) and all(_bindable(p) for p in ports):
-            return c
-    raise RuntimeError("no free set of ports")
+            break
+    else:
+        raise RuntimeError("no free set of ports")
+    if extra:
+        text = c.config_path.read_text()
+        for key, first, others in (("front", c.front, [f for f, _ in extra]), ("back", c.back, [b for _, b in extra])):
+            endpoints = ", ".join(f'"tcp://127.0.0.1:{p}"' for p in [first, *others])
+            text = text.replace(f'{key} = ["tcp://127.0.0.1:{first}"]', f"{key} = [{endpoints}]")
+        c.config_path.write_text(text)
+        for i in range(1, routers):
+            c.procs[f"router-{i}"] = c._proc(f"router-{i}", ["router", "--index", str(i)])
+    return c
 
 
 def _bindable(port: int) -> bool:
@@ -307,6 +320,33 @@ def test_ready_follows_a_killed_worker_and_a_killed_router(tmp_path: Path) -> No
         assert c.get("/ready")[0] == 200
 
 
+def test_ready_needs_one_live_router_of_several(tmp_path: Path) -> None:
+    with cluster(tmp_path, routers=2, env_extra={"ZLOG_GATEWAY_PROCESSES": "1"}) as c:
+        wait_until(lambda: all(w == 2 for w in (metadata_workers(c, 0), metadata_workers(c, 1))), 10, 0.05,
+                   "both workers registered with both routers")
+        c.kill("router")  # router 0: the gateway's first router
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.0:  # several heartbeats: /ready must not flap to 503
+            status, body = c.get("/ready")
+            assert status == 200, body
+        assert c.post(records(3, "auth_service"))[0] == 200  # and produce does fail over
+        code, out, _ = run_status(c, "--json")
+        report = json.loads(out)
+        assert code == 1 and [r["up"] for r in report["routers"]] == [False, True]
+        assert [p["owner"] for p in report["partitions"]] == [0, 0, 1, 1]  # learned from router 1
+        assert report["partitions"][3]["highest_offset"] == 2
+        c.kill("router-1")
+        status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(c.get("/ready")), 10, 0.05,
+                                  "/ready to answer 503 with no router left")
+        assert body["missing"] == ["router"]
+
+
+def metadata_workers(c: Cluster, router: int) -> int:
+    text = scrape(c.router_metrics + router)
+    m = re.search(r"^zlog_router_workers_alive ([\d.]+)$", text, re.MULTILINE)
+    return int(float(m.group(1))) if m else 0
+
+
 def run_status(c: Cluster, *args: str) -> tuple[int, str, float]:
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "zlog", "status", *args], env=c.env, cwd=c.root,
@@ -381,6 +421,17 @@ def test_processes_log_one_json_object_per_line_with_ts_level_msg(tmp_path: Path
             assert isinstance(event["msg"], str) and event["msg"], line
             levels.setdefault(name, set()).add(event["level"])
     assert any(e for e in levels["router"] if e == "WARN")  # "worker gone" after the SIGKILL
+
+
+def test_log_level_from_config_keeps_info_lines_out(tmp_path: Path) -> None:
+    with cluster(tmp_path, env_extra={"ZLOG_LOG_LEVEL": "warning"}) as c:
+        assert c.post(records(2, "auth_service"))[0] == 200
+        c.kill("storage-1")
+        wait_until(lambda: c.get("/ready")[0] == 503, 5, 0.02, "the dead worker to be noticed")
+    events = [json.loads(line) for p in c.procs.values()
+              for line in p.log_path.read_text().splitlines() if line.strip()]
+    assert events and {e["level"] for e in events} <= {"WARN", "ERROR", "FATAL"}
+    assert any(e["msg"] == "worker gone" and e["role"] == "router" for e in events)
 
 
 def test_status_report_of_a_cluster_where_nothing_answers_is_a_list_of_problems() -> None:

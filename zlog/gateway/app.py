@@ -6,8 +6,8 @@ Several gateway processes share one port through SO_REUSEPORT; each also serves 
 Invariants:
 - Every response, errors included, is JSON with a named ``error`` code on failure; no handler
   lets an exception become an HTML 500 page.
-- ``/healthz`` answers while the process lives; ``/ready`` only when a router answers and every
-  partition has a live owner, and says what is missing otherwise.
+- ``/healthz`` answers while the process lives; ``/ready`` only when a router (any of them) answers
+  and every partition has a live owner, and says what is missing otherwise.
 - SIGTERM stops accepting connections, lets in-flight requests finish (bounded by the request
   deadline), flushes the producer and exits; a second SIGTERM exits at once.
 """
@@ -36,6 +36,7 @@ from zlog.gateway.spool import Spool
 from zlog.metrics import serve
 from zlog.records import Limits
 from zlog.wal import IngestWal
+from zlog.wire import Command
 
 log = logging.getLogger("zlog.gateway")
 
@@ -77,11 +78,19 @@ async def ready(request: web.Request) -> web.Response:
     if client is None:
         body["missing"] = ["router"]
         return web.json_response(body, status=503)
-    try:
-        meta = await client.metadata(timeout=1.0)
-    except ZlogError as exc:
-        body.update(missing=["router"], error=exc.code, message=exc.message)
+    # Any router will do: the producer fails over between them, so one live router is enough.
+    meta: dict[str, Any] | None = None
+    for i in range(len(client.sockets)):
+        try:
+            meta = (await client.request(Command.METADATA, timeout=1.0, socket_index=i)).unpack()
+            break
+        except ZlogError as exc:
+            body.update(error=exc.code, message=exc.message)
+    if meta is None:
+        body["missing"] = ["router"]
         return web.json_response(body, status=503, headers={"Retry-After": "1"})
+    body.pop("error", None)
+    body.pop("message", None)
     owners = meta.get("owners", [])
     missing = [p for p, o in enumerate(owners) if o is None]
     body.update(router=True, partitions=meta.get("partitions"), owners=owners,
