@@ -174,3 +174,24 @@ def test_services_grow_within_budget_on_big_partitions(plog: tuple[PartitionLog,
     for _ in range(200):
         seen = services(log, budget=512)
     assert set(seen) == set(SERVICES)
+
+
+@pytest.mark.parametrize("backward", [True, False])
+def test_since_skips_older_segments_by_the_time_index(plog: tuple[PartitionLog, list[bytes]], backward: bool) -> None:
+    log, lines = plog
+    since = orjson.loads(lines[N - 60])["timestamp"]
+    scanned = 0
+    start: int | None = None
+    found: list[int] = []
+    while True:
+        body: dict[str, Any] = {"filter": {"since": since}, "backward": backward, "limit": 1000}
+        if start is not None:
+            body["start"] = start
+        r = ask(log, Command.SEARCH, body)
+        scanned += r["scanned_records"]
+        found += [o for o, _ in r["records"]]
+        start = r["next"]
+        if start is None or start == r["high_watermark"]:
+            break
+    assert sorted(found) == [i for i, line in enumerate(lines) if orjson.loads(line)["timestamp"] >= since]
+    assert scanned < N // 3, f"scanned {scanned} of {N} records for the newest ~60"
