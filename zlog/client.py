@@ -76,7 +76,7 @@ class AsyncClient:
             s.setsockopt(zmq.RECONNECT_IVL, 100)
             s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
             s.connect(ep)
-            self.loop.add_reader(s.getsockopt(zmq.FD), self._drain)
+            self.loop.add_reader(int(s.getsockopt(zmq.FD)), self._drain)
             self.sockets.append(s)
         self._waiters: dict[int, asyncio.Future[wire.Message]] = {}
         self._next_id = random.getrandbits(48)
@@ -87,7 +87,7 @@ class AsyncClient:
         self._drain_scheduled = False
         waiters = self._waiters
         for s in self.sockets:
-            while s.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while int(s.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 try:
                     frames = s.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -166,7 +166,7 @@ class AsyncClient:
             return
         self.closed = True
         for s in self.sockets:
-            self.loop.remove_reader(s.getsockopt(zmq.FD))
+            self.loop.remove_reader(int(s.getsockopt(zmq.FD)))
             s.close(0)
         err = ZlogError("SHUTTING_DOWN", "client closed")
         for fut in self._waiters.values():

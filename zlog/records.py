@@ -153,6 +153,33 @@ def _check_labels(labels: Any, limits: Limits) -> str | None:
     return None
 
 
+def _problem(r: Any, limits: Limits) -> tuple[str, str]:
+    """Why a record is invalid: (field, problem). The slow path, run only for rejected records."""
+    if type(r) is not dict:
+        return "", "each record must be a JSON object"
+    service, message = r.get("service"), r.get("message")
+    ts, level, labels = r.get("timestamp", 0), r.get("level", ""), r.get("labels")
+    if type(service) is not str or not service:
+        return "service", "required, a non-empty string"
+    if _utf8_len_over(service, limits.max_service_bytes):
+        return "service", f"longer than {limits.max_service_bytes} bytes"
+    if type(message) is not str or not message:
+        return "message", "required, a non-empty string"
+    if _utf8_len_over(message, limits.max_message_bytes):
+        return "message", f"longer than {limits.max_message_bytes} bytes"
+    if type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP:
+        return "timestamp", "must be a non-negative integer of unix milliseconds"
+    if type(level) is not str:
+        return "level", "must be a string"
+    if _utf8_len_over(level, limits.max_level_bytes):
+        return "level", f"longer than {limits.max_level_bytes} bytes"
+    if labels is not None:
+        bad = _check_labels(labels, limits)
+        if bad:
+            return "labels", bad
+    return "", "contains text that is not valid UTF-8"
+
+
 def encode_batch(
     items: list[Any],
     limits: Limits,
@@ -174,67 +201,64 @@ def encode_batch(
         + b"}"
     )
     max_line = limits.max_record_bytes - len(suffix)
+    # A string of n characters has at most 4n UTF-8 bytes: below these lengths no byte count is needed.
+    svc_lim, msg_lim, lvl_lim = limits.max_service_bytes, limits.max_message_bytes, limits.max_level_bytes
+    svc_fast, msg_fast, lvl_fast = svc_lim // 4, msg_lim // 4, lvl_lim // 4
     groups: dict[str, Group] = {}
     errors: list[RecordError] = []
     invalid = 0
     dumps = orjson.dumps
     empty: dict[str, str] = {}
     for i, r in enumerate(items):
-        if type(r) is not dict:
-            invalid += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append(RecordError(i, "", "each record must be a JSON object"))
-            continue
-        problem = ""
-        name = ""
-        service = r.get("service")
-        message = r.get("message")
-        ts = r.get("timestamp", received_at)
-        level = r.get("level", "")
-        labels = r.get("labels")
-        if type(service) is not str or not service:
-            name, problem = "service", "required, a non-empty string"
-        elif _utf8_len_over(service, limits.max_service_bytes):
-            name, problem = "service", f"longer than {limits.max_service_bytes} bytes"
-        elif type(message) is not str or not message:
-            name, problem = "message", "required, a non-empty string"
-        elif _utf8_len_over(message, limits.max_message_bytes):
-            name, problem = "message", f"longer than {limits.max_message_bytes} bytes"
-        elif type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP:
-            name, problem = "timestamp", "must be a non-negative integer of unix milliseconds"
-        elif type(level) is not str:
-            name, problem = "level", "must be a string"
-        elif _utf8_len_over(level, limits.max_level_bytes):
-            name, problem = "level", f"longer than {limits.max_level_bytes} bytes"
-        elif labels is None:
-            labels = empty
-        else:
-            bad = _check_labels(labels, limits)
-            if bad:
-                name, problem = "labels", bad
-            elif len(labels) > 1:
-                labels = dict(sorted(labels.items()))
-        if not problem:
-            try:
-                line = dumps(
-                    {"timestamp": ts, "service": service, "level": level, "message": message, "labels": labels}
-                )
-            except orjson.JSONEncodeError:
-                name, problem = "", "contains text that is not valid UTF-8"
-            else:
-                if len(line) > max_line:
-                    name, problem = "", f"encoded record exceeds {limits.max_record_bytes} bytes"
-                else:
-                    g = groups.get(service)  # type: ignore[arg-type]  # checked: str above
-                    if g is None:
-                        g = groups[service] = Group()  # type: ignore[index]
-                    g.lines.append(line[:-1] + suffix)
-                    if ts > g.max_timestamp:
-                        g.max_timestamp = ts
-                    continue
+        # The common case in one expression; anything unusual goes to the slow, exact path.
+        if type(r) is dict:
+            service = r.get("service")
+            message = r.get("message")
+            ts = r.get("timestamp", received_at)
+            level = r.get("level", "")
+            labels = r.get("labels")
+            if (
+                type(service) is str
+                and service
+                and (len(service) <= svc_fast or not _utf8_len_over(service, svc_lim))
+                and type(message) is str
+                and message
+                and (len(message) <= msg_fast or not _utf8_len_over(message, msg_lim))
+                and type(ts) is int
+                and 0 <= ts <= MAX_TIMESTAMP
+                and type(level) is str
+                and (len(level) <= lvl_fast or not _utf8_len_over(level, lvl_lim))
+            ):
+                if labels is None:
+                    labels = empty
+                elif _check_labels(labels, limits) is not None:
+                    labels = None
+                elif len(labels) > 1:
+                    labels = dict(sorted(labels.items()))
+                if labels is not None:
+                    try:
+                        line = dumps(
+                            {"timestamp": ts, "service": service, "level": level, "message": message,
+                             "labels": labels}
+                        )
+                    except orjson.JSONEncodeError:
+                        pass
+                    else:
+                        if len(line) <= max_line:
+                            g = groups.get(service)
+                            if g is None:
+                                g = groups[service] = Group()
+                            g.lines.append(line[:-1] + suffix)
+                            if ts > g.max_timestamp:
+                                g.max_timestamp = ts
+                            continue
+                        invalid += 1
+                        if len(errors) < MAX_REPORTED_ERRORS:
+                            errors.append(RecordError(i, "", f"encoded record exceeds {limits.max_record_bytes} bytes"))
+                        continue
         invalid += 1
         if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append(RecordError(i, name, problem))
+            errors.append(RecordError(i, *_problem(r, limits)))
     if invalid:
         raise InvalidBatch(f"{invalid} of {len(items)} records are invalid; nothing was stored", errors, invalid)
     return groups

@@ -29,6 +29,7 @@ from zlog.config import Config
 from zlog.hashing import Partitioner
 from zlog.metrics import RouterMetrics, serve
 from zlog.routing import RoutingTable
+from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.wire import Command
 
 log = logging.getLogger("zlog.router")
@@ -272,8 +273,10 @@ def run(cfg: Config, index: int = 0) -> int:
     if not 0 <= index < min(len(cfg.router.front), len(cfg.router.back)):
         log.error("no such router index", extra={"index": index})
         return 2
+    tune_malloc()
     router = Router(cfg, index)
     serve(cfg.router.metrics_port + index, router.metrics.registry)
+    freeze_startup_garbage()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         if router.stopping:

@@ -34,6 +34,7 @@ import zmq
 from zlog import wire
 from zlog.config import Config
 from zlog.metrics import WorkerMetrics, serve
+from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.wire import Command
@@ -303,8 +304,10 @@ def run(cfg: Config, worker_id: int) -> int:
     if not 0 <= worker_id < cfg.cluster.workers:
         log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
         return 2
+    tune_malloc()
     worker = StorageWorker(cfg, worker_id)
     serve(cfg.worker_metrics_port(worker_id), worker.metrics.registry)
+    freeze_startup_garbage()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         if worker.stopping:

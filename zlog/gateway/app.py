@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -35,6 +34,7 @@ from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
 from zlog.metrics import serve
 from zlog.records import Limits
+from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.wal import IngestWal
 from zlog.wire import Command
 
@@ -151,6 +151,7 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
     from zlog.logs import setup_logging
 
     setup_logging(cfg.log, "gateway", gateway=index)
+    tune_malloc()
     try:
         import uvloop
 
@@ -163,10 +164,7 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
     asyncio.set_event_loop(loop)
     app = loop.run_until_complete(make_app(cfg, index))
     serve(cfg.gateway.metrics_port_base + index, app[CONTEXT].metrics.registry, host=cfg.gateway.host)
-    # Start-up garbage is permanent: keep it out of every future collection.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    freeze_startup_garbage()
     terms = 0
 
     def on_term() -> None:
