@@ -44,6 +44,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("DISK_FULL", 507, True, "the storage worker's disk is full"),
         ErrorKind("STORAGE_ERROR", 503, True, "the storage worker could not write (read-only or failing disk)"),
         ErrorKind("UNSUPPORTED_MEDIA_TYPE", 415, False, "unsupported content type or content encoding"),
+        ErrorKind("REQUEST_TIMEOUT", 408, False, "the request body did not arrive within the deadline"),
         ErrorKind("PAYLOAD_TOO_LARGE", 413, False, "the request body exceeds the configured limit"),
         ErrorKind("BAD_PARAMETER", 400, False, "a query parameter is invalid"),
         ErrorKind("NOT_FOUND", 404, False, "no such resource"),

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -72,7 +73,11 @@ async def _ingest(request: web.Request) -> web.Response:
         return error_response(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"))
     content_type = request.headers.get("Content-Type", "")
     try:
-        body = await request.read()
+        # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
+        # in-flight slot forever: 512 such connections would otherwise refuse all ingest.
+        body = await asyncio.wait_for(request.read(), cfg.request_timeout_ms / 1000.0)
+    except TimeoutError:
+        return error_response(ZlogError("REQUEST_TIMEOUT", f"the body did not arrive within {cfg.request_timeout_ms} ms"))
     except web.HTTPRequestEntityTooLarge:
         return error_response(ZlogError("PAYLOAD_TOO_LARGE", f"request body exceeds {cfg.max_body_bytes} bytes"))
     except web.HTTPException:
