@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -142,7 +143,7 @@ def test_per_client_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
         assert status == 200
 
 
-def _post(c: Cluster, records: list[dict[str, object]]) -> tuple[int, dict[str, str], bytes]:
+def _post(c: Cluster, records: list[dict[str, Any]]) -> tuple[int, dict[str, str], bytes]:
     from tests._cluster import http
 
     return http("POST", c.url + "/v1/logs", json.dumps(records).encode(), {"Content-Type": "application/json"})
