@@ -268,3 +268,19 @@ def test_page_merge_never_gaps_or_repeats(stamps: list[list[int]], limit: int, b
         cursor = decode_cursor(merge.cursor().encode())
     assert len(seen) == len(set(seen)), "a record was repeated"
     assert set(seen) == expected, "a record was skipped"
+
+
+def test_a_catastrophic_regex_fails_the_search_instead_of_stalling_it() -> None:
+    import time
+
+    from zlog.query import REGEX_TIMEOUT_S
+
+    line = orjson.dumps({"timestamp": 1, "service": "s", "level": "INFO", "message": "a" * 40 + "!",
+                         "labels": {}})
+    pred = compile_filter(Filter(regex="(a|aa)+$"))
+    assert pred is not None
+    t0 = time.monotonic()
+    with pytest.raises(BadParameter) as info:
+        pred(line)
+    assert info.value.parameter == "regex"
+    assert time.monotonic() - t0 < 20 * REGEX_TIMEOUT_S

@@ -446,15 +446,14 @@ class AsyncProducer:
             if not error.retry or error.code in b.fail_fast:
                 return -1, error
             if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
-                    and b.producer_id != st.producer_id):
+                    and b.producer_id != st.producer_id and (st.confirmed or not st.probing)):
                 # Provably not stored (the worker refused the gap), and the partition has moved to
                 # a new producer id after an earlier failure: re-sequence and send again at once,
                 # unless the new id still has its one unconfirmed batch in flight (then back off).
-                if st.confirmed or not st.probing:
-                    st.probing = st.probing or not st.confirmed
-                    b.producer_id, b.sequence = st.producer_id, st.next_seq
-                    st.next_seq += 1
-                    continue
+                st.probing = st.probing or not st.confirmed
+                b.producer_id, b.sequence = st.producer_id, st.next_seq
+                st.next_seq += 1
+                continue
             attempt += 1
             route_socket += 1  # another router, if there are several
             delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import regex
 
 from zlog.errors import ZlogError
 
@@ -45,6 +46,7 @@ EXHAUSTED = -1
 
 Predicate = Callable[[bytes], bool]
 
+REGEX_TIMEOUT_S = 0.05
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _TS_PREFIX = b'{"timestamp":'
@@ -135,8 +137,8 @@ class Filter:
             if len(self.regex) > MAX_REGEX_CHARS:
                 raise BadParameter("regex", f"at most {MAX_REGEX_CHARS} characters")
             try:
-                re.compile(self.regex)
-            except re.error as exc:
+                regex.compile(self.regex)
+            except regex.error as exc:
                 raise BadParameter("regex", f"invalid regular expression: {exc}") from None
         if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
             raise BadParameter("since", "must not be after until")
@@ -325,7 +327,10 @@ def compile_filter(f: Filter) -> Predicate | None:
     services = frozenset(f.services)
     levels = frozenset(lv.lower() for lv in f.levels)
     contains = f.contains
-    pattern = re.compile(f.regex) if f.regex else None
+    # The user's pattern runs inside the storage worker's loop, so it runs under the `regex`
+    # engine's per-match timeout: a catastrophically backtracking pattern fails the search
+    # (400) instead of stalling ingestion.
+    pattern = regex.compile(f.regex) if f.regex else None
     labels = f.labels
     since, until = f.since_ms, f.until_ms
 
@@ -358,8 +363,14 @@ def compile_filter(f: Filter) -> Predicate | None:
         message = rec.get("message")
         if contains and (type(message) is not str or contains not in message):
             return False
-        if pattern is not None and (type(message) is not str or pattern.search(message) is None):
-            return False
+        if pattern is not None:
+            if type(message) is not str:
+                return False
+            try:
+                if pattern.search(message, timeout=REGEX_TIMEOUT_S) is None:
+                    return False
+            except TimeoutError:
+                raise BadParameter("regex", f"too expensive: one match took over {REGEX_TIMEOUT_S}s") from None
         if labels:
             got = rec.get("labels")
             if type(got) is not dict:

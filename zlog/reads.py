@@ -106,8 +106,11 @@ def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
     limit = _int(body, "limit", 100, 1, MAX_LIMIT)
     budget = _int(body, "budget", storage.scan_budget_bytes, 1, 1 << 40)
     budget = min(budget, storage.scan_budget_bytes)
-    result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
-                       predicate=compile_filter(flt), limit=limit, budget_bytes=budget)
+    try:
+        result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
+                           predicate=compile_filter(flt), limit=limit, budget_bytes=budget)
+    except BadParameter as exc:  # a pattern that ran out of time on some record
+        raise _bad(exc.message) from None
     records = _bounded(result.records, MAX_REPLY_BYTES)
     nxt = result.next
     if len(records) < len(result.records):
