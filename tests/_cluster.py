@@ -251,7 +251,13 @@ level = "info"
         return "\n".join(out)
 
     def __enter__(self) -> Cluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop what did start, then fail.
+            print(self.logs())
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
