@@ -1,6 +1,4 @@
-"""zmq-native clients: ``AsyncClient`` (request/reply), ``AsyncProducer`` and ``Producer``.
-
-There is one produce path: the HTTP gateway and native producers both use ``AsyncProducer``.
+"""``AsyncProducer``: the one produce path, used by the HTTP gateway and by native producers.
 
 How a produce travels: records are encoded once (``zlog.records``), grouped by service, mapped
 to partitions with FNV-1a, and appended to a per-partition accumulator. An accumulator is sent
@@ -14,29 +12,27 @@ Invariants:
   deadline.
 - Per partition, sequences are assigned in send order and a batch is retried with the same
   (producer id, sequence) until it is acknowledged or its deadline passes. When a batch fails
-  for good, that partition moves to a fresh producer id, so later batches never wait on a gap.
+  for good, that partition moves to a fresh producer id, so later batches never wait on a gap;
+  until the new id's first batch is acknowledged, it is the only one in flight.
 - Bounded: at most ``max_inflight`` messages in flight per partition; beyond that records wait
   in the accumulator, which is itself bounded by ``max_pending_records`` (then Backpressure).
-- Sockets are only touched from the event loop's thread; ``Producer`` runs its own loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
-import zmq
 
 from zlog import wire
-from zlog.errors import Backpressure, NoOwner, Timeout, ZlogError
+from zlog.client.connection import AsyncClient, nack_error
+from zlog.errors import Backpressure, Timeout, ZlogError
 from zlog.hashing import Partitioner
 from zlog.records import Group, Limits, encode_batch
 from zlog.wire import Command
@@ -52,137 +48,6 @@ class Share:
     spooled: bool = False  # in the gateway's write-ahead log, to be stored when the owner is back
 
 
-class AsyncClient:
-    """Request/reply to the routers over one DEALER per router, driven by the asyncio loop."""
-
-    def __init__(
-        self,
-        routers: Sequence[str],
-        *,
-        hwm: int = 10_000,
-        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
-    ) -> None:
-        if not routers:
-            raise ValueError("at least one router endpoint is needed")
-        self.ctx = ctx or zmq.Context.instance()
-        self.loop = asyncio.get_running_loop()
-        self.sockets: list[zmq.Socket[bytes]] = []
-        for ep in routers:
-            s = self.ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.IMMEDIATE, 1)
-            s.setsockopt(zmq.SNDHWM, hwm)
-            s.setsockopt(zmq.RCVHWM, hwm)
-            s.setsockopt(zmq.RECONNECT_IVL, 100)
-            s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            s.connect(ep)
-            self.loop.add_reader(int(s.getsockopt(zmq.FD)), self._drain)
-            self.sockets.append(s)
-        self._waiters: dict[int, asyncio.Future[wire.Message]] = {}
-        self._next_id = random.getrandbits(48)
-        self._drain_scheduled = False
-        self.closed = False
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        waiters = self._waiters
-        for s in self.sockets:
-            while int(s.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                try:
-                    frames = s.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                try:
-                    msg = wire.decode(frames)
-                except wire.MalformedFrame:
-                    continue  # not ours to answer; the waiter times out
-                fut = waiters.pop(msg.request_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-
-    def _schedule_drain(self) -> None:
-        # zmq's FD is edge-triggered: after a send, messages may be ready without a new edge.
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self.loop.call_soon(self._drain)
-
-    def send(
-        self,
-        command: Command,
-        *,
-        partition: int | None = None,
-        key: bytes | None = None,
-        body: bytes | dict[str, Any] = b"",
-        socket_index: int = 0,
-    ) -> asyncio.Future[wire.Message]:
-        """Send a request; the future gets the reply message (RESULT, ACK, NACK, HEARTBEAT)."""
-        if self.closed:
-            raise ZlogError("SHUTTING_DOWN", "client is closed")
-        self._next_id = (self._next_id + 1) & 0xFFFFFFFFFFFFFFFF
-        rid = self._next_id
-        frames = wire.encode(command, rid, partition=partition, key=key, body=body)
-        sock = self.sockets[socket_index % len(self.sockets)]
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            raise Backpressure("no router is connected, or its queue is full") from None
-        fut: asyncio.Future[wire.Message] = self.loop.create_future()
-        self._waiters[rid] = fut
-        self._schedule_drain()
-        return fut
-
-    def forget(self, fut: asyncio.Future[wire.Message]) -> None:
-        for rid, f in list(self._waiters.items()):
-            if f is fut:
-                del self._waiters[rid]
-                break
-
-    async def request(
-        self,
-        command: Command,
-        *,
-        partition: int | None = None,
-        key: bytes | None = None,
-        body: bytes | dict[str, Any] = b"",
-        timeout: float = 5.0,
-        socket_index: int = 0,
-    ) -> wire.Message:
-        """One request; NACK raises its named ``ZlogError``, silence raises ``Timeout``."""
-        fut = self.send(command, partition=partition, key=key, body=body, socket_index=socket_index)
-        try:
-            msg = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self.forget(fut)
-            raise Timeout(f"no answer within {timeout:.1f}s", partition) from None
-        if msg.command is Command.NACK:
-            raise nack_error(msg)
-        return msg
-
-    async def metadata(self, timeout: float = 5.0) -> dict[str, Any]:
-        return (await self.request(Command.METADATA, timeout=timeout)).unpack()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for s in self.sockets:
-            self.loop.remove_reader(int(s.getsockopt(zmq.FD)))
-            s.close(0)
-        err = ZlogError("SHUTTING_DOWN", "client closed")
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self._waiters.clear()
-
-
-def nack_error(msg: wire.Message) -> ZlogError:
-    nack = wire.parse_nack(msg.body)
-    if nack.code == "NO_OWNER" and nack.partition is not None:
-        return NoOwner(nack.partition)
-    return ZlogError(nack.code, nack.message, partition=nack.partition)
-
-
-# -- producing ------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -537,45 +402,3 @@ class AsyncProducer:
 
 def _new_producer_id() -> bytes:
     return os.urandom(12)
-
-
-class Producer:
-    """A blocking, thread-safe producer: an ``AsyncProducer`` on its own event-loop thread."""
-
-    def __init__(self, routers: Sequence[str], **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="zlog-producer", daemon=True)
-        self._thread.start()
-        self._async = AsyncProducer(routers, **options)
-        self._call(self._async.start()).result()
-
-    def _call(self, coro: Any) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    @property
-    def partitions(self) -> int:
-        return self._async.partitions
-
-    def send(self, records: Sequence[dict[str, Any]], *, timeout: float | None = None) -> concurrent.futures.Future[list[tuple[int, int]]]:
-        """Returns a future of (partition, offset) per record, or raising a named ZlogError."""
-        return self._call(self._async.send(records, timeout=timeout))
-
-    def flush(self, timeout: float | None = None) -> None:
-        self._call(self._async.flush()).result(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Flush and release; safe to call twice."""
-        if not self._loop.is_running():
-            return
-        try:
-            self._call(self._async.close(timeout)).result(timeout + 1)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
