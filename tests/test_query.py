@@ -1,4 +1,4 @@
-"""The filter spec, its codecs, the line predicate and cursors: pure, no I/O."""
+"""The filter spec, its codecs, the line predicate (zlog.query) and paging (zlog.paging): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -11,20 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zlog.paging import EXHAUSTED, Cursor, PageMerge, decode_cursor, timestamp_of, with_position
 from zlog.query import (
-    EXHAUSTED,
     MAX_LIMIT,
     BadParameter,
-    Cursor,
     Filter,
-    PageMerge,
     compile_filter,
-    decode_cursor,
     parse_params,
     parse_time,
-    timestamp_of,
     to_params,
-    with_position,
 )
 from zlog.records import Limits, encode_batch
 
