@@ -2,10 +2,11 @@
 
 Invariants:
 - Ports come from the OS (bind to port 0), never from a hard-coded list.
-- ``ProcessGroup`` starts real processes (``sys.executable -m zlog ...`` by default), keeps each
-  one's stdout+stderr in a file under ``tmp_path``, waits for conditions by polling with a
-  deadline (never a bare sleep), and always tears every process down: SIGCONT (a stopped process
-  cannot act on SIGTERM), SIGTERM, a bounded wait, then SIGKILL, even when the test fails.
+- ``ProcessGroup`` starts real processes (``sys.executable -m zlog ...`` by default), each in its
+  own process group, keeps each one's stdout+stderr in a file under ``tmp_path``, waits for
+  conditions by polling with a deadline (never a bare sleep), and always tears every process
+  down: SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM, a bounded wait, SIGKILL, and
+  finally SIGKILL to whatever is left in its process group, even when the test fails.
 - When a test fails, the captured output of its processes is printed in the failure report.
 """
 
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,10 @@ class ProcessGroup:
         if env:
             full_env.update(env)
         with log_path.open("ab") as log:
+            # Its own process group, so teardown also reaches anything it started.
             popen = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=full_env, cwd=cwd or self.root,
+                env=full_env, cwd=cwd or self.root, start_new_session=True,
             )
         proc = ManagedProcess(name, cmd, log_path, popen)
         self.procs[name] = proc
@@ -169,22 +171,29 @@ class ProcessGroup:
             p.popen.send_signal(sig)
 
     def stop(self, name: str, timeout: float = 15.0) -> int:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code.
+
+        The process gets SIGTERM itself (so it can shut down in order); whatever else is left in
+        its process group afterwards is killed too.
+        """
         p = self.procs[name]
         self.expected_exits.add(name)
         if p.alive():
+            _signal_group(p.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
             try:
-                os.kill(p.pid, signal.SIGCONT)
                 p.popen.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
-                return p.popen.wait(timeout)
+                p.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 p.popen.kill()
-        return p.popen.wait(10)
+        code = p.popen.wait(10)
+        _signal_group(p.pid, signal.SIGKILL)
+        return code
 
     def kill(self, name: str) -> int:
+        """SIGKILL the process alone (its children, if any, are left to it, as in a real crash)."""
         p = self.procs[name]
         self.expected_exits.add(name)
         if p.alive():
@@ -195,8 +204,8 @@ class ProcessGroup:
         live = [p for p in self.procs.values() if p.alive()]
         for p in live:
             self.expected_exits.add(p.name)
+            _signal_group(p.pid, signal.SIGCONT)
             try:
-                os.kill(p.pid, signal.SIGCONT)
                 p.popen.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
@@ -207,9 +216,18 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 p.popen.kill()
                 p.popen.wait(10)
+        for p in self.procs.values():
+            _signal_group(p.pid, signal.SIGKILL)  # leftovers of any process, stopped or crashed
 
     def logs(self) -> str:
         return "\n".join(f"----- {p.name} ({' '.join(p.argv[-4:])}) -----\n{p.output()}" for p in self.procs.values())
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class ProcessExited(RuntimeError):
@@ -217,7 +235,7 @@ class ProcessExited(RuntimeError):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     # Keep each phase's report on the item, so fixtures can tell at teardown whether the test failed.
     outcome = yield
     rep = outcome.get_result()

@@ -12,7 +12,10 @@ import importlib.util
 import io
 import itertools
 import json
+import os
 import random
+import socket
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -20,6 +23,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.conftest import ProcessGroup, get_free_port
+from zlog.cluster import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,3 +201,72 @@ def test_retry_after_is_honoured_only_with_retry(retry: bool, tmp_path: Path, ca
     else:
         assert code == 1 and summary["retries"] == 0 and summary["failed_batches"] == 2
         assert summary["acknowledged"] == 20
+
+
+# -- against the cluster exactly as `make run` starts it ---------------------------------------
+
+
+def _port_pair() -> int:
+    """A port p with p and p + 1 both free (worker/gateway metrics ports are base + index)."""
+    for _ in range(50):
+        p = get_free_port()
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports")
+
+
+@pytest.mark.cluster
+def test_the_load_generator_against_zlog_up_loses_nothing(process_group: ProcessGroup, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    http_port = get_free_port()
+    config = tmp_path / "zlog.toml"
+    config.write_text(
+        f'[cluster]\ndata_dir = "{data}"\n'
+        f'[router]\nfront = ["tcp://127.0.0.1:{get_free_port()}"]\nback = ["tcp://127.0.0.1:{get_free_port()}"]\n'
+        f"metrics_port = {get_free_port()}\n"
+        f"[storage]\nmetrics_port_base = {_port_pair()}\n"
+        f"[gateway]\nport = {http_port}\nmetrics_port_base = {_port_pair()}\n"
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    up = process_group.start("up", "--config", str(config), "up")
+    process_group.wait_for(lambda: wait_ready(url, 1.0), timeout=60, what="zlog up to be ready")
+    process_group.wait_for(lambda: "zlog is up (ready)" in up.output(), timeout=10, what="the summary")
+
+    def states() -> dict[str, str]:
+        ctl = subprocess.run(
+            [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(REPO / "conf" / "supervisord.conf"),
+             "status"],
+            env={**os.environ, "ZLOG_DATA_DIR": str(data)}, capture_output=True, text=True, timeout=30,
+        )
+        return dict(line.split()[:2] for line in ctl.stdout.splitlines() if line.strip())
+
+    programs = ("router:router-0", "storage:storage-0", "storage:storage-1", "gateway:gateway-0", "gateway:gateway-1")
+    # RUNNING once a program has stayed up for startsecs; ready may come before that.
+    process_group.wait_for(lambda: states() == dict.fromkeys(programs, "RUNNING"), timeout=30,
+                           what="every program RUNNING")
+
+    acks = tmp_path / "acks.jsonl"
+    code = loadgen.main(["--url", f"{url}/v1/logs", "--delay", "0", "--json", "--tag", "up",
+                         "--record-acks", str(acks)])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["failed_batches"] == 0 and summary["acknowledged"] == 100
+
+    stored = Counter(
+        json.loads(line)["labels"]["zlog_seq"]
+        for segment in data.glob("[0-9]*/*.jsonl")
+        for line in segment.read_bytes().splitlines()
+    )
+    acked = [json.loads(line)["seq"] for line in acks.read_text().splitlines()]
+    assert sorted(acked) == sorted(f"up-{i}" for i in range(100))
+    assert stored == Counter(acked)  # every acknowledged record on disk exactly once
+
+    assert process_group.stop("up", timeout=40) == 0
+    log = (data / "logs" / "supervisord.log").read_text()
+    for program in ("router-0", "storage-0", "storage-1", "gateway-0", "gateway-1"):
+        assert f"stopped: {program} (exit status 0)" in log
