@@ -37,6 +37,7 @@ from zlog.metrics import WorkerMetrics, serve
 from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
+from zlog.storage.sync import sync_partitions
 from zlog.wire import Command
 
 log = logging.getLogger("zlog.worker")
@@ -172,16 +173,32 @@ class StorageWorker:
     def commit(self, pending: list[Pending]) -> None:
         # partition -> (code, detail, how many of its staged batches were stored before the error)
         failed: dict[int, tuple[str, str, int]] = {}
+        owed = []
+        t0 = time.perf_counter()
         for p in {x.partition for x in pending}:
-            t0 = time.perf_counter()
             try:
-                self.logs[p].commit()
+                if self.logs[p].commit(defer_sync=True):
+                    owed.append(p)
             except (StorageError, OSError) as exc:
                 code = "DISK_FULL" if isinstance(exc, DiskFull) else "STORAGE_ERROR"
                 failed[p] = (code, str(exc), int(getattr(exc, "committed", 0)))
                 log.error("commit failed", extra={"partition": p, "code": code, "detail": str(exc),
                                                   "committed_batches": failed[p][2]})
-            self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
+        if owed:
+            # Group commit across partitions: one filesystem sync for every partition written.
+            try:
+                sync_partitions([self.logs[p] for p in owed])
+            except OSError as exc:
+                # Whether those writes are durable is now unknown, and the page cache may already
+                # have dropped them: nothing may be acknowledged. Exit, and let recovery on the
+                # next start decide from the files what is whole (what the fsync-failure lessons
+                # of databases teach: never retry an fsync and trust it).
+                log.critical("fsync failed; exiting without acknowledging", extra={"detail": str(exc)})
+                os._exit(70)
+            seconds = time.perf_counter() - t0
+            for p in owed:
+                self.logs[p].synced(seconds)
+        self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
         m = self.metrics
         for x in pending:
             r = x.result

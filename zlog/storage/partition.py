@@ -202,24 +202,44 @@ class PartitionLog:
             size += len(b.data)
         return groups
 
-    def commit(self) -> None:
+    def commit(self, *, defer_sync: bool = False) -> bool:
+        """Write what is staged; fsync as the policy says. With ``defer_sync`` the fsync the
+        policy wants is left to the caller, who owes it before acknowledging (True returned) and
+        then calls ``synced``: a worker syncs all its partitions' files with one call that way."""
         if not self._staged:
-            return
+            return False
         done = 0
+        owed = False
         try:
             for i, group in enumerate(self._groups()):
                 if not group:
                     continue  # the first batch does not fit in the active segment
                 if i > 0 or self._aged():
                     self._roll()
-                self._write(group, done)
+                owed = self._write(group, done, defer_sync) or owed
                 done += len(group)
         finally:
             self._staged.clear()
             self.producers.drop_staged()
             self._next_staged = self.next_offset
+        return owed
 
-    def _write(self, group: list[Staged], done: int) -> None:
+    def synced(self, seconds: float) -> None:
+        """The caller fsynced this partition's files (after ``commit(defer_sync=True)``)."""
+        self._synced(self.clock(), seconds)
+
+    @property
+    def device(self) -> int:
+        """The filesystem the partition lives on (partitions on one device share a sync)."""
+        return os.stat(self.directory).st_dev
+
+    def sync_fd(self) -> int:
+        """A file descriptor of the active segment, for a filesystem-wide sync by the caller."""
+        fd = self.active.fd
+        assert fd is not None
+        return fd
+
+    def _write(self, group: list[Staged], done: int, defer: bool = False) -> bool:
         seg = self.active
         policy = self.config.fsync
         now = self.clock()
@@ -228,7 +248,7 @@ class PartitionLog:
         t0 = time.perf_counter()
         try:
             seg.write(group)
-            if sync:
+            if sync and not defer:
                 seg.sync()
         except OSError as exc:
             try:
@@ -236,7 +256,7 @@ class PartitionLog:
             except OSError:
                 log.exception("%s: cannot cut back after a failed write", seg.path(DATA))
             raise _io_error(exc, f"{seg.path(DATA)}: commit failed", done) from exc
-        if sync:
+        if sync and not defer:
             self._synced(now, time.perf_counter() - t0)
         else:
             self._unsynced = True
@@ -246,6 +266,7 @@ class PartitionLog:
         self.stats["records_appended"] += sum(b.count for b in group)
         self.stats["bytes_appended"] += sum(len(b.data) for b in group)
         self.stats["commits"] += 1
+        return sync and defer
 
     def _synced(self, now: float, seconds: float) -> None:
         self._last_fsync = now
