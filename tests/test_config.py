@@ -8,6 +8,9 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,44 @@ def test_assignment_is_contiguous_and_complete(partitions: int, workers: int, ex
 def test_float_keys_from_the_environment_are_numbers() -> None:
     cfg = load(None, env={"ZLOG_CONFIG": "/dev/null", "ZLOG_GATEWAY_LINGER_MS": "5"})
     assert cfg.gateway.linger_ms == 5.0 and isinstance(cfg.gateway.linger_ms, float)
+
+
+# -- the zlog command turns configuration errors into exit code 2 -------------------------------
+
+
+def _zlog(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "zlog", *args], capture_output=True, text=True, timeout=60,
+                          env=full_env, cwd=cwd or REPO)
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = _zlog("--help")
+    assert out.returncode == 0
+    for command in ("router", "storage", "gateway", "produce", "query", "tail", "status", "up"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--config", "{tmp}/absent.toml", "status"], {}, "cannot read config"),
+        (["--config", "{tmp}/bad.toml", "status"], {}, "cluster.nope"),
+        (["--fsync", "sometimes", "status"], {}, "fsync"),
+        (["status"], {"ZLOG_HTTP_PORT": "eighty"}, "gateway.port"),
+        (["storage", "--worker-id", "9"], {}, "--worker-id"),
+    ],
+)
+def test_config_errors_exit_2_with_the_message_and_no_traceback(
+    tmp_path: Path, args: list[str], env: dict[str, str], needle: str
+) -> None:
+    (tmp_path / "bad.toml").write_text("[cluster]\nnope = 1\n")
+    out = _zlog(*[a.replace("{tmp}", str(tmp_path)) for a in args], env={"ZLOG_CONFIG": "/dev/null", **env},
+                cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert _zlog("storage").returncode == 2  # --worker-id is required
+    assert _zlog("no-such-command").returncode == 2
