@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zlog import __version__
+from zlog.cluster import gateway_url
 from zlog.config import Config, ConfigError, load
 
 EXIT_OK = 0
@@ -116,15 +117,6 @@ def overrides_of(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _default_url(cfg: Config) -> str:
-    host = cfg.gateway.host
-    if host in ("0.0.0.0", "", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{cfg.gateway.port}"
-
-
 def _target(module: str, func: str) -> Callable[..., Any]:
     target: Callable[..., Any] = getattr(importlib.import_module(module), func)
     return target
@@ -144,7 +136,7 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.client_cli", "produce")(cfg, args)
     if cmd in ("query", "tail"):
         if args.url is None:
-            args.url = _default_url(cfg)
+            args.url = gateway_url(cfg)
         return _target("zlog.reader_cli", cmd)(cfg, args)
     if cmd == "status":
         return _target("zlog.status", "run")(cfg, args)
