@@ -49,7 +49,7 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH",
                         help="config file (default: $ZLOG_CONFIG or conf/zlog.toml)")
     for flag, section, key, text in _OVERRIDES:
-        common.add_argument(flag, dest=f"{section}__{key}", default=argparse.SUPPRESS, help=text)
+        common.add_argument(flag, dest=f"{section}__{key}", metavar=key.upper(), default=argparse.SUPPRESS, help=text)
     return common
 
 
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", type=int, required=True, help="0 .. cluster.workers-1")
 
     p = sub.add_parser("gateway", parents=[common], help="run one HTTP gateway process")
-    p.add_argument("--port", type=int, dest="gateway__port", default=argparse.SUPPRESS, help="HTTP port")
-    p.add_argument("--host", dest="gateway__host", default=argparse.SUPPRESS, help="HTTP listen address")
+    p.add_argument("--port", type=int, dest="gateway__port", metavar="PORT", default=argparse.SUPPRESS, help="HTTP port")
+    p.add_argument("--host", dest="gateway__host", metavar="HOST", default=argparse.SUPPRESS, help="HTTP listen address")
     p.add_argument("--index", type=int, default=0,
                    help="process number when several share the port (metrics port, WAL directory)")
 
