@@ -212,3 +212,23 @@ def test_config_errors_exit_2_with_the_message_and_no_traceback(
 def test_usage_errors_exit_2() -> None:
     assert _zlog("storage").returncode == 2  # --worker-id is required
     assert _zlog("no-such-command").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[gateway]\nport = 80.9\n", "gateway.port"),
+        ("[gateway]\nport = 99999\n", "gateway.port"),
+        ('[cluster]\ndata_dir = ""\n', "cluster.data_dir"),
+        ("[router]\nmetrics_port = 0\n", "router.metrics_port"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_now(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "z.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load(path, env={})
+
+
+def test_warn_is_a_log_level_as_the_logs_spell_it() -> None:
+    assert load(None, env={"ZLOG_CONFIG": "/dev/null", "ZLOG_LOG_LEVEL": "warn"}).log.level == "warn"

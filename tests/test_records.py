@@ -115,7 +115,6 @@ def test_enrichment_values_are_json_escaped() -> None:
         ({"service": "s", "message": "m", "timestamp": 1.5}, "timestamp"),
         ({"service": "s", "message": "m", "timestamp": "1795675988031"}, "timestamp"),
         ({"service": "s", "message": "m", "timestamp": True}, "timestamp"),
-        ({"service": "s", "message": "m", "timestamp": None}, "timestamp"),
         ({"service": "s", "message": "m", "timestamp": 2**63}, "timestamp"),
         ({"service": "s", "message": "m", "level": 3}, "level"),
         ({"service": "s", "message": "m", "level": None}, "level"),
@@ -252,3 +251,8 @@ def test_orjson_round_trip_of_every_stored_line() -> None:
         for line in lines:
             rec = orjson.loads(line)
             assert orjson.dumps(rec) == line
+
+
+def test_a_null_timestamp_is_the_received_time_like_a_missing_one() -> None:
+    groups = encode_batch([{"service": "s", "message": "m", "timestamp": None}], LIMITS, **ENRICH)
+    assert orjson.loads(groups["s"].lines[0])["timestamp"] == ENRICH["received_at"]

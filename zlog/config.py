@@ -188,14 +188,18 @@ def _coerce(section: str, key: str, target: Any, value: Any) -> Any:
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
         if isinstance(target, int):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ConfigError(f"{name}: expected an integer")
             return int(value)
         if isinstance(target, float):
             if isinstance(value, bool):
                 raise ConfigError(f"{name}: expected a number")
             return float(value)
-        if isinstance(target, Path) or (target is None and key.endswith("_dir")):
+        if isinstance(target, Path):
+            if value in ("", None):
+                raise ConfigError(f"{name}: must not be empty")
+            return Path(value)
+        if target is None and key.endswith("_dir"):
             return Path(value) if value not in ("", None) else None
         if isinstance(target, tuple):
             if isinstance(value, str):
@@ -283,5 +287,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError("gateway limits must be positive (max_body_bytes >= 1024)")
     if cfg.log.format not in ("json", "logfmt"):
         raise ConfigError("log.format must be json or logfmt")
-    if cfg.log.level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError("log.level must be debug, info, warning or error")
+    if cfg.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):
+        raise ConfigError("log.level must be debug, info, warning (warn) or error")
+    ports = {
+        "router.metrics_port": cfg.router.metrics_port,
+        "storage.metrics_port_base": cfg.storage.metrics_port_base,
+        "gateway.port": g.port,
+        "gateway.metrics_port_base": g.metrics_port_base,
+    }
+    for name, port in ports.items():
+        if not 0 < port < 65536:
+            raise ConfigError(f"{name} must be a TCP port (1..65535), got {port}")

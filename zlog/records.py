@@ -158,7 +158,7 @@ def _problem(r: Any, limits: Limits) -> tuple[str, str]:
     if type(r) is not dict:
         return "", "each record must be a JSON object"
     service, message = r.get("service"), r.get("message")
-    ts, level, labels = r.get("timestamp", 0), r.get("level", ""), r.get("labels")
+    ts, level, labels = r.get("timestamp") or 0, r.get("level", ""), r.get("labels")
     if type(service) is not str or not service:
         return "service", "required, a non-empty string"
     if _utf8_len_over(service, limits.max_service_bytes):
@@ -214,7 +214,9 @@ def encode_batch(
         if type(r) is dict:
             service = r.get("service")
             message = r.get("message")
-            ts = r.get("timestamp", received_at)
+            ts = r.get("timestamp")
+            if ts is None:  # missing or null: the time it was received
+                ts = received_at
             level = r.get("level", "")
             labels = r.get("labels")
             if (

@@ -95,7 +95,11 @@ def encode(
     key: bytes | None = None,
     body: bytes | dict[str, Any] = b"",
 ) -> list[bytes]:
+    if not 0 <= request_id <= _MAX_REQUEST_ID:
+        raise ValueError(f"request id out of range: {request_id}")
     if partition is not None:
+        if not 0 <= partition <= 0xFFFFFFFF:
+            raise ValueError(f"partition out of range: {partition}")
         route = b"P" + _U32.pack(partition)
     elif key is not None:
         route = b"K" + key
