@@ -3,7 +3,6 @@
     python tools/bench.py                    # full matrix, ~10 s per cell, writes docs/benchmarks.md
     python tools/bench.py --quick --json     # smoke run, machine-readable
     python tools/bench.py --compare http://127.0.0.1:8080/v1/logs --compare-pids 123,456
-    python tools/bench.py --ab               # the matrix twice: processes untuned vs tuned
 
 Each run starts router, 2 storage workers and 2 gateway processes (one port, SO_REUSEPORT) in a
 temporary directory with fsync ``always``, then runs, one after the other, HTTP batches of 100
@@ -47,6 +46,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 from tests._cluster import Cluster  # noqa: E402
+from tools.loadgen import generate  # noqa: E402
 from zlog.audit import Audit  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
 from zlog.records import Group, Limits, encode_batch  # noqa: E402
@@ -54,44 +54,34 @@ from zlog.records import Group, Limits, encode_batch  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY_PH = b"@@@@@@@@@@@@"  # replaced by a fixed-width unit key: 2 digits of cell, 10 of counter
 LABEL = "zb"
-# Process tuning the bench applies to the cluster (see docs/benchmarks.md for the A/B figures).
-TUNED_ENV = {"MALLOC_TOP_PAD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
-
-SERVICES = ("focus_allocator", "event_creator", "auth_service", "notification_service")
-MESSAGES = {
-    "focus_allocator": ("focus session started", "focus session completed", "focus time suggestion generated",
-                        "deep work block scheduled", "focus session interrupted", "break reminder sent"),
-    "event_creator": ("calendar event created", "calendar event updated", "meeting invitation sent",
-                      "recurring event expanded", "event reminder scheduled", "calendar sync completed"),
-    "auth_service": ("user login successful", "user login failed - invalid credentials", "token refreshed",
-                     "password reset requested", "mfa challenge passed", "session expired"),
-    "notification_service": ("email sent successfully", "push notification delivered", "sms delivery failed",
-                             "in-app notification read", "digest email queued", "notification preferences updated"),
-}
-LABELS: dict[str, dict[str, tuple[str, ...]]] = {
-    "focus_allocator": {"focus_type": ("deep_work", "shallow_work", "break", "meeting"),
-                        "duration_minutes": ("25", "50", "90", "120")},
-    "event_creator": {"event_type": ("focus_block", "meeting", "break", "reminder"),
-                      "calendar": ("primary", "work", "personal")},
-    "auth_service": {"auth_method": ("password", "oauth", "api_key", "mfa")},
-    "notification_service": {"channel": ("email", "sms", "push", "in_app")},
-}
-LEVELS = ("DEBUG", "INFO", "INFO", "INFO", "WARN", "ERROR")
 
 
 def make_records(n: int, seed: int) -> list[dict[str, Any]]:
-    """The original load generator's shape (~200-byte records), each tagged ``zb: KEY:<i>``."""
-    rng = random.Random(seed)
-    ts = int(time.time() * 1000)
-    out = []
-    for i in range(n):
-        svc = rng.choice(SERVICES)
-        labels = {k: rng.choice(v) for k, v in LABELS[svc].items()} if rng.random() < 0.3 else {}
-        labels[LABEL] = f"{KEY_PH.decode()}:{i}"
-        out.append({"timestamp": ts, "service": svc, "level": rng.choice(LEVELS),
-                    "message": rng.choice(MESSAGES[svc]), "labels": labels})
-        ts += rng.randint(50, 499)
+    """The original load generator's records (tools/loadgen.py), each tagged ``zb: KEY:<i>``."""
+    out = generate(random.Random(seed), int(time.time() * 1000), n)
+    for i, r in enumerate(out):
+        r["labels"] = {**r.get("labels", {}), LABEL: f"{KEY_PH.decode()}:{i}"}
     return out
+
+
+def json_floor_ms_per_1k(batch: int, seconds: float = 1.0) -> float:
+    """CPU-ms per 1000 logs of the least a Python pipeline that reads JSON must do: parse a body,
+    add the three enrichment fields, serialise each record (PERF-NOTES' floor), measured here and
+    now, so that every cell can be read as a multiple of it whatever the machine is doing."""
+    body = orjson.dumps(make_records(batch, 7))
+    loads, dumps = orjson.loads, orjson.dumps
+    n = 0
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        lines = []
+        for r in loads(body):
+            r["received_at"] = 1
+            r["ingested_node_id"] = "bench"
+            r["client_ip"] = "127.0.0.1"
+            lines.append(dumps(r))
+        b"\n".join(lines)
+        n += batch
+    return (time.process_time() - t0) * 1000 / (n / 1000)
 
 
 # -- measurement ----------------------------------------------------------------------------
@@ -431,12 +421,20 @@ def markdown(result: dict[str, Any]) -> str:
         out.append(f"- Audit `{target}`: {verdict} — acknowledged {audit['acknowledged']:,}, "
                    f"stored {audit['stored']:,}, lost {audit['lost']}, duplicated {audit['duplicated']}, "
                    f"out of order {audit['out_of_order']}, stored but unacknowledged {audit['unacknowledged']}.")
+    floor = {int(k): v for k, v in result.get("json_floor_ms_per_1k", {}).items()}
+    if floor:
+        out += ["", "Baseline measured in the same run: the Python JSON floor (parse a body, enrich, serialise "
+                "each record; no I/O) costs " + ", ".join(f"{v:.2f} CPU-ms per 1000 logs at batch {k}"
+                                                          for k, v in sorted(floor.items()))
+                + ". The `x floor` column is the cluster's CPU per log as a multiple of it."]
     out += ["", "| target | path | batch | conc | logs/s | p50 ms | p99 ms | max ms | cluster CPU-ms / 1k logs "
-            "| cluster cores | loadgen CPU-ms / 1k | failed |", "|" + "---|" * 12]
+            "| x floor | cluster cores | loadgen CPU-ms / 1k | failed |", "|" + "---|" * 13]
     for c in result["cells"]:
+        base = floor.get(c["batch"])
+        ratio = c["cluster_cpu_ms_per_1k"] / base if base and c["cluster_cpu_ms_per_1k"] else None
         out.append(f"| {c['target']} | {c['kind']} | {c['batch']} | {c['concurrency']} | {c['logs_per_s']:,.0f} | "
                    f"{fmt(c['p50_ms'])} | {fmt(c['p99_ms'])} | {fmt(c['max_ms'])} | "
-                   f"{fmt(c['cluster_cpu_ms_per_1k'], 2)} | {fmt(c['cluster_cores'], 2)} | "
+                   f"{fmt(c['cluster_cpu_ms_per_1k'], 2)} | {fmt(ratio, 1)} | {fmt(c['cluster_cores'], 2)} | "
                    f"{c['loadgen_cpu_ms_per_1k']:.2f} | {c['failed']} |")
     names = sorted({n for c in result["cells"] for n in c["cpu_split_ms_per_1k"]})
     if names:
@@ -471,15 +469,14 @@ async def main_async(args: argparse.Namespace) -> int:
     cells: list[Cell] = []
     audits: dict[str, Any] = {}
     profiles: dict[str, Any] = {}
-    variants = [("zlog-untuned", {}), ("zlog", TUNED_ENV)] if args.ab else [("zlog", {} if args.untuned else TUNED_ENV)]
-    for target, env in variants:
-        audits[target] = await run_zlog(args, target, env, cells, profiles)
+    floor = {b: json_floor_ms_per_1k(b) for b in (100, 1000)}
+    audits["zlog"] = await run_zlog(args, "zlog", {}, cells, profiles)
     if args.compare:
         await run_compare(args, cells)
     result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
               "command": "python tools/bench.py " + shlex.join(sys.argv[1:]), "seconds": args.seconds,
               "warmup": args.warmup, "gateways": args.gateways, "audit": audits,
-              "cells": [asdict(c) for c in cells], "profiles": profiles}
+              "cells": [asdict(c) for c in cells], "profiles": profiles, "json_floor_ms_per_1k": floor}
     if args.json:
         print(json.dumps(result, indent=2))
     if args.write:
@@ -500,8 +497,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run only cells whose name (e.g. http-1000-c8, native-1000) contains this")
     p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")
     p.add_argument("--compare-pids", metavar="PID,...", help="processes of the compared server, for its CPU")
-    p.add_argument("--ab", action="store_true", help="run the matrix on an untuned and a tuned cluster")
-    p.add_argument("--untuned", action="store_true", help="do not apply the malloc tuning to the cluster")
     p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")
     p.add_argument("--write", metavar="PATH", help="write the report into this markdown file "
                    "(default docs/benchmarks.md for a full run)")
