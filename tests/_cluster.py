@@ -259,7 +259,9 @@ level = "info"
             self.stop()
             raise
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, GeneratorExit):
+            print(self.logs())  # what the processes said, next to the failure
         self.stop()
 
     # -- client helpers -------------------------------------------------------------------

@@ -14,15 +14,8 @@ from tests._cluster import Cluster
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("produce"))
-    try:
-        c.start()
+    with Cluster(tmp_path_factory.mktemp("produce")) as c:  # stops its processes whatever happens
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def produce(cluster: Cluster, stdin: bytes, *flags: str) -> subprocess.CompletedProcess[bytes]:

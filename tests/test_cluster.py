@@ -24,15 +24,8 @@ FIELD_ORDER = ["timestamp", "service", "level", "message", "labels", "received_a
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start()
+    with Cluster(tmp_path_factory.mktemp("cluster")) as c:  # stops its processes whatever happens
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_original_example_is_stored_in_its_partition_with_enrichment(cluster: Cluster) -> None:

@@ -38,18 +38,6 @@ def cluster_for(tmp_path: Path, gateways: int = 1) -> Cluster:
     return c
 
 
-@contextlib.contextmanager
-def running(c: Cluster) -> Iterator[Cluster]:
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
-
-
 def loads_for(c: Cluster, native: bool = True) -> list[HttpLoad | NativeLoad]:
     loads: list[HttpLoad | NativeLoad] = [HttpLoad("127.0.0.1", c.http_port, c.partitions, threads=4, keyed=2,
                                                    records=10, client_timeout_s=10, retry_for_s=8)]
@@ -106,7 +94,7 @@ def assert_alive(c: Cluster, *names: str) -> None:
 
 def test_a_sigkill_storage_workers_every_2s(tmp_path: Path) -> None:
     c = cluster_for(tmp_path)
-    with running(c):
+    with c:
         def fault(rng: random.Random) -> None:
             name = rng.choice(["storage-0", "storage-1"])
             c.kill(name)
@@ -120,7 +108,7 @@ def test_a_sigkill_storage_workers_every_2s(tmp_path: Path) -> None:
 
 def test_b_sigkill_the_router_every_2s(tmp_path: Path) -> None:
     c = cluster_for(tmp_path)
-    with running(c):
+    with c:
         def fault(rng: random.Random) -> None:
             c.kill("router")
             time.sleep(rng.uniform(0.1, 0.8))
@@ -133,7 +121,7 @@ def test_b_sigkill_the_router_every_2s(tmp_path: Path) -> None:
 
 def test_c_sigkill_a_gateway_every_2s(tmp_path: Path) -> None:
     c = cluster_for(tmp_path, gateways=2)
-    with running(c):
+    with c:
         def fault(rng: random.Random) -> None:
             name = rng.choice(["gateway-0", "gateway-1"])
             # A worker is down at the same time now and then, so a gateway dies with WAL pending.
@@ -155,7 +143,7 @@ def test_c_sigkill_a_gateway_every_2s(tmp_path: Path) -> None:
 
 def test_d_sigstop_a_worker_past_the_deadline(tmp_path: Path) -> None:
     c = cluster_for(tmp_path)
-    with running(c):
+    with c:
         def fault(rng: random.Random) -> None:
             name = rng.choice(["storage-0", "storage-1"])
             c.signal(name, signal.SIGSTOP)
@@ -194,7 +182,7 @@ def test_e_disk_full_is_507_nothing_partial_and_service_resumes(tmp_path: Path) 
     c = cluster_for(tmp_path)
     c.env_extra["ZLOG_GATEWAY_WAL"] = "false"  # the caller must see the disk error itself
     # Partition 3 (auth_service, worker 1) lives on a 256 KiB tmpfs; partition 0 on the normal disk.
-    with small_tmpfs(c.data_dir / "3", "256k") as resize, running(c):
+    with small_tmpfs(c.data_dir / "3", "256k") as resize, c:
         load = HttpLoad("127.0.0.1", c.http_port, c.partitions, threads=3, keyed=1, records=8, pad=1500,
                         services=("auth_service", "event_creator"), client_timeout_s=10, retry_for_s=2)
         load.start()

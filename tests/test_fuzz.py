@@ -47,14 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     text = c.config_path.read_text()
     c.config_path.write_text(text.replace(f'back = ["tcp://127.0.0.1:{c.back}"]',
                                           f'back = ["tcp://127.0.0.1:{c.back}", "tcp://127.0.0.1:{FUZZ_BACK[-1]}"]'))
-    try:
-        c.start()
+    with c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def post(c: Cluster, body: bytes, headers: dict[str, str]) -> int:

@@ -34,15 +34,8 @@ P3 = "auth_service"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("producer"))
-    try:
-        c.start()
+    with Cluster(tmp_path_factory.mktemp("producer")) as c:  # stops its processes whatever happens
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def routers(c: Cluster) -> list[str]:
@@ -250,15 +243,8 @@ def test_threads_share_one_blocking_producer(cluster: Cluster) -> None:
 @pytest.fixture(scope="module")
 def slow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Heartbeats of 2 s: a stopped worker stays the owner for 6 s, so a 1 s deadline expires first.
-    c = Cluster(tmp_path_factory.mktemp("slow"), heartbeat_ms=2000)
-    try:
-        c.start()
+    with Cluster(tmp_path_factory.mktemp("slow"), heartbeat_ms=2000) as c:  # stops its processes whatever happens
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_a_hung_worker_gives_timeout_and_later_sends_are_not_stuck_on_the_gap(slow_cluster: Cluster) -> None:

@@ -37,17 +37,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Tiny segments and scan budgets: fetches cross segment boundaries, searches need several rounds.
     c = Cluster(tmp_path_factory.mktemp("reads"), env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": "16384",
                                                             "ZLOG_STORAGE_SCAN_BUDGET_BYTES": "8192"})
-    try:
-        c.start()
+    with c:
         for i in range(0, N, 100):
             status, body = c.post([make(j) for j in range(i, i + 100)])
             assert status == 200, body
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def get(c: Cluster, path: str, params: list[tuple[str, str]] | None = None) -> tuple[int, Any]:

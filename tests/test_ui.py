@@ -34,8 +34,7 @@ MESSAGES = ["user login successful", "token refresh failed: expired", "payment c
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("ui"))
-    try:
-        c.start()
+    with c:
         now = int(time.time() * 1000)
         records = [{"timestamp": now - (60 - i) * 1000, "service": SERVICES[i % 4], "level": LEVELS[i % 7 % 4],
                     "message": MESSAGES[i % len(MESSAGES)], "labels": {"region": "eu-west", "pod": f"api-{i % 3}"}}
@@ -43,11 +42,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         status, body = c.post(records)
         assert status == 200, body
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None:
