@@ -187,6 +187,15 @@ def test_original_query_api(cluster: Cluster) -> None:
     assert get(cluster, "/v1/query", [("service", "billing"), ("limit", "0")]) == (200, [])
     assert get(cluster, "/v1/query", [("service", "billing")])[0] == 400
     assert get(cluster, "/v1/query", [("service", "nobody"), ("limit", "3")]) == (200, [])
+    assert get(cluster, "/v1/query", [("service", "billing"), ("limit", "-1")])[0] == 400
+
+
+def test_original_query_takes_any_limit_and_serves_at_most_the_maximum(cluster: Cluster) -> None:
+    status, headers, data = http("GET", cluster.url + "/v1/query?service=focus_allocator&limit=1000000")
+    assert status == 200
+    mine = sum(1 for i in range(N) if make(i)["service"] == "focus_allocator")
+    assert len(json.loads(data)) == min(mine, 5000)
+    assert headers.get("X-Zlog-Limit") == "5000"
 
 
 class Sse:

@@ -148,9 +148,17 @@ async def get_query(request: web.Request) -> web.Response:
     raw_limit = request.query.get("limit")
     if raw_limit is None:
         raise BadParameter("limit", "required")
-    if raw_limit.strip() == "0":
+    try:
+        asked = int(raw_limit)
+    except ValueError:
+        raise BadParameter("limit", "must be an integer >= 0") from None
+    if asked < 0:
+        raise BadParameter("limit", "must be an integer >= 0")
+    if asked == 0:
         return _json(b"[]")
-    limit = parse_limit(raw_limit)
+    # The original took any limit; memory here is bounded, so a larger one is served as the
+    # maximum, and the header says so (the body must stay the original's bare array).
+    limit = min(asked, MAX_LIMIT)
     flt = Filter(services=(service,))
     parts = scope(flt, _partition_count(ctx))
     cursor: Cursor | None = None
@@ -163,7 +171,10 @@ async def get_query(request: web.Request) -> web.Response:
             break
         cursor = merge.cursor()
     items.sort(key=_order_key)
-    return _json(b"[" + b",".join(line for _, _, line in items) + b"]")
+    resp = _json(b"[" + b",".join(line for _, _, line in items) + b"]")
+    if limit < asked:
+        resp.headers["X-Zlog-Limit"] = str(limit)
+    return resp
 
 
 async def _stats_all(ctx: GatewayContext, parts: list[int], body: dict[str, Any]) -> list[dict[str, Any] | ZlogError]:
