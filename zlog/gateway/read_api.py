@@ -30,7 +30,7 @@ from zlog.gateway import ui
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.hashing import partition_for
 from zlog.paging import Cursor, PageMerge, timestamp_of, with_position
-from zlog.query import MAX_LIMIT, BadParameter, Filter, parse_limit, parse_params
+from zlog.query import MAX_LIMIT, BadParameter, Filter, parse_params
 from zlog.wire import Command
 
 SEARCH_DEADLINE_S = 2.0
