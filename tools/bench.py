@@ -67,7 +67,7 @@ def make_records(n: int, seed: int) -> list[dict[str, Any]]:
 
 def json_floor_ms_per_1k(batch: int, seconds: float = 1.0) -> float:
     """CPU-ms per 1000 logs of the least a Python pipeline that reads JSON must do: parse a body,
-    add the three enrichment fields, serialise each record (PERF-NOTES' floor), measured here and
+    add the three enrichment fields, serialise each record (the floor of a Python pipeline that reads JSON), measured here and
     now, so that every cell can be read as a multiple of it whatever the machine is doing."""
     body = orjson.dumps(make_records(batch, 7))
     loads, dumps = orjson.loads, orjson.dumps
