@@ -213,7 +213,8 @@ def test_a_killed_worker_is_noticed_within_three_heartbeats(tmp_path: Path) -> N
         c.kill("storage-0")
         t0 = time.monotonic()
         wait_until(lambda: c.get("/ready")[0] == 503, timeout=5, what="/ready to turn 503")
-        assert time.monotonic() - t0 < 3 * 0.2 + 1.0
+        # 3 heartbeat intervals of 0.2 s, plus the router's housekeeping tick and a loaded machine.
+        assert time.monotonic() - t0 < 3 * 0.2 + 2.0
         status, body = c.post([{"timestamp": 1, "service": "event_creator", "message": "x"}])
         assert status == 503 and body["error"] == "NO_OWNER"
 

@@ -132,6 +132,8 @@ def test_a_hung_worker_is_spooled_after_the_deadline_and_stored_once(tmp_path: P
         # The worker may still store the original send, and the replay too: only one copy survives.
         wait_until(lambda: [r["message"] for r in c.stored_records(3)] == ["while-stopped"], timeout=15,
                    what="the record to be stored")
+        # The worker may have been declared dead while stopped: wait until it owns its partitions again.
+        c.wait_ready()
         status, _ = c.post(auth("next"))
         assert status == 200
         assert [r["message"] for r in c.stored_records(3)] == ["while-stopped", "next"]
