@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests._cluster import Cluster
 
@@ -93,9 +94,19 @@ async def overload(url: str, seconds: float) -> tuple[Counter[str], float, int]:
     return statuses, worst, missing_retry_after
 
 
-def test_ten_times_overload_is_503_with_retry_after_and_memory_stays_bounded(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "bound",
+    [
+        {"ZLOG_GATEWAY_MAX_INFLIGHT_REQUESTS": "4"},
+        # The byte budget alone: ~0.5 MB bodies, 2 MiB in flight at most.
+        {"ZLOG_GATEWAY_MAX_INFLIGHT_BYTES": str(2 << 20), "ZLOG_GATEWAY_MAX_BODY_BYTES": str(1 << 20)},
+    ],
+    ids=["requests", "bytes"],
+)
+def test_ten_times_overload_is_503_with_retry_after_and_memory_stays_bounded(tmp_path: Path,
+                                                                             bound: dict[str, str]) -> None:
     c = Cluster(tmp_path)
-    c.env_extra.update({"ZLOG_GATEWAY_MAX_INFLIGHT_REQUESTS": "4", "ZLOG_GATEWAY_REQUEST_TIMEOUT_MS": str(TIMEOUT_MS),
+    c.env_extra.update({**bound, "ZLOG_GATEWAY_REQUEST_TIMEOUT_MS": str(TIMEOUT_MS),
                         "ZLOG_LOG_LEVEL": "warning", "ZLOG_FSYNC": "never"})
     with c:
         sampler = RssSampler(c)

@@ -110,6 +110,7 @@ class GatewayConfig:
     linger_ms: float = 2.0
     inflight_batches: int = 4
     max_inflight_requests: int = 512
+    max_inflight_bytes: int = 64 * 1024 * 1024  # request bodies being handled at once
     # Records per second each client address may ingest per gateway process; 0 = no limit.
     # Beyond it: 429 + Retry-After. Bursts up to two seconds' worth are allowed.
     rate_limit_per_client: int = 0
@@ -285,6 +286,8 @@ def validate(cfg: Config) -> None:
     g = cfg.gateway
     if g.max_body_bytes < 1024 or g.max_records < 1 or g.request_timeout_ms < 1:
         raise ConfigError("gateway limits must be positive (max_body_bytes >= 1024)")
+    if g.max_inflight_bytes < g.max_body_bytes:
+        raise ConfigError("gateway.max_inflight_bytes must be >= gateway.max_body_bytes")
     if cfg.log.format not in ("json", "logfmt"):
         raise ConfigError("log.format must be json or logfmt")
     if cfg.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):

@@ -34,6 +34,7 @@ class GatewayContext:
     index: int = 0
     trusted: tuple[Network, ...] = ()
     inflight: int = 0
+    inflight_bytes: int = 0
     limiter: RateLimiter | None = None
     started: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -29,6 +29,7 @@ SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 FAIL_FAST = frozenset(("NO_OWNER",))
 # When several partitions fail differently, report the one the caller must act on first.
 MAX_IDEMPOTENCY_KEY = 256
+COMPRESSION_RESERVE = 10  # bytes reserved per compressed byte; the body limit still caps the real size
 _SEVERITY = {"WAL_FULL": 5, "DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
 
 
@@ -52,14 +53,26 @@ async def post_logs(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     m = ctx.metrics
     t0 = time.perf_counter()
-    if ctx.inflight >= ctx.cfg.gateway.max_inflight_requests:
+    cfg = ctx.cfg.gateway
+    # Memory is bounded by what is admitted: a request reserves its body size up front (ten times
+    # the compressed size for gzip/deflate, the maximum when the length is unknown); parsed
+    # records cost a small multiple of that, so the byte budget bounds the process.
+    length = request.content_length
+    compressed = request.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    if length is None:
+        reserve = cfg.max_body_bytes
+    else:
+        reserve = min(cfg.max_body_bytes, length * COMPRESSION_RESERVE if compressed else length)
+    if ctx.inflight >= cfg.max_inflight_requests or ctx.inflight_bytes + reserve > cfg.max_inflight_bytes:
         m.requests.labels(status="503").inc()
-        return error_response(Backpressure("too many ingest requests in progress"), retry_after=ctx.cfg.gateway.retry_after_s)
+        return error_response(Backpressure("too many ingest requests in progress"), retry_after=cfg.retry_after_s)
     ctx.inflight += 1
+    ctx.inflight_bytes += reserve
     try:
         response = await _ingest(request)
     finally:
         ctx.inflight -= 1
+        ctx.inflight_bytes -= reserve
     m.requests.labels(status=str(response.status)).inc()
     m.request_seconds.observe(time.perf_counter() - t0)
     return response
