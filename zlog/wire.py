@@ -79,14 +79,6 @@ class Message:
 # -- frames -------------------------------------------------------------------------------
 
 
-def route_partition(partition: int) -> bytes:
-    return b"P" + _U32.pack(partition)
-
-
-def route_key(key: bytes) -> bytes:
-    return b"K" + key
-
-
 def encode(
     command: Command,
     request_id: int,

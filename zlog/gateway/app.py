@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.errors import ZlogError
+from zlog.gateway import read_api
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
@@ -121,12 +122,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    try:
-        from zlog.gateway import read_api
-    except ImportError:
-        read_api = None  # type: ignore[assignment]
-    if read_api is not None:
-        read_api.setup(app)
+    read_api.setup(app)
 
     spool_task: asyncio.Task[None] | None = None
     spool: Spool | None = None
