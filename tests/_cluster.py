@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 _taken: set[int] = set()
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -50,7 +50,7 @@ def free_ports(n: int = 1) -> int:
     for _ in range(1000):
         base = rng.randrange(20_000, 32_000 - n)
         ports = range(base, base + n)
-        if not _taken.intersection(ports) and all(_bindable(p) for p in ports):
+        if not _taken.intersection(ports) and all(bindable(p) for p in ports):
             _taken.update(ports)
             return base
     raise RuntimeError("no free port range found")
@@ -106,6 +106,7 @@ class Cluster:
     partitions: int = 4
     workers: int = 2
     gateways: int = 1
+    routers: int = 1
     fsync: str = "always"
     heartbeat_ms: int = 200
     toml_extra: str = ""
@@ -114,10 +115,12 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.data_dir = self.root / "data"
-        self.front = free_port()
-        self.back = free_port()
+        # Router 0's endpoints are ``front``/``back``; every router has its own pair.
+        self.fronts = [free_port() for _ in range(self.routers)]
+        self.backs = [free_port() for _ in range(self.routers)]
+        self.front, self.back = self.fronts[0], self.backs[0]
         self.http_port = free_port()
-        self.router_metrics = free_port()
+        self.router_metrics = free_ports(self.routers)
         self.worker_metrics_base = free_ports(self.workers)
         self.gateway_metrics_base = free_ports(self.gateways)
         self.config_path = self.root / "zlog.toml"
@@ -130,8 +133,8 @@ workers = {self.workers}
 node_id = "test-node"
 
 [router]
-front = ["tcp://127.0.0.1:{self.front}"]
-back = ["tcp://127.0.0.1:{self.back}"]
+front = [{", ".join(f'"tcp://127.0.0.1:{p}"' for p in self.fronts)}]
+back = [{", ".join(f'"tcp://127.0.0.1:{p}"' for p in self.backs)}]
 metrics_port = {self.router_metrics}
 heartbeat_ms = {self.heartbeat_ms}
 
@@ -153,6 +156,8 @@ level = "info"
         for i in range(self.workers):
             self.procs[f"storage-{i}"] = self._proc(f"storage-{i}", ["storage", "--worker-id", str(i)])
         self.procs["router"] = self._proc("router", ["router"])
+        for i in range(1, self.routers):
+            self.procs[f"router-{i}"] = self._proc(f"router-{i}", ["router", "--index", str(i)])
         for i in range(self.gateways):
             self.procs[f"gateway-{i}"] = self._proc(f"gateway-{i}", ["gateway", "--index", str(i)])
 

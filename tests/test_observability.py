@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -52,39 +51,9 @@ def records(n: int, service: str, tag: str = "") -> list[dict[str, Any]]:
 
 
 def cluster(root: Path, routers: int = 1, **kw: Any) -> Cluster:
-    """A ``Cluster`` whose port ranges (metrics ports are base + index) neither overlap each other
-    nor a port in use right now: ``free_port`` vouches only for the base. With ``routers`` > 1,
-    routers 1.. are added as processes ``router-N`` with their own front/back endpoints."""
+    """A ``Cluster`` with ``routers`` routers (``router``, ``router-1``, ...)."""
     root.mkdir(parents=True, exist_ok=True)
-    for _ in range(20):
-        c = Cluster(root, **kw)
-        extra = [(free_port(), free_port()) for _ in range(routers - 1)]
-        ports = [c.front, c.back, c.http_port, *(p for pair in extra for p in pair),
-                 *(c.router_metrics + i for i in range(routers)),
-                 *(c.worker_metrics_base + i for i in range(c.workers)),
-                 *(c.gateway_metrics_base + i for i in range(c.gateways))]
-        if len(set(ports)) == len(ports) and all(_bindable(p) for p in ports):
-            break
-    else:
-        raise RuntimeError("no free set of ports")
-    if extra:
-        text = c.config_path.read_text()
-        for key, first, others in (("front", c.front, [f for f, _ in extra]), ("back", c.back, [b for _, b in extra])):
-            endpoints = ", ".join(f'"tcp://127.0.0.1:{p}"' for p in [first, *others])
-            text = text.replace(f'{key} = ["tcp://127.0.0.1:{first}"]', f"{key} = [{endpoints}]")
-        c.config_path.write_text(text)
-        for i in range(1, routers):
-            c.procs[f"router-{i}"] = c._proc(f"router-{i}", ["router", "--index", str(i)])
-    return c
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return Cluster(root, routers=routers, **kw)
 
 
 def scrape(port: int) -> str:

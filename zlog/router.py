@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
-from types import FrameType
 
 import zmq
 
@@ -29,7 +27,7 @@ from zlog.config import Config
 from zlog.hashing import Partitioner
 from zlog.metrics import RouterMetrics, serve
 from zlog.routing import RoutingTable
-from zlog.runtime import freeze_startup_garbage, tune_malloc
+from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.wire import Command
 
 log = logging.getLogger("zlog.router")
@@ -232,6 +230,10 @@ class Router:
         m.workers_alive.set(self.table.alive_count())
         m.partitions_owned.set(sum(1 for o in self.table.owners if o is not None))
 
+    def stop(self) -> None:
+        """Leave the loop after this turn (called from a signal handler)."""
+        self.stopping = True
+
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
@@ -277,14 +279,7 @@ def run(cfg: Config, index: int = 0) -> int:
     router = Router(cfg, index)
     serve(cfg.router.metrics_port + index, router.metrics.registry)
     freeze_startup_garbage()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        if router.stopping:
-            os._exit(1)
-        router.stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    on_stop_signals(router.stop)
     log.info("router started", extra={"front": cfg.router.front[index], "back": cfg.router.back[index],
                                        "partitions": cfg.cluster.partitions, "pid": os.getpid(),
                                        "metrics_port": cfg.router.metrics_port + index})

@@ -9,6 +9,8 @@ build no reference cycles, so a higher threshold saves collections for nothing.
 Invariants:
 - Called once per process, before serving; idempotent; a no-op where glibc is absent.
 - Changes only allocator and collector thresholds, never behaviour.
+- Stop signals: the first SIGTERM or SIGINT asks the process to stop gracefully (it finishes,
+  flushes and exits by itself); a second one exits at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -51,3 +57,18 @@ def freeze_startup_garbage() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def on_stop_signals(request_stop: Callable[[], None]) -> None:
+    """Install the two-step stop for a process with its own loop (the gateway uses aiohttp's)."""
+    asked = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked
+        if asked:
+            os._exit(1)
+        asked = True
+        request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import zmq
@@ -34,7 +32,7 @@ import zmq
 from zlog import wire
 from zlog.config import Config
 from zlog.metrics import WorkerMetrics, serve
-from zlog.runtime import freeze_startup_garbage, tune_malloc
+from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
@@ -290,6 +288,10 @@ class StorageWorker:
         if self._reads:
             self.serve_reads()
 
+    def stop(self) -> None:
+        """Leave the loop after this turn (called from a signal handler)."""
+        self.stopping = True
+
     def run(self) -> None:
         poller = zmq.Poller()
         for s in self.sockets:
@@ -325,14 +327,7 @@ def run(cfg: Config, worker_id: int) -> int:
     worker = StorageWorker(cfg, worker_id)
     serve(cfg.worker_metrics_port(worker_id), worker.metrics.registry)
     freeze_startup_garbage()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        if worker.stopping:
-            os._exit(1)
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    on_stop_signals(worker.stop)
     log.info("storage worker started", extra={"worker": worker_id, "partitions": list(worker.logs),
                                                "fsync": str(cfg.storage.fsync), "pid": os.getpid()})
     worker.run()
