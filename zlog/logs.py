@@ -60,14 +60,23 @@ def _fields(record: logging.LogRecord, role: str, static: dict[str, Any]) -> dic
     return out
 
 
-class JsonFormatter(logging.Formatter):
+class _StructuredFormatter(logging.Formatter):
+    """One line per event from ``_fields``; subclasses say how the fields are written."""
+
     def __init__(self, role: str, static: dict[str, Any]) -> None:
         super().__init__()
         self.role = role
         self.static = dict(static)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = _fields(record, self.role, self.static)
+        return self.render(_fields(record, self.role, self.static))
+
+    def render(self, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(_StructuredFormatter):
+    def render(self, fields: dict[str, Any]) -> str:
         try:
             return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         except (orjson.JSONEncodeError, TypeError):  # e.g. an int beyond 64 bits, a lone surrogate
@@ -82,14 +91,8 @@ def _logfmt_value(value: Any) -> str:
     return '"' + escaped.replace("\t", "\\t") + '"'
 
 
-class LogfmtFormatter(logging.Formatter):
-    def __init__(self, role: str, static: dict[str, Any]) -> None:
-        super().__init__()
-        self.role = role
-        self.static = dict(static)
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = _fields(record, self.role, self.static)
+class LogfmtFormatter(_StructuredFormatter):
+    def render(self, fields: dict[str, Any]) -> str:
         return " ".join(f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in fields.items())
 
 
