@@ -192,7 +192,11 @@ def produce_body(
 
 
 def parse_produce(body: bytes) -> ProduceBody:
-    obj = unpack_body(body)
+    return produce_from(unpack_body(body))
+
+
+def produce_from(obj: dict[str, Any]) -> ProduceBody:
+    """A single-partition PRODUCE from its unpacked body."""
     records = obj.get("records")
     if not isinstance(records, list) or not records:
         raise MalformedFrame("BAD_BODY", "records must be a non-empty list")
@@ -211,6 +215,33 @@ def parse_produce(body: bytes) -> ProduceBody:
     return ProduceBody(records, _int(obj, "max_ts", 0), pid, seq, tenant)
 
 
+def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes | None, int | None]]) -> bytes:
+    """Several partitions' batches in one PRODUCE, for partitions with the same owner (Kafka's
+    produce request): ``(partition, records, max_ts, producer id, sequence)`` each. The route
+    frame names the first partition; the worker answers one ACK with a result per batch."""
+    items = []
+    for partition, records, max_ts, pid, seq in batches:
+        item: dict[str, Any] = {"p": partition, "records": list(records), "max_ts": max_ts}
+        if pid is not None:
+            item["pid"] = pid
+            item["seq"] = seq
+        items.append(item)
+    return msgpack.packb({"batches": items}, use_bin_type=True)
+
+
+def parse_multi_produce(obj: dict[str, Any]) -> list[tuple[int, ProduceBody]]:
+    """The batches of an unpacked multi-partition PRODUCE body, each validated like a single one."""
+    items = obj.get("batches")
+    if not isinstance(items, list) or not items:
+        raise MalformedFrame("BAD_BODY", "batches must be a non-empty list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise MalformedFrame("BAD_BODY", "every batch must be a map")
+        out.append((_int(item, "p"), produce_from(item)))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     partition: int
@@ -226,7 +257,10 @@ def ack_body(ack: Ack) -> bytes:
 
 
 def parse_ack(body: bytes) -> Ack:
-    obj = unpack_body(body)
+    return _ack_from(unpack_body(body))
+
+
+def _ack_from(obj: dict[str, Any]) -> Ack:
     return Ack(
         _int(obj, "partition"),
         _int(obj, "offset", minimum=-1),
@@ -268,6 +302,35 @@ def parse_nack(body: bytes) -> Nack:
 
 def nack_frames(request_id: int, code: str, message: str, *, retry: bool, partition: int | None = None) -> list[bytes]:
     return encode(Command.NACK, request_id, partition=partition, body=nack_body(Nack(code, message, retry, partition)))
+
+
+def multi_ack_body(results: Sequence[Ack | Nack]) -> bytes:
+    """The answer to a multi-partition PRODUCE: one ACK or NACK per batch, in request order."""
+    out: list[dict[str, Any]] = []
+    for r in results:
+        if isinstance(r, Ack):
+            out.append({"partition": r.partition, "offset": r.offset, "count": r.count, "duplicate": r.duplicate})
+        else:
+            out.append({"partition": r.partition, "code": r.code, "message": r.message, "retry": r.retry})
+    return msgpack.packb({"results": out})
+
+
+def parse_multi_ack(body: bytes) -> list[Ack | Nack]:
+    obj = unpack_body(body)
+    items = obj.get("results")
+    if not isinstance(items, list):
+        raise MalformedFrame("BAD_BODY", "results must be a list")
+    out: list[Ack | Nack] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise MalformedFrame("BAD_BODY", "every result must be a map")
+        if "code" in item:
+            part = item.get("partition")
+            out.append(Nack(str(item["code"]), str(item.get("message", "")), bool(item.get("retry", False)),
+                            part if isinstance(part, int) and not isinstance(part, bool) else None))
+        else:
+            out.append(_ack_from(item))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

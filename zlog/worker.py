@@ -45,10 +45,22 @@ RETENTION_EVERY_MS = 30_000
 
 
 @dataclass(slots=True)
-class Pending:
+class Reply:
+    """The answer owed to one PRODUCE message: one result per batch it carried."""
+
     sock: zmq.Socket[bytes]
     reply_to: bytes
     rid: bytes
+    multi: bool
+    results: list[wire.Ack | wire.Nack | None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A batch staged this turn, waiting for the commit to know its result."""
+
+    reply: Reply
+    index: int
     partition: int
     result: AppendResult
 
@@ -116,7 +128,8 @@ class StorageWorker:
 
     # -- intake ---------------------------------------------------------------------------
 
-    def on_message(self, sock: zmq.Socket[bytes], frames: list[bytes], pending: list[Pending]) -> None:
+    def on_message(self, sock: zmq.Socket[bytes], frames: list[bytes], pending: list[Pending],
+                   replies: list[Reply]) -> None:
         if len(frames) != 6:
             self.metrics.errors.labels(kind="malformed").inc()
             return
@@ -129,7 +142,7 @@ class StorageWorker:
             return
         cmd = msg.command
         if cmd is Command.PRODUCE:
-            self._produce(sock, reply_to, frames[3], msg, pending)
+            self._produce(sock, reply_to, frames[3], msg, pending, replies)
         elif cmd in (Command.FETCH, Command.SEARCH, Command.STATS):
             self._reads.append((sock, reply_to, msg))
         elif cmd is Command.HEARTBEAT or cmd is Command.DISCONNECT:
@@ -139,34 +152,43 @@ class StorageWorker:
                        retry=False)
 
     def _produce(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, msg: wire.Message,
-                 pending: list[Pending]) -> None:
-        p = msg.partition
+                 pending: list[Pending], replies: list[Reply]) -> None:
+        try:
+            obj = wire.unpack_body(msg.body)
+            multi = "batches" in obj
+            if multi:
+                batches: list[tuple[int | None, wire.ProduceBody]] = list(wire.parse_multi_produce(obj))
+            else:
+                batches = [(msg.partition, wire.produce_from(obj))]
+        except wire.MalformedFrame as exc:
+            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=msg.partition)
+            return
+        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches))
+        replies.append(reply)
+        for i, (p, body) in enumerate(batches):
+            outcome = self._append(p, body)
+            if isinstance(outcome, wire.Nack):
+                self.metrics.errors.labels(kind=outcome.code).inc()
+                reply.results[i] = outcome
+            else:
+                pending.append(Pending(reply, i, outcome[0], outcome[1]))
+
+    def _append(self, p: int | None, body: wire.ProduceBody) -> wire.Nack | tuple[int, AppendResult]:
+        """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
         plog = self.logs.get(p) if p is not None else None
         if plog is None or p is None:
-            self._nack(sock, reply_to, rid, "NOT_OWNER",
-                       f"worker {self.worker_id} does not own partition {p}", retry=True, partition=p)
-            return
+            return wire.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
+        if body.tenant not in (None, self.cfg.cluster.tenant):
+            return wire.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
+        producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
-            body = wire.parse_produce(msg.body)
-            if body.tenant not in (None, self.cfg.cluster.tenant):
-                self._nack(sock, reply_to, rid, "UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}",
-                           retry=False, partition=p)
-                return
-            producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
-            result = plog.append(body.records, body.max_timestamp, producer)
-        except wire.MalformedFrame as exc:
-            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=p)
-            return
+            return p, plog.append(body.records, body.max_timestamp, producer)
         except RecordTooLarge as exc:
-            self._nack(sock, reply_to, rid, "RECORD_TOO_LARGE", str(exc), retry=False, partition=p)
-            return
+            return wire.Nack("RECORD_TOO_LARGE", str(exc), False, p)
         except InvalidRecord as exc:
-            self._nack(sock, reply_to, rid, "INVALID_RECORD", str(exc), retry=False, partition=p)
-            return
+            return wire.Nack("INVALID_RECORD", str(exc), False, p)
         except OutOfOrderSequence as exc:
-            self._nack(sock, reply_to, rid, "OUT_OF_ORDER_SEQUENCE", str(exc), retry=True, partition=p)
-            return
-        pending.append(Pending(sock, reply_to, rid, p, result))
+            return wire.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
 
     def commit(self, pending: list[Pending]) -> None:
         # partition -> (code, detail, how many of its staged batches were stored before the error)
@@ -206,16 +228,29 @@ class StorageWorker:
                     # Staged before the failing write (a commit spanning a segment roll): durable.
                     failed[x.partition] = (code, text, stored - 1)
                 else:
-                    self._nack(x.sock, x.reply_to, x.rid, code, text, retry=True, partition=x.partition)
+                    m.errors.labels(kind=code).inc()
+                    x.reply.results[x.index] = wire.Nack(code, text, True, x.partition)
                     continue
             if r.duplicate:
                 m.duplicates.inc()
             else:
                 m.appended(x.partition, r.count)
-            ack = wire.ack_body(wire.Ack(x.partition, r.base_offset, r.count, r.duplicate))
-            frames = wire.encode(Command.ACK, 0, partition=x.partition, body=ack)
-            frames[2] = x.rid
-            self._send(x.sock, x.reply_to, frames)
+            x.reply.results[x.index] = wire.Ack(x.partition, r.base_offset, r.count, r.duplicate)
+
+    def answer(self, reply: Reply) -> None:
+        """Send what one PRODUCE message is owed, once every batch of it has a result."""
+        results = [r if r is not None else wire.Nack("INTERNAL", "no result", True) for r in reply.results]
+        if reply.multi:
+            frames = wire.encode(Command.ACK, 0, body=wire.multi_ack_body(results))
+        else:
+            (r,) = results
+            if isinstance(r, wire.Ack):
+                frames = wire.encode(Command.ACK, 0, partition=r.partition, body=wire.ack_body(r))
+            else:
+                frames = wire.encode(Command.NACK, 0, partition=r.partition, body=wire.nack_body(r))
+        frames[2] = reply.rid
+        if reply.reply_to:
+            self._send(reply.sock, reply.reply_to, frames)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -276,15 +311,18 @@ class StorageWorker:
 
     def drain(self, socks: list[zmq.Socket[bytes]]) -> None:
         pending: list[Pending] = []
+        replies: list[Reply] = []
         for sock in socks:
             for _ in range(DRAIN_PER_TURN):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.on_message(sock, frames, pending)
+                self.on_message(sock, frames, pending, replies)
         if pending:
             self.commit(pending)
+        for reply in replies:
+            self.answer(reply)
         if self._reads:
             self.serve_reads()
 
