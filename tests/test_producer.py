@@ -11,6 +11,7 @@ NO_OWNER; the blocking Producer is safe to share between threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -69,8 +70,9 @@ def owners_missing(c: Cluster) -> bool:
     return status == 503
 
 
-def count_produce_messages(producer: AsyncProducer) -> list[int]:
-    """Wrap the producer's client so every PRODUCE message sent is counted (by record count)."""
+def count_produce_messages(producer: AsyncProducer, messages: list[int] | None = None) -> list[int]:
+    """Wrap the producer's client so every batch sent is counted (by record count), and every
+    PRODUCE message in ``messages`` (one message may carry batches of several partitions)."""
     assert producer.client is not None
     client = producer.client
     sent: list[int] = []
@@ -78,7 +80,11 @@ def count_produce_messages(producer: AsyncProducer) -> list[int]:
 
     def send(command: Command, **kw: Any) -> asyncio.Future[wire.Message]:
         if command is Command.PRODUCE:
-            sent.append(len(wire.parse_produce(kw["body"]).records))
+            obj = wire.unpack_body(kw["body"])
+            batches = [b for _, b in wire.parse_multi_produce(obj)] if "batches" in obj else [wire.produce_from(obj)]
+            sent.extend(len(b.records) for b in batches)
+            if messages is not None:
+                messages.append(sum(len(b.records) for b in batches))
         return real(command, **kw)
 
     client.send = send  # type: ignore[method-assign]
@@ -102,6 +108,28 @@ def test_concurrent_sends_share_messages_and_get_contiguous_offsets(cluster: Clu
 
     asyncio.run(main())
     assert len(copies(cluster, "share-199")) == 1
+
+
+def test_partitions_of_one_owner_share_a_message(cluster: Cluster) -> None:
+    p1 = "focus_allocator"  # partition 1: worker 0 owns it with partition 0 (event_creator)
+
+    async def main() -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        producer = AsyncProducer(routers(cluster))
+        await producer.start()
+        messages: list[int] = []
+        batches = count_produce_messages(producer, messages)
+        try:
+            placed = await producer.send([rec(P0, "owner-a"), rec(p1, "owner-b"), rec(P3, "owner-c")])
+        finally:
+            await producer.close()
+        return batches, messages, placed
+
+    batches, messages, placed = asyncio.run(main())
+    assert sorted(batches) == [1, 1, 1]  # one batch per partition ...
+    assert sorted(messages) == [1, 2]  # ... but partitions 0 and 1 travelled together
+    assert [p for p, _ in placed] == [0, 1, 3]
+    for (p, offset), message in zip(placed, ("owner-a", "owner-b", "owner-c"), strict=True):
+        assert json.loads(list(cluster.stored_lines(p))[offset][1])["message"] == message
 
 
 def test_batches_are_bounded_by_max_batch_records(cluster: Cluster) -> None:

@@ -147,7 +147,11 @@ class AsyncClient:
 
 
 def nack_error(msg: wire.Message) -> ZlogError:
-    nack = wire.parse_nack(msg.body)
+    return error_of(wire.parse_nack(msg.body))
+
+
+def error_of(nack: wire.Nack) -> ZlogError:
+    """The named error a NACK (or a per-batch refusal in a multi-partition ACK) stands for."""
     if nack.code == "NO_OWNER" and nack.partition is not None:
         return NoOwner(nack.partition)
     return ZlogError(nack.code, nack.message, partition=nack.partition)

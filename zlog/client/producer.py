@@ -31,7 +31,7 @@ from typing import Any
 import xxhash
 
 from zlog import wire
-from zlog.client.connection import AsyncClient, nack_error
+from zlog.client.connection import AsyncClient, error_of, nack_error
 from zlog.errors import Backpressure, Timeout, ZlogError
 from zlog.hashing import Partitioner
 from zlog.records import Group, Limits, encode_batch
@@ -87,6 +87,8 @@ class _PartitionState:
     probing: bool = False
 
 
+# Failures that say the producer's map of partition owners may be stale.
+OWNERSHIP_ERRORS = frozenset(("NO_OWNER", "NOT_OWNER", "WORKER_LOST"))
 # Failures after which a batch may wait in a write-ahead log instead of failing the caller.
 SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST"))
 # spool(partition, producer_id, sequence, max_ts, lines) -> True when durably spooled.
@@ -112,6 +114,7 @@ class AsyncProducer:
         hwm: int = 10_000,
         node_id: str = "",
         limits: Limits | None = None,
+        coalesce: bool = True,
     ) -> None:
         self.routers = list(routers)
         self.linger_s = linger_ms / 1000.0
@@ -133,6 +136,12 @@ class AsyncProducer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.spool: SpoolHook | None = None
+        self.coalesce = coalesce
+        self.owners: list[int | None] = []
+        self._outbox: dict[int, list[tuple[_Batch, asyncio.Future[wire.Ack | ZlogError]]]] = {}
+        self._outbox_scheduled = False
+        self._refreshing = False
+        self._refreshed_at = 0.0
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect and learn the partition count from a router (retrying until ``timeout``)."""
@@ -147,6 +156,8 @@ class AsyncProducer:
                     raise Timeout(f"no router answered at {', '.join(self.routers)}") from None
                 await asyncio.sleep(0.1)
         self.partitions = int(meta["partitions"])
+        self.owners = _owners_of(meta, self.partitions)
+        self._refreshed_at = time.monotonic()
         self.partitioner = Partitioner(self.partitions)
         self._states = [_PartitionState(_new_producer_id()) for _ in range(self.partitions)]
 
@@ -285,8 +296,6 @@ class AsyncProducer:
 
     async def _exchange(self, b: _Batch, st: _PartitionState | None) -> tuple[int, ZlogError | None]:
         """Send ``b`` until it is acknowledged, fails for good, or its deadline passes."""
-        assert self.client is not None
-        client = self.client
         attempt = 0
         error: ZlogError | None = None
         route_socket = b.partition
@@ -294,20 +303,18 @@ class AsyncProducer:
             remaining = b.deadline - time.monotonic()
             if remaining <= 0:
                 return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
-            body = wire.produce_body(b.lines, b.max_ts, b.producer_id or None,
-                                     b.sequence if b.producer_id else None)
-            try:
-                fut = client.send(Command.PRODUCE, partition=b.partition, body=body, socket_index=route_socket)
-                try:
-                    msg = await asyncio.wait_for(fut, remaining)
-                except TimeoutError:
-                    client.forget(fut)
-                    return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
-                if msg.command is Command.ACK:
-                    return wire.parse_ack(msg.body).offset, None
-                error = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
-            except ZlogError as exc:
-                error = exc
+            owner = self._owner(b.partition) if attempt == 0 else None
+            if owner is not None:
+                outcome = await self._via_outbox(b, owner, remaining)
+            else:
+                outcome = await self._direct(b, route_socket, remaining)
+            if outcome is None:
+                return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
+            if isinstance(outcome, wire.Ack):
+                return outcome.offset, None
+            error = outcome
+            if error.code in OWNERSHIP_ERRORS:
+                self._refresh_owners()
             if not error.retry or error.code in b.fail_fast:
                 return -1, error
             if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
@@ -327,6 +334,112 @@ class AsyncProducer:
                 # would only turn this named error (DISK_FULL, BACKPRESSURE...) into a TIMEOUT.
                 return -1, error
             await asyncio.sleep(delay)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    def _body(self, b: _Batch) -> bytes:
+        return wire.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
+
+    async def _direct(self, b: _Batch, socket_index: int, remaining: float) -> wire.Ack | ZlogError | None:
+        """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
+        assert self.client is not None
+        try:
+            fut = self.client.send(Command.PRODUCE, partition=b.partition, body=self._body(b),
+                                   socket_index=socket_index)
+        except ZlogError as exc:
+            return exc
+        try:
+            msg = await asyncio.wait_for(fut, remaining)
+        except TimeoutError:
+            self.client.forget(fut)
+            return None
+        if msg.command is Command.ACK:
+            return wire.parse_ack(msg.body)
+        return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+
+    async def _via_outbox(self, b: _Batch, owner: int, remaining: float) -> wire.Ack | ZlogError | None:
+        """A first attempt: the batches for one owner that are ready in this loop turn travel as
+        one PRODUCE (one router hop and one worker wake-up instead of one per partition)."""
+        assert self.client is not None
+        fut: asyncio.Future[wire.Ack | ZlogError] = self.client.loop.create_future()
+        self._outbox.setdefault(owner, []).append((b, fut))
+        if not self._outbox_scheduled:
+            self._outbox_scheduled = True
+            self.client.loop.call_soon(self._flush_outbox)
+        try:
+            return await asyncio.wait_for(fut, remaining)
+        except TimeoutError:
+            return None
+
+    def _flush_outbox(self) -> None:
+        self._outbox_scheduled = False
+        boxes, self._outbox = self._outbox, {}
+        for owner, items in boxes.items():
+            live = [(b, f) for b, f in items if not f.done()]
+            if live:
+                task = asyncio.ensure_future(self._send_together(owner, live))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send_together(self, owner: int, items: list[tuple[_Batch, asyncio.Future[wire.Ack | ZlogError]]]) -> None:
+        assert self.client is not None
+        if len(items) == 1:
+            b, f = items[0]
+            outcome = await self._direct(b, owner, b.deadline - time.monotonic())
+            if not f.done():
+                f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
+            return
+        body = wire.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
+                                         b.sequence if b.producer_id else None) for b, _ in items])
+        outcomes: list[wire.Ack | ZlogError]
+        try:
+            fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)
+            msg = await asyncio.wait_for(fut, max(b.deadline for b, _ in items) - time.monotonic())
+            if msg.command is Command.ACK:
+                results = wire.parse_multi_ack(msg.body)
+                if len(results) != len(items):
+                    raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
+                outcomes = [r if isinstance(r, wire.Ack) else error_of(r) for r in results]
+            else:
+                err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+                outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        except TimeoutError:
+            self.client.forget(fut)
+            outcomes = [Timeout("storage did not acknowledge within the deadline", b.partition) for b, _ in items]
+        except (ZlogError, wire.MalformedFrame) as exc:
+            err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
+            outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        for (_, f), outcome in zip(items, outcomes, strict=True):
+            if not f.done():
+                f.set_result(outcome)
+
+    # -- owners -----------------------------------------------------------------------------
+
+    def _owner(self, partition: int) -> int | None:
+        return self.owners[partition] if self.coalesce and partition < len(self.owners) else None
+
+    def _refresh_owners(self) -> None:
+        """Ask a router for the owners again (at most once a second): only the batching of first
+        attempts depends on them, never correctness, so a stale map costs a retry at most."""
+        now = time.monotonic()
+        if self._refreshing or now - self._refreshed_at < 1.0 or self.client is None:
+            return
+        self._refreshing = True
+
+        async def refresh() -> None:
+            try:
+                assert self.client is not None
+                meta = await self.client.metadata(timeout=1.0)
+                self.owners = _owners_of(meta, self.partitions)
+            except ZlogError:
+                pass
+            finally:
+                self._refreshing = False
+                self._refreshed_at = time.monotonic()
+
+        task = asyncio.ensure_future(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _settle(self, b: _Batch, share_base: int, error: ZlogError | None) -> None:
         spooled = False
@@ -398,6 +511,18 @@ class AsyncProducer:
             t.cancel()
         if self.client is not None:
             self.client.close()
+
+
+def _for_partition(err: ZlogError, partition: int) -> ZlogError:
+    """A whole-message failure, as the error of one of the batches it carried."""
+    return error_of(wire.Nack(err.code, err.message, err.retry, partition))
+
+
+def _owners_of(meta: dict[str, Any], partitions: int) -> list[int | None]:
+    owners = meta.get("owners")
+    if not isinstance(owners, list) or len(owners) != partitions:
+        return [None] * partitions
+    return [o if isinstance(o, int) and not isinstance(o, bool) else None for o in owners]
 
 
 def _new_producer_id() -> bytes:
