@@ -31,54 +31,21 @@ from typing import Any
 import xxhash
 
 from zlog import wire
-from zlog.client.connection import AsyncClient, error_of, nack_error
+from zlog.client.batch import Batch, Part, Share
+from zlog.client.connection import AsyncClient
+from zlog.client.sender import Sender, owners_of
 from zlog.errors import Backpressure, Timeout, ZlogError
 from zlog.hashing import Partitioner
 from zlog.records import Group, Limits, encode_batch
-from zlog.wire import Command
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """Where a contiguous run of one caller's records landed."""
-
-    partition: int
-    offset: int  # base offset; -1 if a duplicate too old to remember, or spooled
-    count: int
-    spooled: bool = False  # in the gateway's write-ahead log, to be stored when the owner is back
-
-
 
 
 @dataclass(slots=True)
-class _Part:
-    """One caller's contiguous run inside a batch."""
-
-    future: asyncio.Future[Share]
-    start: int
-    count: int
-
-
-@dataclass(slots=True)
-class _Batch:
-    partition: int
-    lines: list[bytes] = field(default_factory=list)
-    nbytes: int = 0
-    max_ts: int = 0
-    parts: list[_Part] = field(default_factory=list)
-    deadline: float = 0.0
-    fail_fast: frozenset[str] = frozenset()
-    producer_id: bytes = b""
-    sequence: int = -1
-
-
-@dataclass(slots=True)
-class _PartitionState:
+class PartitionState:
     producer_id: bytes
     next_seq: int = 0
     inflight: int = 0
-    open: _Batch | None = None
-    waiting: list[_Batch] = field(default_factory=list)
+    open: Batch | None = None
+    waiting: list[Batch] = field(default_factory=list)
     # A worker accepts a producer id it does not know at any sequence. So until a batch under
     # the current id is acknowledged (``confirmed``), only one batch under it is in flight
     # (``probing``): otherwise seq 1 could be stored while seq 0 failed, and seq 0's retry would
@@ -130,18 +97,14 @@ class AsyncProducer:
         self.client: AsyncClient | None = None
         self.partitioner: Partitioner | None = None
         self.partitions = 0
-        self._states: list[_PartitionState] = []
+        self._states: list[PartitionState] = []
         self._pending_records = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.spool: SpoolHook | None = None
         self.coalesce = coalesce
-        self.owners: list[int | None] = []
-        self._outbox: dict[int, list[tuple[_Batch, asyncio.Future[wire.Ack | ZlogError]]]] = {}
-        self._outbox_scheduled = False
-        self._refreshing = False
-        self._refreshed_at = 0.0
+        self.sender: Sender | None = None
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect and learn the partition count from a router (retrying until ``timeout``)."""
@@ -156,10 +119,9 @@ class AsyncProducer:
                     raise Timeout(f"no router answered at {', '.join(self.routers)}") from None
                 await asyncio.sleep(0.1)
         self.partitions = int(meta["partitions"])
-        self.owners = _owners_of(meta, self.partitions)
-        self._refreshed_at = time.monotonic()
+        self.sender = Sender(self.client, owners_of(meta, self.partitions), coalesce=self.coalesce)
         self.partitioner = Partitioner(self.partitions)
-        self._states = [_PartitionState(_new_producer_id()) for _ in range(self.partitions)]
+        self._states = [PartitionState(_new_producer_id()) for _ in range(self.partitions)]
 
     # -- the API --------------------------------------------------------------------------
 
@@ -223,11 +185,11 @@ class AsyncProducer:
             ):
                 if b is not None:
                     self._close_batch(st)
-                b = st.open = _Batch(p, deadline=deadline, fail_fast=ff)
+                b = st.open = Batch(p, deadline=deadline, fail_fast=ff)
                 if st.inflight < self.max_inflight:
                     self._schedule_flush(p)
             fut: asyncio.Future[Share] = loop.create_future()
-            b.parts.append(_Part(fut, len(b.lines), len(g.lines)))
+            b.parts.append(Part(fut, len(b.lines), len(g.lines)))
             b.lines.extend(g.lines)
             b.nbytes += gbytes
             if g.max_timestamp > b.max_ts:
@@ -251,13 +213,13 @@ class AsyncProducer:
     def _flush_partition(self, p: int) -> None:
         self._pump(self._states[p])
 
-    def _close_batch(self, st: _PartitionState) -> None:
+    def _close_batch(self, st: PartitionState) -> None:
         b = st.open
         st.open = None
         if b is not None:
             st.waiting.append(b)
 
-    def _pump(self, st: _PartitionState) -> None:
+    def _pump(self, st: PartitionState) -> None:
         # While the window is full the open batch stays open and keeps growing: under load,
         # batches get bigger instead of more numerous (Kafka's accumulator).
         while st.inflight < self.max_inflight:
@@ -278,7 +240,7 @@ class AsyncProducer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, st: _PartitionState, b: _Batch) -> None:
+    async def _deliver(self, st: PartitionState, b: Batch) -> None:
         share_base, error = await self._exchange(b, st)
         st.inflight -= 1
         self._pending_records -= len(b.lines)
@@ -294,7 +256,7 @@ class AsyncProducer:
         if self._pending_records == 0:
             self._idle.set()
 
-    async def _exchange(self, b: _Batch, st: _PartitionState | None) -> tuple[int, ZlogError | None]:
+    async def _exchange(self, b: Batch, st: PartitionState | None) -> tuple[int, ZlogError | None]:
         """Send ``b`` until it is acknowledged, fails for good, or its deadline passes."""
         attempt = 0
         error: ZlogError | None = None
@@ -303,18 +265,15 @@ class AsyncProducer:
             remaining = b.deadline - time.monotonic()
             if remaining <= 0:
                 return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
-            owner = self._owner(b.partition) if attempt == 0 else None
-            if owner is not None:
-                outcome = await self._via_outbox(b, owner, remaining)
-            else:
-                outcome = await self._direct(b, route_socket, remaining)
+            assert self.sender is not None
+            outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
             if outcome is None:
                 return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
             if isinstance(outcome, wire.Ack):
                 return outcome.offset, None
             error = outcome
             if error.code in OWNERSHIP_ERRORS:
-                self._refresh_owners()
+                self.sender.refresh_owners()
             if not error.retry or error.code in b.fail_fast:
                 return -1, error
             if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
@@ -335,113 +294,7 @@ class AsyncProducer:
                 return -1, error
             await asyncio.sleep(delay)
 
-    # -- one attempt ------------------------------------------------------------------------
-
-    def _body(self, b: _Batch) -> bytes:
-        return wire.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
-
-    async def _direct(self, b: _Batch, socket_index: int, remaining: float) -> wire.Ack | ZlogError | None:
-        """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
-        assert self.client is not None
-        try:
-            fut = self.client.send(Command.PRODUCE, partition=b.partition, body=self._body(b),
-                                   socket_index=socket_index)
-        except ZlogError as exc:
-            return exc
-        try:
-            msg = await asyncio.wait_for(fut, remaining)
-        except TimeoutError:
-            self.client.forget(fut)
-            return None
-        if msg.command is Command.ACK:
-            return wire.parse_ack(msg.body)
-        return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
-
-    async def _via_outbox(self, b: _Batch, owner: int, remaining: float) -> wire.Ack | ZlogError | None:
-        """A first attempt: the batches for one owner that are ready in this loop turn travel as
-        one PRODUCE (one router hop and one worker wake-up instead of one per partition)."""
-        assert self.client is not None
-        fut: asyncio.Future[wire.Ack | ZlogError] = self.client.loop.create_future()
-        self._outbox.setdefault(owner, []).append((b, fut))
-        if not self._outbox_scheduled:
-            self._outbox_scheduled = True
-            self.client.loop.call_soon(self._flush_outbox)
-        try:
-            return await asyncio.wait_for(fut, remaining)
-        except TimeoutError:
-            return None
-
-    def _flush_outbox(self) -> None:
-        self._outbox_scheduled = False
-        boxes, self._outbox = self._outbox, {}
-        for owner, items in boxes.items():
-            live = [(b, f) for b, f in items if not f.done()]
-            if live:
-                task = asyncio.ensure_future(self._send_together(owner, live))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _send_together(self, owner: int, items: list[tuple[_Batch, asyncio.Future[wire.Ack | ZlogError]]]) -> None:
-        assert self.client is not None
-        if len(items) == 1:
-            b, f = items[0]
-            outcome = await self._direct(b, owner, b.deadline - time.monotonic())
-            if not f.done():
-                f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
-            return
-        body = wire.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
-                                         b.sequence if b.producer_id else None) for b, _ in items])
-        outcomes: list[wire.Ack | ZlogError]
-        try:
-            fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)
-            msg = await asyncio.wait_for(fut, max(b.deadline for b, _ in items) - time.monotonic())
-            if msg.command is Command.ACK:
-                results = wire.parse_multi_ack(msg.body)
-                if len(results) != len(items):
-                    raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
-                outcomes = [r if isinstance(r, wire.Ack) else error_of(r) for r in results]
-            else:
-                err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
-                outcomes = [_for_partition(err, b.partition) for b, _ in items]
-        except TimeoutError:
-            self.client.forget(fut)
-            outcomes = [Timeout("storage did not acknowledge within the deadline", b.partition) for b, _ in items]
-        except (ZlogError, wire.MalformedFrame) as exc:
-            err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
-            outcomes = [_for_partition(err, b.partition) for b, _ in items]
-        for (_, f), outcome in zip(items, outcomes, strict=True):
-            if not f.done():
-                f.set_result(outcome)
-
-    # -- owners -----------------------------------------------------------------------------
-
-    def _owner(self, partition: int) -> int | None:
-        return self.owners[partition] if self.coalesce and partition < len(self.owners) else None
-
-    def _refresh_owners(self) -> None:
-        """Ask a router for the owners again (at most once a second): only the batching of first
-        attempts depends on them, never correctness, so a stale map costs a retry at most."""
-        now = time.monotonic()
-        if self._refreshing or now - self._refreshed_at < 1.0 or self.client is None:
-            return
-        self._refreshing = True
-
-        async def refresh() -> None:
-            try:
-                assert self.client is not None
-                meta = await self.client.metadata(timeout=1.0)
-                self.owners = _owners_of(meta, self.partitions)
-            except ZlogError:
-                pass
-            finally:
-                self._refreshing = False
-                self._refreshed_at = time.monotonic()
-
-        task = asyncio.ensure_future(refresh())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _settle(self, b: _Batch, share_base: int, error: ZlogError | None) -> None:
+    def _settle(self, b: Batch, share_base: int, error: ZlogError | None) -> None:
         spooled = False
         if error is not None and self.spool is not None and error.code in SPOOLABLE:
             spooled = self.spool(b.partition, b.producer_id, b.sequence, b.max_ts, b.lines)
@@ -469,21 +322,21 @@ class AsyncProducer:
             raise ZlogError("SHUTTING_DOWN", "producer is not started")
         pid = xxhash.xxh3_128_digest(b"zlog-idempotency-key:" + key)[:16]
         deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
-        batches: dict[int, _Batch] = {}
+        batches: dict[int, Batch] = {}
         futs: list[asyncio.Future[Share]] = []
         for service, g in groups.items():
             p = self.partitioner(service)
             b = batches.get(p)
             if b is None:
-                b = batches[p] = _Batch(p, deadline=deadline, fail_fast=frozenset(fail_fast),
+                b = batches[p] = Batch(p, deadline=deadline, fail_fast=frozenset(fail_fast),
                                         producer_id=pid, sequence=0)
             fut: asyncio.Future[Share] = self.client.loop.create_future()
-            b.parts.append(_Part(fut, len(b.lines), len(g.lines)))
+            b.parts.append(Part(fut, len(b.lines), len(g.lines)))
             b.lines.extend(g.lines)
             b.max_ts = max(b.max_ts, g.max_timestamp)
             futs.append(fut)
 
-        async def one(b: _Batch) -> None:
+        async def one(b: Batch) -> None:
             base, error = await self._exchange(b, None)
             self._settle(b, base, error)
 
@@ -509,20 +362,10 @@ class AsyncProducer:
             pass
         for t in list(self._tasks):
             t.cancel()
+        if self.sender is not None:
+            self.sender.cancel()
         if self.client is not None:
             self.client.close()
-
-
-def _for_partition(err: ZlogError, partition: int) -> ZlogError:
-    """A whole-message failure, as the error of one of the batches it carried."""
-    return error_of(wire.Nack(err.code, err.message, err.retry, partition))
-
-
-def _owners_of(meta: dict[str, Any], partitions: int) -> list[int | None]:
-    owners = meta.get("owners")
-    if not isinstance(owners, list) or len(owners) != partitions:
-        return [None] * partitions
-    return [o if isinstance(o, int) and not isinstance(o, bool) else None for o in owners]
 
 
 def _new_producer_id() -> bytes:

@@ -1,0 +1,48 @@
+"""What a producer sends: a batch of one partition's records, and the callers' shares of it.
+
+Invariants:
+- A ``Batch`` holds records of one partition only, in the order the callers enqueued them; a
+  caller's ``Part`` is a contiguous run of it, so its offsets are the batch's base offset plus
+  its start.
+- ``producer_id`` and ``sequence`` are assigned when the batch is first sent and kept across
+  retries (they change only when the batch is provably not stored, see ``producer.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Where a contiguous run of one caller's records landed."""
+
+    partition: int
+    offset: int  # base offset; -1 if a duplicate too old to remember, or spooled
+    count: int
+    spooled: bool = False  # in the gateway's write-ahead log, to be stored when the owner is back
+
+
+
+
+@dataclass(slots=True)
+class Part:
+    """One caller's contiguous run inside a batch."""
+
+    future: asyncio.Future[Share]
+    start: int
+    count: int
+
+
+@dataclass(slots=True)
+class Batch:
+    partition: int
+    lines: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    max_ts: int = 0
+    parts: list[Part] = field(default_factory=list)
+    deadline: float = 0.0
+    fail_fast: frozenset[str] = frozenset()
+    producer_id: bytes = b""
+    sequence: int = -1

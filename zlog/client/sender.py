@@ -1,0 +1,163 @@
+"""How one attempt to deliver a batch travels: alone, or with the other batches for its owner.
+
+First attempts of the batches that are ready in one event-loop turn go out as one PRODUCE per
+owning worker (a multi-partition PRODUCE, see docs/protocol.md): one router hop and one worker
+wake-up instead of one per partition. Retries go alone, by partition, through the next router.
+
+Invariants:
+- Every attempt ends in exactly one outcome for its batch: its ACK, its named error, or None
+  when its own deadline passed first; a whole-message failure becomes each batch's error, named
+  with that batch's partition.
+- The owner map only decides what travels together, never whether a record is stored: a stale
+  map costs a NOT_OWNER or NO_OWNER refusal and a retry alone, after which the map is refreshed
+  (at most once a second).
+- Batches of one partition leave in the order they were handed in, so their sequences arrive in
+  order (several batches of one partition may share a message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from zlog import wire
+from zlog.client.batch import Batch
+from zlog.client.connection import AsyncClient, error_of, nack_error
+from zlog.errors import Timeout, ZlogError
+from zlog.wire import Command
+
+Outcome = wire.Ack | ZlogError | None
+
+
+class Sender:
+    def __init__(self, client: AsyncClient, owners: list[int | None], *, coalesce: bool = True) -> None:
+        self.client = client
+        self.owners = owners
+        self.coalesce = coalesce
+        self._outbox: dict[int, list[tuple[Batch, asyncio.Future[wire.Ack | ZlogError]]]] = {}
+        self._outbox_scheduled = False
+        self._refreshing = False
+        self._refreshed_at = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def attempt(self, b: Batch, *, first: bool, socket_index: int) -> Outcome:
+        remaining = b.deadline - time.monotonic()
+        owner = self.owner(b.partition) if first else None
+        if owner is not None:
+            return await self.together(b, owner, remaining)
+        return await self.direct(b, socket_index, remaining)
+
+    def _body(self, b: Batch) -> bytes:
+        return wire.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
+
+    async def direct(self, b: Batch, socket_index: int, remaining: float) -> Outcome:
+        """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
+        try:
+            fut = self.client.send(Command.PRODUCE, partition=b.partition, body=self._body(b),
+                                   socket_index=socket_index)
+        except ZlogError as exc:
+            return exc
+        try:
+            msg = await asyncio.wait_for(fut, remaining)
+        except TimeoutError:
+            self.client.forget(fut)
+            return None
+        if msg.command is Command.ACK:
+            return wire.parse_ack(msg.body)
+        return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+
+    async def together(self, b: Batch, owner: int, remaining: float) -> Outcome:
+        """A first attempt: the batches for one owner that are ready in this loop turn travel as
+        one PRODUCE (one router hop and one worker wake-up instead of one per partition)."""
+        fut: asyncio.Future[wire.Ack | ZlogError] = self.client.loop.create_future()
+        self._outbox.setdefault(owner, []).append((b, fut))
+        if not self._outbox_scheduled:
+            self._outbox_scheduled = True
+            self.client.loop.call_soon(self._flush_outbox)
+        try:
+            return await asyncio.wait_for(fut, remaining)
+        except TimeoutError:
+            return None
+
+    def _flush_outbox(self) -> None:
+        self._outbox_scheduled = False
+        boxes, self._outbox = self._outbox, {}
+        for owner, items in boxes.items():
+            live = [(b, f) for b, f in items if not f.done()]
+            if live:
+                task = asyncio.ensure_future(self._send_together(owner, live))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send_together(self, owner: int, items: list[tuple[Batch, asyncio.Future[wire.Ack | ZlogError]]]) -> None:
+        if len(items) == 1:
+            b, f = items[0]
+            outcome = await self.direct(b, owner, b.deadline - time.monotonic())
+            if not f.done():
+                f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
+            return
+        body = wire.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
+                                         b.sequence if b.producer_id else None) for b, _ in items])
+        outcomes: list[wire.Ack | ZlogError]
+        try:
+            fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)
+            msg = await asyncio.wait_for(fut, max(b.deadline for b, _ in items) - time.monotonic())
+            if msg.command is Command.ACK:
+                results = wire.parse_multi_ack(msg.body)
+                if len(results) != len(items):
+                    raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
+                outcomes = [r if isinstance(r, wire.Ack) else error_of(r) for r in results]
+            else:
+                err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+                outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        except TimeoutError:
+            self.client.forget(fut)
+            outcomes = [Timeout("storage did not acknowledge within the deadline", b.partition) for b, _ in items]
+        except (ZlogError, wire.MalformedFrame) as exc:
+            err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
+            outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        for (_, f), outcome in zip(items, outcomes, strict=True):
+            if not f.done():
+                f.set_result(outcome)
+
+    def owner(self, partition: int) -> int | None:
+        return self.owners[partition] if self.coalesce and partition < len(self.owners) else None
+
+    def refresh_owners(self) -> None:
+        """Ask a router for the owners again (at most once a second): only the batching of first
+        attempts depends on them, never correctness, so a stale map costs a retry at most."""
+        now = time.monotonic()
+        if self._refreshing or now - self._refreshed_at < 1.0:
+            return
+        self._refreshing = True
+
+        async def refresh() -> None:
+            try:
+                meta = await self.client.metadata(timeout=1.0)
+                self.owners = owners_of(meta, len(self.owners))
+            except ZlogError:
+                pass
+            finally:
+                self._refreshing = False
+                self._refreshed_at = time.monotonic()
+
+        task = asyncio.ensure_future(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+
+def _for_partition(err: ZlogError, partition: int) -> ZlogError:
+    """A whole-message failure, as the error of one of the batches it carried."""
+    return error_of(wire.Nack(err.code, err.message, err.retry, partition))
+
+
+def owners_of(meta: dict[str, Any], partitions: int) -> list[int | None]:
+    owners = meta.get("owners")
+    if not isinstance(owners, list) or len(owners) != partitions:
+        return [None] * partitions
+    return [o if isinstance(o, int) and not isinstance(o, bool) else None for o in owners]
