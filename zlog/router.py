@@ -86,14 +86,14 @@ class Router:
         if len(frames) != 6:
             self._count("errors", "malformed")
             if len(frames) >= 4:
-                self._nack(self.front, frames[0], frames[3] if len(frames[3]) == 8 else bytes(8),
+                self._nack(self.front, frames[0], wire.echo_id(frames[3]),
                            "BAD_FRAMES", "expected 5 frames after the identity", retry=False)
             return
         ident = frames[0]
         try:
             msg = wire.decode(frames[1:])
         except wire.MalformedFrame as exc:
-            rid = frames[3] if len(frames[3]) == 8 else bytes(8)
+            rid = wire.echo_id(frames[3])
             self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
             return
         self._count("frames", msg.command.name)

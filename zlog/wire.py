@@ -132,6 +132,11 @@ def with_route(frames: list[bytes], partition: int) -> list[bytes]:
     return [frames[0], frames[1], frames[2], b"P" + _U32.pack(partition), frames[4]]
 
 
+def echo_id(frame: bytes) -> bytes:
+    """The request-id frame to echo in a reply: the sender's, or zeros when it is not 8 bytes."""
+    return frame if len(frame) == 8 else bytes(8)
+
+
 def request_id_bytes(request_id: int) -> bytes:
     return _U64.pack(request_id & _MAX_REQUEST_ID)
 

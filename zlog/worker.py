@@ -137,7 +137,7 @@ class StorageWorker:
         try:
             msg = wire.decode(frames[1:])
         except wire.MalformedFrame as exc:
-            rid = frames[3] if len(frames[3]) == 8 else bytes(8)
+            rid = wire.echo_id(frames[3])
             self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False)
             return
         cmd = msg.command
