@@ -274,6 +274,15 @@ def test_storage_failure_is_not_a_400(cluster: Cluster) -> None:
         assert status in (503, 504) and body["error"] in ("NO_OWNER", "TIMEOUT", "WORKER_LOST")
         status, body = get(cluster, "/v1/logs", [("service", "billing"), ("limit", "2")])
         assert status == 200 and len(body["records"]) == 2  # partition 0 is still served
+        assert "partial" not in body
+        # A search over every partition answers with the live ones, and says which are missing.
+        status, body = get(cluster, "/v1/logs", [("limit", "50")])
+        assert status == 200, body
+        assert body["partial"] is True and body["more"] is True
+        missing = {u["partition"] for u in body["unavailable"]}
+        assert missing == {2, 3}  # worker 1's partitions
+        assert body["records"] and all(r["partition"] in (0, 1) for r in body["records"])
+        assert {u["error"] for u in body["unavailable"]} <= {"NO_OWNER", "TIMEOUT", "WORKER_LOST"}
     finally:
         cluster.start("storage-1")
 

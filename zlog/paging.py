@@ -126,6 +126,7 @@ class _Lane:
     after: int | None = None  # where to resume once ``buf`` is wholly consumed
     done: bool = False
     first_hw: int | None = None
+    unavailable: bool = False  # its owner did not answer: left out of this page, position kept
 
 
 class PageMerge:
@@ -167,6 +168,17 @@ class PageMerge:
         if not records:
             self._settle(lane)
 
+    def skip(self, partition: int) -> None:
+        """Leave out a partition whose owner could not answer: the page is made of the others,
+        and the cursor keeps this partition's position, so a later page still starts it there."""
+        lane = self.lanes[partition]
+        lane.unavailable = lane.done = True
+        lane.buf, lane.i = [], 0
+
+    @property
+    def unavailable(self) -> list[int]:
+        return [p for p, lane in self.lanes.items() if lane.unavailable]
+
     def _settle(self, lane: _Lane) -> None:
         lane.pos = lane.after
         if self.backward:
@@ -203,7 +215,7 @@ class PageMerge:
         return True
 
     def more(self) -> bool:
-        return any(not lane.done for lane in self.lanes.values())
+        return any(not lane.done or lane.unavailable for lane in self.lanes.values())
 
     def cursor(self) -> Cursor:
         positions = {p: lane.pos for p, lane in self.lanes.items() if lane.pos is not None}

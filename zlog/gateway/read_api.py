@@ -73,8 +73,13 @@ async def _ask(ctx: GatewayContext, command: Command, partition: int, body: dict
 
 
 async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backward: bool, limit: int,
-                     cursor: Cursor | None) -> tuple[PageMerge, int, int]:
-    """Fill one page; returns the merge (records, cursor) and the records and bytes scanned."""
+                     cursor: Cursor | None, errors: dict[int, ZlogError] | None = None) -> tuple[PageMerge, int, int]:
+    """Fill one page; returns the merge (records, cursor) and the records and bytes scanned.
+
+    A partition whose owner cannot answer (a retryable error) is left out and named in
+    ``errors``; when every partition is out, the first error is raised (a 503/504, never a 400).
+    """
+    errors = {} if errors is None else errors
     merge = PageMerge(parts, backward, limit, cursor, flt.digest())
     fbody = flt.to_body()
     deadline = time.monotonic() + min(SEARCH_DEADLINE_S, _timeout(ctx))
@@ -90,14 +95,22 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
             if start is not None:
                 body["start"] = start
             bodies.append(_ask(ctx, Command.SEARCH, p, body))
-        replies = await asyncio.gather(*bodies)
+        replies = await asyncio.gather(*bodies, return_exceptions=True)
         for p, r in zip(wanted, replies, strict=True):
+            if isinstance(r, BaseException):
+                if not isinstance(r, ZlogError) or not r.retry:
+                    raise r  # the caller's fault (a bad filter) or ours: not a missing partition
+                errors[p] = r
+                merge.skip(p)
+                continue
             merge.feed(p, [(o, line) for o, line in r["records"]], r["next"], r["high_watermark"])
             scanned += r.get("scanned_records", 0)
             scanned_bytes += r.get("scanned_bytes", 0)
         if time.monotonic() > deadline:
             merge.run()
             break
+    if errors and len(errors) == len(parts):
+        raise next(iter(errors.values()))
     return merge, scanned, scanned_bytes
 
 
@@ -117,14 +130,15 @@ async def get_logs(request: web.Request) -> web.Response:
     parts = scope(q.filter, n)
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):
         raise BadParameter("cursor", "names a partition this cluster does not have")
-    merge, scanned, scanned_bytes = await run_search(ctx, q.filter, parts, q.backward, q.limit, q.cursor)
+    errors: dict[int, ZlogError] = {}
+    merge, scanned, scanned_bytes = await run_search(ctx, q.filter, parts, q.backward, q.limit, q.cursor, errors)
     # Which records make the page is the merge's business (the cursor depends on it); within the
     # page, strict time order reads better, since batches interleave services inside a partition.
     merge.out.sort(key=_order_key, reverse=q.backward)
     more = merge.more()
     cursor = merge.cursor().encode() if more or not q.backward else None
     tail = merge.tail_cursor()
-    meta = {
+    meta: dict[str, Any] = {
         "count": len(merge.out),
         "cursor": cursor,
         "more": more,
@@ -136,6 +150,10 @@ async def get_logs(request: web.Request) -> web.Response:
     }
     if tail is not None:
         meta["tail_cursor"] = tail.encode()
+    if errors:
+        # Partial, and saying so: what the live partitions hold now beats no answer at all.
+        meta["partial"] = True
+        meta["unavailable"] = [{"partition": p, "error": e.code, "message": e.message} for p, e in sorted(errors.items())]
     return _json(b'{"records":' + _records_json(merge.out) + b"," + orjson.dumps(meta)[1:])
 
 

@@ -196,6 +196,11 @@ async function run(append = false) {
     const scanned = body.scanned_records ? ` · scanned ${body.scanned_records.toLocaleString()} records` : "";
     setSummary(`${state.shown.toLocaleString()} records${body.more ? " (more available)" : ""} · ${body.took_ms} ms${scanned}` +
                (state.live ? ` · ${state.live} live` : ""));
+    // A partition whose worker is down is left out of the answer: say so instead of hiding it.
+    setError(body.partial
+      ? "Partial results: partition " + body.unavailable.map((u) => `${u.partition} (${u.error})`).join(", ") +
+        " did not answer."
+      : "");
     updateEmpty();
     if (!append) restartTail();
   } catch (err) {
