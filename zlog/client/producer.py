@@ -103,6 +103,7 @@ class AsyncProducer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.spool: SpoolHook | None = None
+        self._busy = 1.0  # start by lingering; see enqueue
         self.coalesce = coalesce
         self.sender: Sender | None = None
 
@@ -169,6 +170,11 @@ class AsyncProducer:
         if self._pending_records + n > self.max_pending_records:
             raise Backpressure("producer queue is full")
         loop = self.client.loop
+        # Linger only under concurrent load: a caller that is usually alone (one client sending
+        # in a loop) has nothing to share a message with, and waiting would only add latency.
+        # How often others were in flight when a caller arrived is a moving average.
+        self._busy = self._busy * 0.9 + (0.1 if self._pending_records > 0 else 0.0)
+        linger = self._busy > 0.2
         deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
         ff = frozenset(fail_fast)
         futs = []
@@ -187,7 +193,7 @@ class AsyncProducer:
                     self._close_batch(st)
                 b = st.open = Batch(p, deadline=deadline, fail_fast=ff)
                 if st.inflight < self.max_inflight:
-                    self._schedule_flush(p)
+                    self._schedule_flush(p, linger)
             fut: asyncio.Future[Share] = loop.create_future()
             b.parts.append(Part(fut, len(b.lines), len(g.lines)))
             b.lines.extend(g.lines)
@@ -203,9 +209,9 @@ class AsyncProducer:
 
     # -- batching -------------------------------------------------------------------------
 
-    def _schedule_flush(self, p: int) -> None:
+    def _schedule_flush(self, p: int, linger: bool) -> None:
         assert self.client is not None
-        if self.linger_s > 0:
+        if linger and self.linger_s > 0:
             self.client.loop.call_later(self.linger_s, self._flush_partition, p)
         else:
             self.client.loop.call_soon(self._flush_partition, p)
