@@ -1,7 +1,7 @@
-"""Shared test fixtures: free ports from the OS and real subprocesses that always get cleaned up.
+"""Shared test fixtures: free ports and real subprocesses that always get cleaned up.
 
 Invariants:
-- Ports come from the OS (bind to port 0), never from a hard-coded list.
+- Ports are checked free at run time (``tests._cluster.free_ports``), never a hard-coded list.
 - ``ProcessGroup`` starts real processes (``sys.executable -m zlog ...`` by default), each in its
   own process group, keeps each one's stdout+stderr in a file under ``tmp_path``, waits for
   conditions by polling with a deadline (never a bare sleep), and always tears every process
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,40 +24,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def get_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS says is free right now (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def free_port() -> Callable[[], int]:
-    """``free_port()`` returns a new OS-chosen loopback port at each call."""
-    return get_free_port
-
-
-def poll_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Call ``cond`` until it returns a truthy value (returned) or ``timeout`` passes (TimeoutError).
-
-    Exceptions from ``cond`` count as "not yet"; the last one is named in the TimeoutError.
-    """
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            suffix = f" (last error: {last!r})" if last is not None else ""
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{suffix}")
-        time.sleep(interval)
+from tests._cluster import REPO
 
 
 @dataclass
@@ -85,8 +51,8 @@ class ProcessGroup:
 
     Use through the ``process_group`` fixture::
 
-        def test_router_starts(process_group, free_port):
-            port = free_port()
+        def test_router_starts(process_group):
+            port = tests._cluster.free_port()
             router = process_group.start("router", "router", env={"ZLOG_ROUTER_FRONT": f"tcp://127.0.0.1:{port}"})
             process_group.wait_for(lambda: "router started" in router.output(), what="router start")
 

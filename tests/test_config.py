@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._cluster import REPO
 from zlog.cli import build_parser, overrides_of
 from zlog.config import (
     Config,
@@ -24,8 +25,6 @@ from zlog.config import (
     load,
     owner_of,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_give_the_original_layout() -> None:

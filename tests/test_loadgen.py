@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -24,10 +23,9 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import ProcessGroup, get_free_port
+from tests._cluster import REPO, free_port, free_ports
+from tests.conftest import ProcessGroup
 from zlog.cluster import wait_ready
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _load() -> ModuleType:
@@ -141,7 +139,7 @@ def test_defaults_are_the_originals() -> None:
     assert args.concurrency == 1 and not args.retry
 
 
-def test_failed_batches_are_counted_and_the_exit_code_says_so(free_port, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_failed_batches_are_counted_and_the_exit_code_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
     code = loadgen.main(["--url", f"http://127.0.0.1:{port}/v1/logs", "--total", "25", "--delay", "0", "--json"])
     captured = capsys.readouterr()
@@ -206,32 +204,18 @@ def test_retry_after_is_honoured_only_with_retry(retry: bool, tmp_path: Path, ca
 # -- against the cluster exactly as `make run` starts it ---------------------------------------
 
 
-def _port_pair() -> int:
-    """A port p with p and p + 1 both free (worker/gateway metrics ports are base + index)."""
-    for _ in range(50):
-        p = get_free_port()
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", p))
-                b.bind(("127.0.0.1", p + 1))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
 @pytest.mark.cluster
 def test_the_load_generator_against_zlog_up_loses_nothing(process_group: ProcessGroup, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    http_port = get_free_port()
+    http_port = free_port()
     config = tmp_path / "zlog.toml"
     config.write_text(
         f'[cluster]\ndata_dir = "{data}"\n'
-        f'[router]\nfront = ["tcp://127.0.0.1:{get_free_port()}"]\nback = ["tcp://127.0.0.1:{get_free_port()}"]\n'
-        f"metrics_port = {get_free_port()}\n"
-        f"[storage]\nmetrics_port_base = {_port_pair()}\n"
-        f"[gateway]\nport = {http_port}\nmetrics_port_base = {_port_pair()}\n"
+        f'[router]\nfront = ["tcp://127.0.0.1:{free_port()}"]\nback = ["tcp://127.0.0.1:{free_port()}"]\n'
+        f"metrics_port = {free_port()}\n"
+        f"[storage]\nmetrics_port_base = {free_ports(2)}\n"
+        f"[gateway]\nport = {http_port}\nmetrics_port_base = {free_ports(2)}\n"
     )
     url = f"http://127.0.0.1:{http_port}"
     up = process_group.start("up", "--config", str(config), "up")
