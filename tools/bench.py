@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 from tests._cluster import Cluster  # noqa: E402
-from tools.loadgen import generate  # noqa: E402
+from tools.loadgen import generate, percentile  # noqa: E402
 from zlog.audit import Audit  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
 from zlog.records import Group, Limits, encode_batch  # noqa: E402
@@ -97,13 +97,6 @@ def proc_cpu_s(pid: int) -> float:
         return 0.0
     fields = data[data.rindex(b")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[i]
 
 
 @dataclass
@@ -164,7 +157,7 @@ class Window:
         cell.requests, cell.logs = self.requests, self.logs
         lat = sorted(self.latencies)
         cell.logs_per_s = self.logs / cell.seconds if cell.seconds else 0.0
-        cell.p50_ms, cell.p99_ms = percentile(lat, 0.50) * 1000, percentile(lat, 0.99) * 1000
+        cell.p50_ms, cell.p99_ms = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
         cell.max_ms = (lat[-1] if lat else float("nan")) * 1000
         per_k = 1_000_000 / self.logs if self.logs else float("nan")  # s -> ms, per 1000 logs
         cell.loadgen_cpu_ms_per_1k = (self.own1 - self.own0) * per_k

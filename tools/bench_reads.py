@@ -19,7 +19,6 @@ the same three reads are also timed end to end, as ``GET /v1/logs`` on a real lo
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.loadgen import percentile
 from zlog import wire
 from zlog.config import FsyncPolicy, StorageConfig
 from zlog.reads import answer
@@ -79,8 +79,7 @@ def timed(label: str, runs: int, fn: Any) -> dict[str, float]:
         fn()
         samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
-    p50 = statistics.median(samples)
-    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
     print(f"{label:<52} p50 {p50:9.2f} ms   p99 {p99:9.2f} ms   (runs {runs})", flush=True)
     return {"p50": p50, "p99": p99}
 

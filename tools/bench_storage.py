@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.loadgen import percentile
 from zlog.config import FsyncPolicy, StorageConfig
 from zlog.storage import PartitionLog
 
@@ -51,11 +52,6 @@ def make_lines(n: int, seed: int = 7) -> list[bytes]:
 POOL = make_lines(10_000)
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
-
-
 def bench_append(root: Path, policy: str, batch: int, seconds: float, max_records: int) -> dict[str, Any]:
     d = root / f"append-{policy.replace(':', '')}-{batch}"
     cfg = StorageConfig(fsync=FsyncPolicy.parse(policy))
@@ -76,9 +72,10 @@ def bench_append(root: Path, policy: str, batch: int, seconds: float, max_record
         nbytes = int(log.stats["bytes_appended"])
         fsyncs = log.stats["fsyncs"]
     shutil.rmtree(d)
+    lat.sort()
     return {"policy": policy, "batch": batch, "records": n, "records_per_s": n / elapsed,
             "mb_per_s": nbytes / elapsed / 1e6, "fsyncs_per_s": fsyncs / elapsed,
-            "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+            "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
             "cpu_ms_per_1000": cpu * 1e6 / n}
 
 
@@ -149,14 +146,14 @@ def bench_reads(d: Path, records: int) -> dict[str, Any]:
             r = log.scan(limit=100)
             lat.append(time.perf_counter() - t)
             assert len(r.records) == 100
-        out["newest100_p50_ms"] = pct(lat, 0.5) * 1000
-        out["newest100_p99_ms"] = pct(lat, 0.99) * 1000
+        out["newest100_p50_ms"] = percentile(sorted(lat), 50) * 1000
+        out["newest100_p99_ms"] = percentile(sorted(lat), 99) * 1000
         lat = []
         for _ in range(300):
             t = time.perf_counter()
             r = log.scan(limit=100, predicate=lambda line: b'"ERROR"' in line)
             lat.append(time.perf_counter() - t)
-        out["newest100_errors_p99_ms"] = pct(lat, 0.99) * 1000
+        out["newest100_errors_p99_ms"] = percentile(sorted(lat), 99) * 1000
     return out
 
 

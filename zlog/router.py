@@ -53,7 +53,7 @@ class Router:
         self.front = self._socket(rc.front[index])
         self.back = self._socket(rc.back[index])
         self.stopping = False
-        self._counts: dict[str, int] = {}
+        self._counts: dict[tuple[str, str], int] = {}
         self._next_heartbeat = 0
 
     def _socket(self, endpoint: str) -> zmq.Socket[bytes]:
@@ -79,7 +79,7 @@ class Router:
             self._count("errors", "reply_dropped")
 
     def _count(self, kind: str, label: str) -> None:
-        key = f"{kind}:{label}"
+        key = (kind, label)
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def on_front(self, frames: list[bytes]) -> None:
@@ -219,8 +219,7 @@ class Router:
 
     def _flush_metrics(self) -> None:
         m = self.metrics
-        for key, n in self._counts.items():
-            kind, label = key.split(":", 1)
+        for (kind, label), n in self._counts.items():
             if kind == "frames":
                 m.frames.labels(command=label).inc(n)
             else:

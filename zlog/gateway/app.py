@@ -34,7 +34,6 @@ from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
 from zlog.metrics import serve
-from zlog.records import Limits
 from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.wal import IngestWal
 from zlog.wire import Command
@@ -112,8 +111,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def make_app(cfg: Config, index: int = 0) -> web.Application:
     producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
                              delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
-                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches,
-                             limits=Limits.from_config(cfg.gateway, cfg.storage))
+                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches)
     await producer.start(timeout=30.0)
     ctx = GatewayContext.create(cfg, producer, index)
     app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json])
