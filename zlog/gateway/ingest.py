@@ -57,8 +57,12 @@ async def post_logs(request: web.Request) -> web.Response:
     # Memory is bounded by what is admitted: a request reserves its body size up front (ten times
     # the compressed size for gzip/deflate, the maximum when the length is unknown); parsed
     # records cost a small multiple of that, so the byte budget bounds the process.
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        m.requests.labels(status="415").inc()
+        return error_response(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"))
     length = request.content_length
-    compressed = request.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    compressed = encoding not in ("", "identity")
     if length is None:
         reserve = cfg.max_body_bytes
     else:
@@ -81,9 +85,6 @@ async def post_logs(request: web.Request) -> web.Response:
 async def _ingest(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     cfg = ctx.cfg.gateway
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in SUPPORTED_ENCODINGS:
-        return error_response(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"))
     content_type = request.headers.get("Content-Type", "")
     try:
         # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
