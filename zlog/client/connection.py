@@ -99,14 +99,10 @@ class AsyncClient:
             raise Backpressure("no router is connected, or its queue is full") from None
         fut: asyncio.Future[wire.Message] = self.loop.create_future()
         self._waiters[rid] = fut
+        # A caller that stops waiting (a timeout cancels the future) leaves no waiter behind.
+        fut.add_done_callback(lambda _: self._waiters.pop(rid, None))
         self._schedule_drain()
         return fut
-
-    def forget(self, fut: asyncio.Future[wire.Message]) -> None:
-        for rid, f in list(self._waiters.items()):
-            if f is fut:
-                del self._waiters[rid]
-                break
 
     async def request(
         self,
@@ -123,7 +119,6 @@ class AsyncClient:
         try:
             msg = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            self.forget(fut)
             raise Timeout(f"no answer within {timeout:.1f}s", partition) from None
         if msg.command is Command.NACK:
             raise nack_error(msg)

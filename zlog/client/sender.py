@@ -61,7 +61,6 @@ class Sender:
         try:
             msg = await asyncio.wait_for(fut, remaining)
         except TimeoutError:
-            self.client.forget(fut)
             return None
         if msg.command is Command.ACK:
             return wire.parse_ack(msg.body)
@@ -112,7 +111,6 @@ class Sender:
                 err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
                 outcomes = [_for_partition(err, b.partition) for b, _ in items]
         except TimeoutError:
-            self.client.forget(fut)
             outcomes = [Timeout("storage did not acknowledge within the deadline", b.partition) for b, _ in items]
         except (ZlogError, wire.MalformedFrame) as exc:
             err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
