@@ -247,7 +247,7 @@ def test_one_produce_can_carry_several_partitions_of_one_owner(cluster: Cluster)
     import msgpack
     import zmq
 
-    from zlog import wire
+    from zlog.protocol import wire
 
     def line(msg: str) -> bytes:
         return json.dumps({"timestamp": 7, "service": "x", "level": "", "message": msg, "labels": {},

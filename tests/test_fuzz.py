@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from tests._cluster import Cluster, free_port, http, wait_until
 from tools.chaos import stored_lines, valid_record
-from zlog import wire
+from zlog.protocol import wire
 
 COUNTS: Counter[str] = Counter()
 FUZZ_BACK: list[int] = []  # the extra router back endpoint the workers connect to, bound by the test

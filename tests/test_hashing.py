@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zlog.hashing import Partitioner, fnv1a_32, partition_for
+from zlog.protocol.hashing import Partitioner, fnv1a_32, partition_for
 
 
 @pytest.mark.parametrize(

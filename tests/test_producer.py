@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from tests._cluster import Cluster, http, wait_until
-from zlog import wire
 from zlog.client import AsyncClient, AsyncProducer, Producer
-from zlog.errors import NoOwner, Timeout, ZlogError
-from zlog.wire import Command
+from zlog.protocol import wire
+from zlog.protocol.errors import NoOwner, Timeout, ZlogError
+from zlog.protocol.wire import Command
 
 # FNV-1a with 4 partitions: worker 0 owns 0 (event_creator) and 1, worker 1 owns 2 and 3 (auth_service).
 P0 = "event_creator"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests._cluster import Cluster, http, wait_until
-from zlog.hashing import partition_for
+from zlog.protocol.hashing import partition_for
 
 SERVICES = ["auth_service", "billing", "event_creator", "focus_allocator", "notification_service", "search"]
 LEVELS = ["INFO", "WARN", "ERROR", "debug"]

@@ -10,13 +10,13 @@ import msgpack
 import orjson
 import pytest
 
-from zlog import wire
 from zlog.config import FsyncPolicy, StorageConfig
+from zlog.protocol import wire
+from zlog.protocol.wire import Command
 from zlog.query import Filter, compile_filter
 from zlog.reads import MAX_REPLY_BYTES, answer
 from zlog.records import Limits, encode_batch
 from zlog.storage import PartitionLog
-from zlog.wire import Command
 
 CFG = StorageConfig(segment_bytes=4096, index_interval_bytes=256, fsync=FsyncPolicy("never"),
                     scan_budget_bytes=64 * 1024)

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zlog import wire
-from zlog.errors import KINDS
-from zlog.wire import Ack, Command, MalformedFrame, Nack, Ready
+from zlog.protocol import wire
+from zlog.protocol.errors import KINDS
+from zlog.protocol.wire import Ack, Command, MalformedFrame, Nack, Ready
 
 RID = 0x0102030405060708
 

@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from zlog.audit import Audit, AuditReport, tag  # noqa: E402
-from zlog.hashing import Partitioner  # noqa: E402
+from zlog.protocol.hashing import Partitioner  # noqa: E402
 
 SERVICES = ("event_creator", "focus_allocator", "notification_service", "auth_service")
 FIELDS = ("timestamp", "service", "level", "message", "labels", "received_at", "ingested_node_id", "client_ip")

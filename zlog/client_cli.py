@@ -29,7 +29,7 @@ import orjson
 
 from zlog.client import Producer
 from zlog.config import Config
-from zlog.errors import ZlogError
+from zlog.protocol.errors import ZlogError
 from zlog.records import InvalidBatch, Limits, encode_one
 
 BATCH_RECORDS = 1000

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import regex
 
-from zlog.errors import ZlogError
+from zlog.protocol.errors import ZlogError
 
 if TYPE_CHECKING:
     from zlog.paging import Cursor

@@ -34,11 +34,11 @@ from typing import Any
 
 import orjson
 
-from zlog import wire
 from zlog.config import StorageConfig
+from zlog.protocol import wire
+from zlog.protocol.wire import Command
 from zlog.query import MAX_LIMIT, BadParameter, Filter, compile_filter
 from zlog.storage import PartitionLog
-from zlog.wire import Command
 
 MAX_RECORDS = 10_000
 MAX_REPLY_BYTES = 16 * 1024 * 1024

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from zlog.config import GatewayConfig, StorageConfig
-from zlog.errors import ZlogError
+from zlog.protocol.errors import ZlogError
 
 FIELD_ORDER = (
     "timestamp",

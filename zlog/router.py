@@ -22,13 +22,13 @@ import time
 
 import zmq
 
-from zlog import wire
 from zlog.config import Config
-from zlog.hashing import Partitioner
 from zlog.metrics import RouterMetrics, serve
+from zlog.protocol import wire
+from zlog.protocol.hashing import Partitioner
+from zlog.protocol.wire import Command
 from zlog.routing import RoutingTable
 from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
-from zlog.wire import Command
 
 log = logging.getLogger("zlog.router")
 

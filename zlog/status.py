@@ -31,8 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zlog.client import AsyncClient
 from zlog.config import Config
-from zlog.errors import ZlogError
-from zlog.wire import Command
+from zlog.protocol.errors import ZlogError
+from zlog.protocol.wire import Command
 
 TIMEOUT_S = 1.0
 # Metric samples kept from each scrape: name -> {label value tuple: value}.

@@ -29,14 +29,14 @@ from typing import Any
 
 import zmq
 
-from zlog import wire
 from zlog.config import Config
 from zlog.metrics import WorkerMetrics, serve
+from zlog.protocol import wire
+from zlog.protocol.wire import Command
 from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
-from zlog.wire import Command
 
 log = logging.getLogger("zlog.worker")
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import zmq
 
-from zlog import wire
-from zlog.errors import Backpressure, NoOwner, Timeout, ZlogError
-from zlog.wire import Command
+from zlog.protocol import wire
+from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
+from zlog.protocol.wire import Command
 
 
 class AsyncClient:

@@ -30,12 +30,12 @@ from typing import Any
 
 import xxhash
 
-from zlog import wire
 from zlog.client.batch import Batch, Part, Share
 from zlog.client.connection import AsyncClient
 from zlog.client.sender import Sender, owners_of
-from zlog.errors import Backpressure, Timeout, ZlogError
-from zlog.hashing import Partitioner
+from zlog.protocol import wire
+from zlog.protocol.errors import Backpressure, Timeout, ZlogError
+from zlog.protocol.hashing import Partitioner
 from zlog.records import Group, Limits, encode_batch
 
 

@@ -21,11 +21,11 @@ import asyncio
 import time
 from typing import Any
 
-from zlog import wire
 from zlog.client.batch import Batch
 from zlog.client.connection import AsyncClient, error_of, nack_error
-from zlog.errors import Timeout, ZlogError
-from zlog.wire import Command
+from zlog.protocol import wire
+from zlog.protocol.errors import Timeout, ZlogError
+from zlog.protocol.wire import Command
 
 Outcome = wire.Ack | ZlogError | None
 

@@ -28,15 +28,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zlog.client import AsyncProducer
 from zlog.config import Config
-from zlog.errors import ZlogError
 from zlog.gateway import read_api
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
 from zlog.metrics import serve
+from zlog.protocol.errors import ZlogError
+from zlog.protocol.wire import Command
 from zlog.runtime import freeze_startup_garbage, tune_malloc
 from zlog.wal import IngestWal
-from zlog.wire import Command
 
 log = logging.getLogger("zlog.gateway")
 

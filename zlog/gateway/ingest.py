@@ -20,8 +20,8 @@ import orjson
 from aiohttp import web
 
 from zlog.client import Share
-from zlog.errors import Backpressure, ZlogError
 from zlog.gateway.context import CONTEXT, error_response
+from zlog.protocol.errors import Backpressure, ZlogError
 from zlog.records import encode_batch, parse_body
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))

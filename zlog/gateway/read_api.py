@@ -25,13 +25,13 @@ import orjson
 from aiohttp import web
 
 from zlog.client import AsyncClient
-from zlog.errors import ZlogError
 from zlog.gateway import ui
 from zlog.gateway.context import CONTEXT, GatewayContext
-from zlog.hashing import partition_for
 from zlog.paging import Cursor, PageMerge, timestamp_of, with_position
+from zlog.protocol.errors import ZlogError
+from zlog.protocol.hashing import partition_for
+from zlog.protocol.wire import Command
 from zlog.query import MAX_LIMIT, BadParameter, Filter, parse_params
-from zlog.wire import Command
 
 SEARCH_DEADLINE_S = 2.0
 FETCH_BYTES = 4 * 1024 * 1024

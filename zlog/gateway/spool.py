@@ -18,12 +18,12 @@ import logging
 import os
 import random
 
-from zlog import wire
 from zlog.client import AsyncProducer
-from zlog.errors import ZlogError
 from zlog.metrics import GatewayMetrics
+from zlog.protocol import wire
+from zlog.protocol.errors import ZlogError
+from zlog.protocol.wire import Command
 from zlog.wal import IngestWal
-from zlog.wire import Command
 
 log = logging.getLogger("zlog.gateway.spool")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from zlog.errors import ZlogError
+from zlog.protocol.errors import ZlogError
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
