@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zlog.ingest.records import Limits, encode_batch
 from zlog.paging import EXHAUSTED, Cursor, PageMerge, decode_cursor, timestamp_of, with_position
 from zlog.query import (
     MAX_LIMIT,
@@ -21,7 +22,6 @@ from zlog.query import (
     parse_time,
     to_params,
 )
-from zlog.records import Limits, encode_batch
 
 NOW = 1_800_000_000_000
 

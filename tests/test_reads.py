@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from zlog.config import FsyncPolicy, StorageConfig
+from zlog.ingest.records import Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
 from zlog.query import Filter, compile_filter
 from zlog.reads import MAX_REPLY_BYTES, answer
-from zlog.records import Limits, encode_batch
 from zlog.storage import PartitionLog
 
 CFG = StorageConfig(segment_bytes=4096, index_interval_bytes=256, fsync=FsyncPolicy("never"),

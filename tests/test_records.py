@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from zlog.records import (
+from zlog.ingest.records import (
     FIELD_ORDER,
     MAX_REPORTED_ERRORS,
     InvalidBatch,

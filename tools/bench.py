@@ -49,7 +49,7 @@ from tests._cluster import Cluster  # noqa: E402
 from tools.loadgen import generate, percentile  # noqa: E402
 from zlog.audit import Audit  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
-from zlog.records import Group, Limits, encode_batch  # noqa: E402
+from zlog.ingest.records import Group, Limits, encode_batch  # noqa: E402
 from zlog.runtime import tune_malloc  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.loadgen import percentile
 from zlog.config import FsyncPolicy, StorageConfig
+from zlog.ingest.records import Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
 from zlog.reads import answer
-from zlog.records import Limits, encode_batch
 from zlog.storage import PartitionLog
 
 WORDS = ["user", "login", "request", "completed", "cache", "miss", "order", "payment", "queue", "retry"]

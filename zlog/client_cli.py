@@ -29,8 +29,8 @@ import orjson
 
 from zlog.client import Producer
 from zlog.config import Config
+from zlog.ingest.records import InvalidBatch, Limits, encode_one
 from zlog.protocol.errors import ZlogError
-from zlog.records import InvalidBatch, Limits, encode_one
 
 BATCH_RECORDS = 1000
 MAX_OUTSTANDING = 64  # sends in flight before reading more stdin

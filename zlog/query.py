@@ -12,7 +12,7 @@ Invariants:
 - The predicate is exact: it returns True iff the record satisfies every condition. Cheap bytes
   tests (``needle in line``) only ever reject lines that cannot match; a line passing them is
   parsed with orjson and checked field by field. The bytes tests rely on lines being encoded by
-  orjson (``zlog.records`` is the only encoder), whose escaping is per character, so the escaped
+  orjson (``zlog.ingest.records`` is the only encoder), whose escaping is per character, so the escaped
   needle is a substring of the escaped message whenever the needle is a substring of the message.
 - Level comparison ignores case; service, label and ``contains`` comparisons are exact.
 - A ``?cursor=`` is accepted only for the request's direction and filter digest.

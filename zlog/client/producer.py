@@ -1,6 +1,6 @@
 """``AsyncProducer``: the one produce path, used by the HTTP gateway and by native producers.
 
-How a produce travels: records are encoded once (``zlog.records``), grouped by service, mapped
+How a produce travels: records are encoded once (``zlog.ingest.records``), grouped by service, mapped
 to partitions with FNV-1a, and appended to a per-partition accumulator. An accumulator is sent
 as one PRODUCE message at the end of the current event-loop turn (or after ``linger_ms``), so
 concurrent callers share messages. Each message carries (producer id, sequence) so a retry
@@ -33,10 +33,10 @@ import xxhash
 from zlog.client.batch import Batch, Part, Share
 from zlog.client.connection import AsyncClient
 from zlog.client.sender import Sender, owners_of
+from zlog.ingest.records import Group, Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.errors import Backpressure, Timeout, ZlogError
 from zlog.protocol.hashing import Partitioner
-from zlog.records import Group, Limits, encode_batch
 
 
 @dataclass(slots=True)

@@ -18,9 +18,9 @@ from aiohttp import web
 from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.gateway.ratelimit import RateLimiter
+from zlog.ingest.records import Limits
 from zlog.metrics import GatewayMetrics
 from zlog.protocol.errors import ZlogError
-from zlog.records import Limits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

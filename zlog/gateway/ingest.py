@@ -21,8 +21,8 @@ from aiohttp import web
 
 from zlog.client import Share
 from zlog.gateway.context import CONTEXT, error_response
+from zlog.ingest.records import encode_batch, parse_body
 from zlog.protocol.errors import Backpressure, ZlogError
-from zlog.records import encode_batch, parse_body
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 # Storage NACKs that should reach the caller now instead of being retried until the deadline.
