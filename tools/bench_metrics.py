@@ -35,7 +35,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zlog.metrics import GatewayMetrics, RouterMetrics, WorkerMetrics
-from zlog.router import Router
+from zlog.router.process import Router
 
 
 def per_call_ns(fn: Callable[[], None], n: int) -> float:

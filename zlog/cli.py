@@ -125,7 +125,7 @@ def _target(module: str, func: str) -> Callable[..., Any]:
 def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
     cmd = args.command
     if cmd == "router":
-        return _target("zlog.router", "run")(cfg, args.index)
+        return _target("zlog.router.process", "run")(cfg, args.index)
     if cmd == "storage":
         if not 0 <= args.worker_id < cfg.cluster.workers:
             raise ConfigError(f"--worker-id must be 0..{cfg.cluster.workers - 1} (cluster.workers)")

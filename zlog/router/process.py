@@ -27,7 +27,7 @@ from zlog.metrics import RouterMetrics, serve
 from zlog.protocol import wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.wire import Command
-from zlog.routing import RoutingTable
+from zlog.router.routing import RoutingTable
 from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 
 log = logging.getLogger("zlog.router")
