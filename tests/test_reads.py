@@ -15,8 +15,8 @@ from zlog.ingest.records import Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
 from zlog.query import Filter, compile_filter
-from zlog.reads import MAX_REPLY_BYTES, answer
 from zlog.storage import PartitionLog
+from zlog.worker.reads import MAX_REPLY_BYTES, answer
 
 CFG = StorageConfig(segment_bytes=4096, index_interval_bytes=256, fsync=FsyncPolicy("never"),
                     scan_budget_bytes=64 * 1024)
@@ -166,7 +166,7 @@ def test_stats_and_services(plog: tuple[PartitionLog, list[bytes]]) -> None:
 
 
 def test_services_grow_within_budget_on_big_partitions(plog: tuple[PartitionLog, list[bytes]]) -> None:
-    from zlog.reads import services
+    from zlog.worker.reads import services
 
     log, _ = plog
     first = services(log, budget=512)  # sees only the newest few records and oldest few

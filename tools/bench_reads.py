@@ -32,8 +32,8 @@ from zlog.config import FsyncPolicy, StorageConfig
 from zlog.ingest.records import Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
-from zlog.reads import answer
 from zlog.storage import PartitionLog
+from zlog.worker.reads import answer
 
 WORDS = ["user", "login", "request", "completed", "cache", "miss", "order", "payment", "queue", "retry"]
 

@@ -129,7 +129,7 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
     if cmd == "storage":
         if not 0 <= args.worker_id < cfg.cluster.workers:
             raise ConfigError(f"--worker-id must be 0..{cfg.cluster.workers - 1} (cluster.workers)")
-        return _target("zlog.worker", "run")(cfg, args.worker_id)
+        return _target("zlog.worker.process", "run")(cfg, args.worker_id)
     if cmd == "gateway":
         return _target("zlog.gateway.app", "run")(cfg, args.index)
     if cmd == "produce":

@@ -255,7 +255,7 @@ class StorageWorker:
     # -- reads ----------------------------------------------------------------------------
 
     def serve_reads(self) -> None:
-        from zlog.reads import answer  # the read path's own module; kept out of the write path
+        from zlog.worker.reads import answer  # the read path's own module; kept out of the write path
 
         reads, self._reads = self._reads, []
         for sock, reply_to, msg in reads:

@@ -1,6 +1,6 @@
 """The worker side of the read path: answer FETCH, SEARCH and STATS for one partition.
 
-``answer(msg, partition, plog, storage)`` is called by ``zlog.worker`` inside its loop, after the
+``answer(msg, partition, plog, storage)`` is called by ``zlog.worker.process`` inside its loop, after the
 turn's commit, and its dict goes back as the RESULT body.
 
 Bodies (msgpack maps; every key optional unless said otherwise):
