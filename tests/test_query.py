@@ -1,4 +1,4 @@
-"""The filter spec, its codecs, the line predicate (zlog.query) and paging (zlog.paging): pure, no I/O."""
+"""The filter spec, its codecs, the line predicate (zlog.read.query) and paging (zlog.read.paging): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zlog.ingest.records import Limits, encode_batch
-from zlog.paging import EXHAUSTED, Cursor, PageMerge, decode_cursor, timestamp_of, with_position
-from zlog.query import (
+from zlog.read.paging import EXHAUSTED, Cursor, PageMerge, decode_cursor, timestamp_of, with_position
+from zlog.read.query import (
     MAX_LIMIT,
     BadParameter,
     Filter,
@@ -268,7 +268,7 @@ def test_page_merge_never_gaps_or_repeats(stamps: list[list[int]], limit: int, b
 def test_a_catastrophic_regex_fails_the_search_instead_of_stalling_it() -> None:
     import time
 
-    from zlog.query import REGEX_TIMEOUT_S
+    from zlog.read.query import REGEX_TIMEOUT_S
 
     line = orjson.dumps({"timestamp": 1, "service": "s", "level": "INFO", "message": "a" * 40 + "!",
                          "labels": {}})

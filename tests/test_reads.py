@@ -14,7 +14,7 @@ from zlog.config import FsyncPolicy, StorageConfig
 from zlog.ingest.records import Limits, encode_batch
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
-from zlog.query import Filter, compile_filter
+from zlog.read.query import Filter, compile_filter
 from zlog.storage import PartitionLog
 from zlog.worker.reads import MAX_REPLY_BYTES, answer
 

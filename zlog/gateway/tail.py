@@ -24,10 +24,10 @@ from aiohttp import web
 
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.read_api import FETCH_BYTES, _ask, _now_ms, _partition_count, scope
-from zlog.paging import Cursor, decode_cursor, with_position
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
-from zlog.query import BadParameter, Filter, Predicate, compile_filter, parse_params
+from zlog.read.paging import Cursor, decode_cursor, with_position
+from zlog.read.query import BadParameter, Filter, Predicate, compile_filter, parse_params
 
 log = logging.getLogger("zlog.gateway.read")
 

@@ -4,7 +4,7 @@ A ``Filter`` says which stored records a reader wants: services, levels, a messa
 (``contains``), a message regex, label equality, and a time range ``[since_ms, until_ms]``.
 It is parsed from HTTP parameters (``parse_params``), carried to workers in a SEARCH body
 (``Filter.to_body`` / ``Filter.from_body``), and turned into a predicate on raw line bytes
-(``compile_filter``). Paging (cursors and the merge of partitions) is ``zlog.paging``.
+(``compile_filter``). Paging (cursors and the merge of partitions) is ``zlog.read.paging``.
 
 Invariants:
 - Pure: no sockets, files or clocks; "now" is an argument wherever a relative time is parsed.
@@ -33,7 +33,7 @@ import regex
 from zlog.protocol.errors import ZlogError
 
 if TYPE_CHECKING:
-    from zlog.paging import Cursor
+    from zlog.read.paging import Cursor
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
@@ -269,8 +269,8 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
     )
     f.check()
     backward = direction == "backward"
-    # Imported here: zlog.paging builds on this module (its cursor errors are BadParameter).
-    from zlog.paging import decode_cursor
+    # Imported here: zlog.read.paging builds on this module (its cursor errors are BadParameter).
+    from zlog.read.paging import decode_cursor
 
     cursor = decode_cursor(single["cursor"]) if single.get("cursor") else None
     if cursor is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from zlog.query import BadParameter
+from zlog.read.query import BadParameter
 
 EXHAUSTED = -1
 

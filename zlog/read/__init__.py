@@ -1,0 +1,6 @@
+"""The read path, pure: the filter spec and line predicate (``query``), cursors and the k-way page
+merge across partitions (``paging``).
+
+Invariants:
+- No I/O: workers evaluate filters on stored lines; gateways merge pages.
+"""
