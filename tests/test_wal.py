@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from tests._cluster import Cluster, wait_until
-from zlog.wal import IngestWal
+from zlog.gateway.wal import IngestWal
 
 
 def lines(n: int, tag: str = "x") -> list[bytes]:

@@ -32,11 +32,11 @@ from zlog.gateway import read_api
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
+from zlog.gateway.wal import IngestWal
 from zlog.metrics import serve
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 from zlog.runtime import freeze_startup_garbage, tune_malloc
-from zlog.wal import IngestWal
 
 log = logging.getLogger("zlog.gateway")
 

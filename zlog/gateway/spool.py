@@ -19,11 +19,11 @@ import os
 import random
 
 from zlog.client import AsyncProducer
+from zlog.gateway.wal import IngestWal
 from zlog.metrics import GatewayMetrics
 from zlog.protocol import wire
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
-from zlog.wal import IngestWal
 
 log = logging.getLogger("zlog.gateway.spool")
 
