@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from zlog.audit import Audit, tag
+from zlog.ops.audit import Audit, tag
 
 
 def line(value: str, label: str = "zb") -> bytes:

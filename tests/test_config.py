@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import REPO
-from zlog.cli import build_parser, overrides_of
 from zlog.config import (
     Config,
     ConfigError,
@@ -25,6 +24,7 @@ from zlog.config import (
     load,
     owner_of,
 )
+from zlog.ops.cli import build_parser, overrides_of
 
 
 def test_defaults_give_the_original_layout() -> None:

@@ -25,7 +25,7 @@ import pytest
 
 from tests._cluster import REPO, free_port, free_ports
 from tests.conftest import ProcessGroup
-from zlog.cluster import wait_ready
+from zlog.ops.cluster import wait_ready
 
 
 def _load() -> ModuleType:

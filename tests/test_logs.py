@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from zlog.config import LogConfig
-from zlog.logs import setup_logging
+from zlog.ops.logs import setup_logging
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ Each run starts router, 2 storage workers and 2 gateway processes (one port, SO_
 temporary directory with fsync ``always``, then runs, one after the other, HTTP batches of 100
 and 1000 records at concurrency 1, 8 and 32, and the native producer (``AsyncProducer`` straight
 to the router). Every record carries a unique label ``zb: <unit>:<index>``; after the run every
-acknowledged record must be on disk exactly once (``zlog.audit``), or the run fails.
+acknowledged record must be on disk exactly once (``zlog.ops.audit``), or the run fails.
 
 Invariants:
 - Measured, not estimated: cluster CPU is utime+stime from /proc/<pid>/stat of every cluster
@@ -47,10 +47,10 @@ import orjson  # noqa: E402
 
 from tests._cluster import Cluster  # noqa: E402
 from tools.loadgen import generate, percentile  # noqa: E402
-from zlog.audit import Audit  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
 from zlog.ingest.records import Group, Limits, encode_batch  # noqa: E402
-from zlog.runtime import tune_malloc  # noqa: E402
+from zlog.ops.audit import Audit  # noqa: E402
+from zlog.ops.runtime import tune_malloc  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY_PH = b"@@@@@@@@@@@@"  # replaced by a fixed-width unit key: 2 digits of cell, 10 of counter

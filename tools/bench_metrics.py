@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zlog.metrics import GatewayMetrics, RouterMetrics, WorkerMetrics
+from zlog.ops.metrics import GatewayMetrics, RouterMetrics, WorkerMetrics
 from zlog.router.process import Router
 
 
@@ -114,7 +114,7 @@ def measure_cluster(batch: int, n_requests: int) -> tuple[dict[str, float], floa
     import aiohttp
 
     from tests._cluster import Cluster
-    from zlog.status import parse_metrics
+    from zlog.ops.status import parse_metrics
 
     services = ("event_creator", "focus_allocator", "notification_service", "auth_service")
     body = json.dumps([{"timestamp": 1_700_000_000_000 + i, "service": services[i % 4], "level": "INFO",

@@ -4,7 +4,7 @@
 supervisord (which restarts what we SIGKILL), drives it with HTTP producers (plain and
 Idempotency-Key retrying) and one zmq-native ``Producer``, SIGKILLs and SIGSTOPs random
 workers, routers and gateways for N minutes, then lets the cluster settle and prints
-acknowledged / stored / lost / duplicated from ``zlog.audit``. The exit status is 0 only when
+acknowledged / stored / lost / duplicated from ``zlog.ops.audit``. The exit status is 0 only when
 nothing acknowledged is lost, duplicated, reordered or stored as garbage.
 
 Invariants checked by ``verify`` (the tests assert the same verdict):
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from zlog.audit import Audit, AuditReport, tag  # noqa: E402
+from zlog.ops.audit import Audit, AuditReport, tag  # noqa: E402
 from zlog.protocol.hashing import Partitioner  # noqa: E402
 
 SERVICES = ("event_creator", "focus_allocator", "notification_service", "auth_service")
@@ -370,8 +370,8 @@ class Supervised:
     """A cluster run by supervisord from conf/supervisord.conf, as ``zlog up`` runs it."""
 
     def __init__(self, root: Path, *, workers: int = 2, gateways: int = 2, timeout_ms: int = 2000) -> None:
-        from zlog.cluster import find_program, find_supervisord_conf, supervisor_env
         from zlog.config import load
+        from zlog.ops.cluster import find_program, find_supervisord_conf, supervisor_env
 
         self.root = root
         self.data_dir = root / "data"
@@ -430,7 +430,7 @@ level = "warning"
             return 0
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        from zlog.cluster import wait_ready
+        from zlog.ops.cluster import wait_ready
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from zlog.cli import main
+from zlog.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,10 +33,10 @@ from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
 from zlog.gateway.wal import IngestWal
-from zlog.metrics import serve
+from zlog.ops.metrics import serve
+from zlog.ops.runtime import freeze_startup_garbage, tune_malloc
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
-from zlog.runtime import freeze_startup_garbage, tune_malloc
 
 log = logging.getLogger("zlog.gateway")
 
@@ -142,7 +142,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
 
 
 def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None = None) -> int:
-    from zlog.logs import setup_logging
+    from zlog.ops.logs import setup_logging
 
     setup_logging(cfg.log, "gateway", gateway=index)
     tune_malloc()

@@ -19,7 +19,7 @@ from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.gateway.ratelimit import RateLimiter
 from zlog.ingest.records import Limits
-from zlog.metrics import GatewayMetrics
+from zlog.ops.metrics import GatewayMetrics
 from zlog.protocol.errors import ZlogError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

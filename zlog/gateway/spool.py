@@ -20,7 +20,7 @@ import random
 
 from zlog.client import AsyncProducer
 from zlog.gateway.wal import IngestWal
-from zlog.metrics import GatewayMetrics
+from zlog.ops.metrics import GatewayMetrics
 from zlog.protocol import wire
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command

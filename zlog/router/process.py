@@ -23,12 +23,12 @@ import time
 import zmq
 
 from zlog.config import Config
-from zlog.metrics import RouterMetrics, serve
+from zlog.ops.metrics import RouterMetrics, serve
+from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
-from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 
 log = logging.getLogger("zlog.router")
 
@@ -268,7 +268,7 @@ class Router:
 
 def run(cfg: Config, index: int = 0) -> int:
     """Run router number ``index`` (it binds ``router.front[index]`` and ``router.back[index]``)."""
-    from zlog.logs import setup_logging
+    from zlog.ops.logs import setup_logging
 
     setup_logging(cfg.log, "router", router=index)
     if not 0 <= index < min(len(cfg.router.front), len(cfg.router.back)):

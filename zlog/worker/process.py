@@ -30,10 +30,10 @@ from typing import Any
 import zmq
 
 from zlog.config import Config
-from zlog.metrics import WorkerMetrics, serve
+from zlog.ops.metrics import WorkerMetrics, serve
+from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import wire
 from zlog.protocol.wire import Command
-from zlog.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
@@ -355,7 +355,7 @@ class StorageWorker:
 
 
 def run(cfg: Config, worker_id: int) -> int:
-    from zlog.logs import setup_logging
+    from zlog.ops.logs import setup_logging
 
     setup_logging(cfg.log, "storage", worker=worker_id)
     if not 0 <= worker_id < cfg.cluster.workers:

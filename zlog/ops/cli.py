@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from zlog import __version__
-from zlog.cluster import gateway_url
 from zlog.config import Config, ConfigError, load
+from zlog.ops.cluster import gateway_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,15 +133,15 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
     if cmd == "gateway":
         return _target("zlog.gateway.app", "run")(cfg, args.index)
     if cmd == "produce":
-        return _target("zlog.client_cli", "produce")(cfg, args)
+        return _target("zlog.ops.client_cli", "produce")(cfg, args)
     if cmd in ("query", "tail"):
         if args.url is None:
             args.url = gateway_url(cfg)
-        return _target("zlog.reader_cli", cmd)(cfg, args)
+        return _target("zlog.ops.reader_cli", cmd)(cfg, args)
     if cmd == "status":
-        return _target("zlog.status", "run")(cfg, args)
+        return _target("zlog.ops.status", "run")(cfg, args)
     if cmd == "up":
-        return _target("zlog.cluster", "up")(cfg, args)
+        return _target("zlog.ops.cluster", "up")(cfg, args)
     raise ConfigError(f"unknown command {cmd!r}")
 
 

@@ -89,7 +89,7 @@ def find_supervisord_conf() -> Path:
     local = Path("conf/supervisord.conf")
     if local.exists():
         return local.resolve()
-    return Path(__file__).resolve().parent.parent / "conf" / "supervisord.conf"
+    return Path(__file__).resolve().parents[2] / "conf" / "supervisord.conf"
 
 
 def find_program(name: str) -> str | None:
