@@ -205,7 +205,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Keep each phase's report on the item, so fixtures can tell at teardown whether the test failed.
     outcome = yield
     rep = outcome.get_result()
+    _no_skips_in_ci(rep)
     setattr(item, f"rep_{rep.when}", rep)
+
+
+# Under CI every program the tests use is installed (`make test` runs tools/sysdeps.sh), so a skip
+# there means an install step is missing: it fails the run instead of hiding behind a green one.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _no_skips_in_ci(rep: pytest.CollectReport | pytest.TestReport) -> None:
+    if IN_CI and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under CI=true, where nothing may be missing: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    # Module-level skips (a missing program found at import) are collection reports.
+    outcome = yield
+    _no_skips_in_ci(outcome.get_result())
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The log viewer in a real headless Chromium (Debian's /usr/bin/chromium) against a real cluster.
 
-Skipped when Playwright or Chromium is missing (``.ci/run`` installs Chromium; no browser is ever
-downloaded). The screenshot lands in ``test-artifacts/ui.png``.
+``make test`` installs Debian's Chromium when it is missing (``tools/sysdeps.sh``); no browser is
+ever downloaded. Where it still is missing the module is skipped, which fails the run under CI. The screenshot lands in ``test-artifacts/ui.png``.
 """
 
 from __future__ import annotations
