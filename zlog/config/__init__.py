@@ -1,0 +1,39 @@
+"""zlog configuration: one TOML file, overridden by ``ZLOG_*`` environment variables, then by CLI flags.
+
+``sections`` is its shape (frozen dataclasses with defaults), ``loading`` how it is read and
+checked. Everything a caller needs is named here: ``from zlog.config import Config, load``.
+
+Invariants:
+- Configuration is parsed once into frozen dataclasses and passed explicitly.
+"""
+
+from zlog.config.loading import load, validate
+from zlog.config.sections import (
+    DEFAULT_CONFIG_PATH,
+    ClusterConfig,
+    Config,
+    ConfigError,
+    FsyncPolicy,
+    GatewayConfig,
+    LogConfig,
+    RouterConfig,
+    StorageConfig,
+    assign_partitions,
+    owner_of,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "FsyncPolicy",
+    "GatewayConfig",
+    "LogConfig",
+    "RouterConfig",
+    "StorageConfig",
+    "assign_partitions",
+    "load",
+    "owner_of",
+    "validate",
+]

@@ -1,0 +1,152 @@
+"""The configuration's shape: one frozen dataclass per TOML section, every key with its default.
+
+Invariants:
+- Frozen and passed explicitly: no module-level mutable state.
+- Every key has a default, so an empty file (or none) gives a working local cluster.
+- A new section is a field of ``Config`` whose default is its dataclass; loading finds it there.
+- The partition -> worker assignment is a pure function of (partitions, workers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG_PATH = Path("conf/zlog.toml")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncPolicy:
+    """When an appended batch is forced to disk.
+
+    ``always``: every commit (group commit) is fsynced before it is acknowledged.
+    ``interval``: fsync at most every ``interval_ms``; an ack means written to the OS.
+    ``never``: the OS decides; an ack means written to the OS.
+    """
+
+    mode: str = "always"
+    interval_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> FsyncPolicy:
+        text = text.strip().lower()
+        if text in ("always", "never"):
+            return cls(text, 0)
+        if text.startswith("interval:"):
+            try:
+                ms = int(text.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"fsync: bad interval in {text!r}") from None
+            if ms <= 0:
+                raise ConfigError("fsync: interval must be > 0 ms")
+            return cls("interval", ms)
+        raise ConfigError(f"fsync: expected always, never or interval:<ms>, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    node_id: str = "zlog-1"
+    partitions: int = 4
+    workers: int = 2
+    data_dir: Path = Path("data")
+    tenant: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    # Several routers may run; producers and workers take the whole list.
+    front: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    back: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
+    metrics_port: int = 9100
+    heartbeat_ms: int = 1000
+    liveness: int = 3  # missed heartbeat intervals before a peer is dead
+    hwm: int = 10_000  # messages queued per peer before sends raise zmq.Again
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    fsync: FsyncPolicy = field(default_factory=FsyncPolicy)
+    segment_bytes: int = 128 * 1024 * 1024
+    segment_ms: int = 7 * 24 * 3600 * 1000
+    retention_bytes: int = 0  # per partition; 0 = unlimited
+    retention_ms: int = 0  # 0 = keep forever
+    index_interval_bytes: int = 4096
+    max_record_bytes: int = 256 * 1024
+    metrics_port_base: int = 9110  # worker N serves metrics on base + N
+    max_batch_records: int = 100_000
+    scan_budget_bytes: int = 8 * 1024 * 1024  # per SEARCH request, keeps the worker responsive
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    processes: int = 2
+    metrics_port_base: int = 9120  # gateway N also serves /metrics on base + N
+    max_body_bytes: int = 8 * 1024 * 1024  # after decompression, too
+    max_records: int = 20_000
+    max_service_bytes: int = 256
+    max_level_bytes: int = 32
+    max_message_bytes: int = 64 * 1024
+    max_labels: int = 64
+    max_label_key_bytes: int = 128
+    max_label_value_bytes: int = 1024
+    request_timeout_ms: int = 5000
+    # Produce batching: records of concurrent requests share messages to the router. A batch
+    # waits up to linger_ms to grow; at most inflight_batches per partition are unacknowledged.
+    linger_ms: float = 2.0
+    inflight_batches: int = 4
+    max_inflight_requests: int = 512
+    max_inflight_bytes: int = 64 * 1024 * 1024  # request bodies being handled at once
+    # Records per second each client address may ingest per gateway process; 0 = no limit.
+    # Beyond it: 429 + Retry-After. Bursts up to two seconds' worth are allowed.
+    rate_limit_per_client: int = 0
+    retry_after_s: int = 1
+    trusted_proxies: tuple[str, ...] = ()
+    wal: bool = True  # spool batches that storage cannot take now, answer 202, replay later
+    wal_dir: Path | None = None  # default: <data_dir>/wal/gateway-<index>
+    wal_max_bytes: int = 256 * 1024 * 1024
+    idempotency_window_s: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"  # json | logfmt
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def partitions_of(self, worker_id: int) -> tuple[int, ...]:
+        return assign_partitions(self.cluster.partitions, self.cluster.workers)[worker_id]
+
+    def owner_of(self, partition: int) -> int:
+        return owner_of(partition, self.cluster.partitions, self.cluster.workers)
+
+    def worker_metrics_port(self, worker_id: int) -> int:
+        return self.storage.metrics_port_base + worker_id
+
+
+def assign_partitions(partitions: int, workers: int) -> tuple[tuple[int, ...], ...]:
+    """Contiguous blocks: 4 partitions over 2 workers -> (0, 1), (2, 3)."""
+    return tuple(
+        tuple(p for p in range(partitions) if owner_of(p, partitions, workers) == w)
+        for w in range(workers)
+    )
+
+
+def owner_of(partition: int, partitions: int, workers: int) -> int:
+    return partition * workers // partitions
