@@ -247,7 +247,7 @@ def test_one_produce_can_carry_several_partitions_of_one_owner(cluster: Cluster)
     import msgpack
     import zmq
 
-    from zlog.protocol import wire
+    from zlog.protocol import bodies, wire
 
     def line(msg: str) -> bytes:
         return json.dumps({"timestamp": 7, "service": "x", "level": "", "message": msg, "labels": {},
@@ -260,25 +260,25 @@ def test_one_produce_can_carry_several_partitions_of_one_owner(cluster: Cluster)
     sock.connect(f"tcp://127.0.0.1:{cluster.front}")
     try:
         # Partitions 0 and 1 belong to worker 0; partition 2 does not: it is refused on its own.
-        body = wire.multi_produce_body([(0, [line("a0"), line("a1")], 7, b"multi-test-0", 0),
+        body = bodies.multi_produce_body([(0, [line("a0"), line("a1")], 7, b"multi-test-0", 0),
                                         (1, [line("b0")], 7, None, None),
                                         (2, [line("c0")], 7, None, None)])
         sock.send_multipart(wire.encode(wire.Command.PRODUCE, 99, partition=0, body=body))
         assert sock.poll(5000), "no answer"
         reply = wire.decode(sock.recv_multipart())
         assert reply.command is wire.Command.ACK and reply.request_id == 99
-        results = wire.parse_multi_ack(reply.body)
+        results = bodies.parse_multi_ack(reply.body)
         assert [type(r).__name__ for r in results] == ["Ack", "Ack", "Nack"]
         a0, b0, c0 = results
-        assert isinstance(a0, wire.Ack) and (a0.partition, a0.offset, a0.count) == (0, before[0], 2)
-        assert isinstance(b0, wire.Ack) and (b0.partition, b0.offset, b0.count) == (1, before[1], 1)
-        assert isinstance(c0, wire.Nack) and (c0.code, c0.partition, c0.retry) == ("NOT_OWNER", 2, True)
+        assert isinstance(a0, bodies.Ack) and (a0.partition, a0.offset, a0.count) == (0, before[0], 2)
+        assert isinstance(b0, bodies.Ack) and (b0.partition, b0.offset, b0.count) == (1, before[1], 1)
+        assert isinstance(c0, bodies.Nack) and (c0.code, c0.partition, c0.retry) == ("NOT_OWNER", 2, True)
         assert len(list(cluster.stored_lines(2))) == before[2]
         # A retry of the same message is recognised batch by batch where it carries a producer id.
         sock.send_multipart(wire.encode(wire.Command.PRODUCE, 100, partition=0, body=body))
         assert sock.poll(5000)
-        again = wire.parse_multi_ack(wire.decode(sock.recv_multipart()).body)
-        assert isinstance(again[0], wire.Ack) and again[0].duplicate and again[0].offset == before[0]
+        again = bodies.parse_multi_ack(wire.decode(sock.recv_multipart()).body)
+        assert isinstance(again[0], bodies.Ack) and again[0].duplicate and again[0].offset == before[0]
         # A malformed multi body is refused whole.
         bad = msgpack.packb({"batches": [{"p": 0, "records": "not a list"}]})
         sock.send_multipart(wire.encode(wire.Command.PRODUCE, 101, partition=0, body=bad))

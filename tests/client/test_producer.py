@@ -24,7 +24,7 @@ import pytest
 
 from tests._cluster import Cluster, http, wait_until
 from zlog.client import AsyncClient, AsyncProducer, Producer
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.errors import NoOwner, Timeout, ZlogError
 from zlog.protocol.wire import Command
 
@@ -81,7 +81,7 @@ def count_produce_messages(producer: AsyncProducer, messages: list[int] | None =
     def send(command: Command, **kw: Any) -> asyncio.Future[wire.Message]:
         if command is Command.PRODUCE:
             obj = wire.unpack_body(kw["body"])
-            batches = [b for _, b in wire.parse_multi_produce(obj)] if "batches" in obj else [wire.produce_from(obj)]
+            batches = [b for _, b in bodies.parse_multi_produce(obj)] if "batches" in obj else [bodies.produce_from(obj)]
             sent.extend(len(b.records) for b in batches)
             if messages is not None:
                 messages.append(sum(len(b.records) for b in batches))
@@ -192,7 +192,7 @@ def test_sequence_gap_is_refused_and_a_duplicate_gets_the_original_offsets(clust
         pid = os.urandom(12)
 
         async def produce(seq: int, text: str) -> wire.Message:
-            body = wire.produce_body([f'{{"service":"{P0}","message":"{text}"}}'.encode()], 1, pid, seq)
+            body = bodies.produce_body([f'{{"service":"{P0}","message":"{text}"}}'.encode()], 1, pid, seq)
             return await client.request(Command.PRODUCE, partition=0, body=body, timeout=5)
 
         try:
@@ -202,12 +202,12 @@ def test_sequence_gap_is_refused_and_a_duplicate_gets_the_original_offsets(clust
                     break
                 except ZlogError:
                     await asyncio.sleep(0.02)
-            first = wire.parse_ack((await produce(5, "gap-5")).body)  # a new producer may start anywhere
+            first = bodies.parse_ack((await produce(5, "gap-5")).body)  # a new producer may start anywhere
             with pytest.raises(ZlogError) as gap:
                 await produce(7, "gap-7")
             assert gap.value.code == "OUT_OF_ORDER_SEQUENCE" and gap.value.retry
-            second = wire.parse_ack((await produce(6, "gap-6")).body)
-            again = wire.parse_ack((await produce(6, "gap-6")).body)
+            second = bodies.parse_ack((await produce(6, "gap-6")).body)
+            again = bodies.parse_ack((await produce(6, "gap-6")).body)
         finally:
             client.close()
         assert second.offset == first.offset + 1 and not second.duplicate

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
+from zlog.protocol.bodies import Ack, Nack, Ready
 from zlog.protocol.errors import KINDS
-from zlog.protocol.wire import Ack, Command, MalformedFrame, Nack, Ready
+from zlog.protocol.wire import Command, MalformedFrame
 
 RID = 0x0102030405060708
 
@@ -44,7 +45,7 @@ def test_request_ids_cover_the_u64_range() -> None:
 
 
 def test_with_route_resolves_a_key_without_touching_the_body() -> None:
-    body = wire.produce_body([b'{"a":1}'], 7)
+    body = bodies.produce_body([b'{"a":1}'], 7)
     frames = wire.encode(Command.PRODUCE, RID, key=b"svc", body=body)
     routed = wire.with_route(frames, 2)
     msg = wire.decode(routed)
@@ -61,35 +62,35 @@ def test_empty_body_is_an_empty_map() -> None:
 )
 def test_produce_body_round_trips(pid: bytes | None, seq: int | None, tenant: str | None) -> None:
     lines = [b'{"timestamp":1,"service":"s","level":"","message":"m","labels":{}}', b"{}"]
-    got = wire.parse_produce(wire.produce_body(lines, 1795675988031, pid, seq, tenant))
+    got = bodies.parse_produce(bodies.produce_body(lines, 1795675988031, pid, seq, tenant))
     assert got.records == lines
     assert (got.max_timestamp, got.producer_id, got.sequence, got.tenant) == (1795675988031, pid, seq, tenant)
 
 
 @pytest.mark.parametrize("ack", [Ack(0, 0, 1), Ack(3, 2**40, 1000), Ack(1, -1, 5, duplicate=True)])
 def test_ack_round_trips(ack: Ack) -> None:
-    assert wire.parse_ack(wire.ack_body(ack)) == ack
+    assert bodies.parse_ack(bodies.ack_body(ack)) == ack
 
 
 @pytest.mark.parametrize("nack", [Nack("NO_OWNER", "partition 2 has no owner", True, 2), Nack("BAD_BODY", "x", False)])
 def test_nack_round_trips(nack: Nack) -> None:
-    assert wire.parse_nack(wire.nack_body(nack)) == nack
-    msg = wire.decode(wire.nack_frames(9, nack.code, nack.message, retry=nack.retry, partition=nack.partition))
+    assert bodies.parse_nack(bodies.nack_body(nack)) == nack
+    msg = wire.decode(bodies.nack_frames(9, nack.code, nack.message, retry=nack.retry, partition=nack.partition))
     assert msg.command is Command.NACK and msg.request_id == 9
-    assert wire.parse_nack(msg.body) == nack
+    assert bodies.parse_nack(msg.body) == nack
 
 
 def test_nack_of_garbage_is_still_a_nack() -> None:
-    assert wire.parse_nack(b"\xc1").code == "BAD_BODY"
-    assert wire.parse_nack(msgpack.packb({"code": 5, "partition": True})) == Nack("UNKNOWN", "", False, None)
+    assert bodies.parse_nack(b"\xc1").code == "BAD_BODY"
+    assert bodies.parse_nack(msgpack.packb({"code": 5, "partition": True})) == Nack("UNKNOWN", "", False, None)
 
 
 @pytest.mark.parametrize("ready", [Ready(0, (0, 1)), Ready(7, (), "node-a", 1234, 9117)])
 def test_ready_round_trips(ready: Ready) -> None:
-    assert wire.parse_ready(wire.ready_body(ready)) == ready
+    assert bodies.parse_ready(bodies.ready_body(ready)) == ready
 
 
-GOOD = wire.encode(Command.PRODUCE, RID, partition=1, body=wire.produce_body([b"{}"], 0))
+GOOD = wire.encode(Command.PRODUCE, RID, partition=1, body=bodies.produce_body([b"{}"], 0))
 
 
 @pytest.mark.parametrize(
@@ -150,22 +151,22 @@ def _packed(obj: Any) -> bytes:
 )
 def test_malformed_produce_bodies_are_bad_body(body: bytes) -> None:
     with pytest.raises(MalformedFrame) as info:
-        wire.parse_produce(body)
+        bodies.parse_produce(body)
     assert info.value.code == "BAD_BODY"
 
 
 @pytest.mark.parametrize(
     ("parse", "body"),
     [
-        (wire.parse_ack, _packed({"partition": 0, "count": 1})),
-        (wire.parse_ack, _packed({"partition": -1, "offset": 0, "count": 1})),
-        (wire.parse_ack, _packed({"partition": 0, "offset": -2, "count": 1})),
-        (wire.parse_ack, _packed({"partition": "0", "offset": 0, "count": 1})),
-        (wire.parse_ready, _packed({"worker": 0})),
-        (wire.parse_ready, _packed({"worker": 0, "partitions": [0, -1]})),
-        (wire.parse_ready, _packed({"worker": 0, "partitions": [True]})),
-        (wire.parse_ready, _packed({"partitions": [0]})),
-        (wire.parse_ready, _packed({"worker": 0, "partitions": [0], "pid": -5})),
+        (bodies.parse_ack, _packed({"partition": 0, "count": 1})),
+        (bodies.parse_ack, _packed({"partition": -1, "offset": 0, "count": 1})),
+        (bodies.parse_ack, _packed({"partition": 0, "offset": -2, "count": 1})),
+        (bodies.parse_ack, _packed({"partition": "0", "offset": 0, "count": 1})),
+        (bodies.parse_ready, _packed({"worker": 0})),
+        (bodies.parse_ready, _packed({"worker": 0, "partitions": [0, -1]})),
+        (bodies.parse_ready, _packed({"worker": 0, "partitions": [True]})),
+        (bodies.parse_ready, _packed({"partitions": [0]})),
+        (bodies.parse_ready, _packed({"worker": 0, "partitions": [0], "pid": -5})),
         (wire.unpack_body, _packed(None)),
     ],
 )
@@ -177,7 +178,7 @@ def test_malformed_reply_bodies_are_bad_body(parse: Any, body: bytes) -> None:
 
 # -- nothing but MalformedFrame, whatever arrives -----------------------------------------
 
-_PARSERS = (wire.parse_produce, wire.parse_ack, wire.parse_ready, wire.unpack_body)
+_PARSERS = (bodies.parse_produce, bodies.parse_ack, bodies.parse_ready, wire.unpack_body)
 
 msgpack_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
@@ -205,7 +206,7 @@ def test_random_frame_lists_never_raise_anything_else(frames: list[bytes]) -> No
         return
     for parse in _PARSERS:
         _only_malformed(parse, msg.body)
-    wire.parse_nack(msg.body)
+    bodies.parse_nack(msg.body)
 
 
 @settings(max_examples=300, deadline=None)
@@ -225,7 +226,7 @@ def test_random_bodies_never_raise_anything_else(obj: Any) -> None:
     body = _packed(obj)
     for parse in _PARSERS:
         _only_malformed(parse, body)
-    wire.parse_nack(body)
+    bodies.parse_nack(body)
 
 
 @settings(max_examples=300, deadline=None)
@@ -233,4 +234,4 @@ def test_random_bodies_never_raise_anything_else(obj: Any) -> None:
 def test_random_body_bytes_never_raise_anything_else(body: bytes) -> None:
     for parse in _PARSERS:
         _only_malformed(parse, body)
-    wire.parse_nack(body)
+    bodies.parse_nack(body)

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
 from zlog.protocol.wire import Command
 
@@ -142,10 +142,10 @@ class AsyncClient:
 
 
 def nack_error(msg: wire.Message) -> ZlogError:
-    return error_of(wire.parse_nack(msg.body))
+    return error_of(bodies.parse_nack(msg.body))
 
 
-def error_of(nack: wire.Nack) -> ZlogError:
+def error_of(nack: bodies.Nack) -> ZlogError:
     """The named error a NACK (or a per-batch refusal in a multi-partition ACK) stands for."""
     if nack.code == "NO_OWNER" and nack.partition is not None:
         return NoOwner(nack.partition)

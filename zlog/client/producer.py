@@ -34,7 +34,7 @@ from zlog.client.batch import Batch, Part, Share
 from zlog.client.connection import AsyncClient
 from zlog.client.sender import Sender, owners_of
 from zlog.ingest.records import Group, Limits, encode_batch
-from zlog.protocol import wire
+from zlog.protocol import bodies
 from zlog.protocol.errors import Backpressure, Timeout, ZlogError
 from zlog.protocol.hashing import Partitioner
 
@@ -275,7 +275,7 @@ class AsyncProducer:
             outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
             if outcome is None:
                 return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
-            if isinstance(outcome, wire.Ack):
+            if isinstance(outcome, bodies.Ack):
                 return outcome.offset, None
             error = outcome
             if error.code in OWNERSHIP_ERRORS:

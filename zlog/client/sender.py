@@ -23,11 +23,11 @@ from typing import Any
 
 from zlog.client.batch import Batch
 from zlog.client.connection import AsyncClient, error_of, nack_error
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.errors import Timeout, ZlogError
 from zlog.protocol.wire import Command
 
-Outcome = wire.Ack | ZlogError | None
+Outcome = bodies.Ack | ZlogError | None
 
 
 class Sender:
@@ -35,7 +35,7 @@ class Sender:
         self.client = client
         self.owners = owners
         self.coalesce = coalesce
-        self._outbox: dict[int, list[tuple[Batch, asyncio.Future[wire.Ack | ZlogError]]]] = {}
+        self._outbox: dict[int, list[tuple[Batch, asyncio.Future[bodies.Ack | ZlogError]]]] = {}
         self._outbox_scheduled = False
         self._refreshing = False
         self._refreshed_at = time.monotonic()
@@ -49,7 +49,7 @@ class Sender:
         return await self.direct(b, socket_index, remaining)
 
     def _body(self, b: Batch) -> bytes:
-        return wire.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
+        return bodies.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
 
     async def direct(self, b: Batch, socket_index: int, remaining: float) -> Outcome:
         """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
@@ -63,13 +63,13 @@ class Sender:
         except TimeoutError:
             return None
         if msg.command is Command.ACK:
-            return wire.parse_ack(msg.body)
+            return bodies.parse_ack(msg.body)
         return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
 
     async def together(self, b: Batch, owner: int, remaining: float) -> Outcome:
         """A first attempt: the batches for one owner that are ready in this loop turn travel as
         one PRODUCE (one router hop and one worker wake-up instead of one per partition)."""
-        fut: asyncio.Future[wire.Ack | ZlogError] = self.client.loop.create_future()
+        fut: asyncio.Future[bodies.Ack | ZlogError] = self.client.loop.create_future()
         self._outbox.setdefault(owner, []).append((b, fut))
         if not self._outbox_scheduled:
             self._outbox_scheduled = True
@@ -89,24 +89,24 @@ class Sender:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _send_together(self, owner: int, items: list[tuple[Batch, asyncio.Future[wire.Ack | ZlogError]]]) -> None:
+    async def _send_together(self, owner: int, items: list[tuple[Batch, asyncio.Future[bodies.Ack | ZlogError]]]) -> None:
         if len(items) == 1:
             b, f = items[0]
             outcome = await self.direct(b, owner, b.deadline - time.monotonic())
             if not f.done():
                 f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
             return
-        body = wire.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
+        body = bodies.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
                                          b.sequence if b.producer_id else None) for b, _ in items])
-        outcomes: list[wire.Ack | ZlogError]
+        outcomes: list[bodies.Ack | ZlogError]
         try:
             fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)
             msg = await asyncio.wait_for(fut, max(b.deadline for b, _ in items) - time.monotonic())
             if msg.command is Command.ACK:
-                results = wire.parse_multi_ack(msg.body)
+                results = bodies.parse_multi_ack(msg.body)
                 if len(results) != len(items):
                     raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
-                outcomes = [r if isinstance(r, wire.Ack) else error_of(r) for r in results]
+                outcomes = [r if isinstance(r, bodies.Ack) else error_of(r) for r in results]
             else:
                 err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
                 outcomes = [_for_partition(err, b.partition) for b, _ in items]
@@ -151,7 +151,7 @@ class Sender:
 
 def _for_partition(err: ZlogError, partition: int) -> ZlogError:
     """A whole-message failure, as the error of one of the batches it carried."""
-    return error_of(wire.Nack(err.code, err.message, err.retry, partition))
+    return error_of(bodies.Nack(err.code, err.message, err.retry, partition))
 
 
 def owners_of(meta: dict[str, Any], partitions: int) -> list[int | None]:

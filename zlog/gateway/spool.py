@@ -21,7 +21,7 @@ import random
 from zlog.client import AsyncProducer
 from zlog.gateway.wal import IngestWal
 from zlog.ops.metrics import GatewayMetrics
-from zlog.protocol import wire
+from zlog.protocol import bodies
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 
@@ -74,11 +74,11 @@ class Spool:
             if client is None:
                 await asyncio.sleep(BACKOFF_BASE_S)
                 continue
-            body = wire.produce_body(entry.lines, entry.max_timestamp, entry.producer_id, entry.sequence)
+            body = bodies.produce_body(entry.lines, entry.max_timestamp, entry.producer_id, entry.sequence)
             try:
                 msg = await client.request(Command.PRODUCE, partition=entry.partition, body=body,
                                            timeout=self.timeout_s)
-                wire.parse_ack(msg.body)
+                bodies.parse_ack(msg.body)
             except ZlogError as exc:
                 if exc.code == "OUT_OF_ORDER_SEQUENCE":
                     self._resequence(entry.number)

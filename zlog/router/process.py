@@ -25,7 +25,7 @@ import zmq
 from zlog.config import Config
 from zlog.ops.metrics import RouterMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
@@ -70,7 +70,7 @@ class Router:
 
     def _nack(self, sock: zmq.Socket[bytes], ident: bytes, rid: bytes, code: str, message: str,
               *, retry: bool, partition: int | None = None) -> None:
-        frames = wire.nack_frames(0, code, message, retry=retry, partition=partition)
+        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition)
         frames[2] = rid
         self._count("errors", code)
         try:
@@ -171,7 +171,7 @@ class Router:
         cmd = msg.command
         if cmd is Command.READY or cmd is Command.HEARTBEAT:
             try:
-                ready = wire.parse_ready(msg.body)
+                ready = bodies.parse_ready(msg.body)
             except wire.MalformedFrame as exc:
                 self._count("errors", "malformed_worker_frame")
                 log.warning("bad READY from worker", extra={"detail": str(exc)})

@@ -32,7 +32,7 @@ import zmq
 from zlog.config import Config
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
-from zlog.protocol import wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.wire import Command
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
@@ -52,7 +52,7 @@ class Reply:
     reply_to: bytes
     rid: bytes
     multi: bool
-    results: list[wire.Ack | wire.Nack | None]
+    results: list[bodies.Ack | bodies.Nack | None]
 
 
 @dataclass(slots=True)
@@ -87,8 +87,8 @@ class StorageWorker:
                                                "recovery_truncated_bytes": truncated,
                                                "ms": round((time.monotonic() - t0) * 1000, 1)})
         self.identity = b"w%d-%d" % (worker_id, os.getpid())
-        self.ready_body = wire.ready_body(
-            wire.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
+        self.ready_body = bodies.ready_body(
+            bodies.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
                        cfg.worker_metrics_port(worker_id))
         )
         self.sockets = [self._connect(ep) for ep in cfg.router.back]
@@ -122,7 +122,7 @@ class StorageWorker:
         self.metrics.errors.labels(kind=code).inc()
         if not reply_to:
             return  # nobody to answer
-        frames = wire.nack_frames(0, code, message, retry=retry, partition=partition)
+        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition)
         frames[2] = rid
         self._send(sock, reply_to, frames)
 
@@ -157,9 +157,9 @@ class StorageWorker:
             obj = wire.unpack_body(msg.body)
             multi = "batches" in obj
             if multi:
-                batches: list[tuple[int | None, wire.ProduceBody]] = list(wire.parse_multi_produce(obj))
+                batches: list[tuple[int | None, bodies.ProduceBody]] = list(bodies.parse_multi_produce(obj))
             else:
-                batches = [(msg.partition, wire.produce_from(obj))]
+                batches = [(msg.partition, bodies.produce_from(obj))]
         except wire.MalformedFrame as exc:
             self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=msg.partition)
             return
@@ -167,28 +167,28 @@ class StorageWorker:
         replies.append(reply)
         for i, (p, body) in enumerate(batches):
             outcome = self._append(p, body)
-            if isinstance(outcome, wire.Nack):
+            if isinstance(outcome, bodies.Nack):
                 self.metrics.errors.labels(kind=outcome.code).inc()
                 reply.results[i] = outcome
             else:
                 pending.append(Pending(reply, i, outcome[0], outcome[1]))
 
-    def _append(self, p: int | None, body: wire.ProduceBody) -> wire.Nack | tuple[int, AppendResult]:
+    def _append(self, p: int | None, body: bodies.ProduceBody) -> bodies.Nack | tuple[int, AppendResult]:
         """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
         plog = self.logs.get(p) if p is not None else None
         if plog is None or p is None:
-            return wire.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
+            return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
         if body.tenant not in (None, self.cfg.cluster.tenant):
-            return wire.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
+            return bodies.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
             return p, plog.append(body.records, body.max_timestamp, producer)
         except RecordTooLarge as exc:
-            return wire.Nack("RECORD_TOO_LARGE", str(exc), False, p)
+            return bodies.Nack("RECORD_TOO_LARGE", str(exc), False, p)
         except InvalidRecord as exc:
-            return wire.Nack("INVALID_RECORD", str(exc), False, p)
+            return bodies.Nack("INVALID_RECORD", str(exc), False, p)
         except OutOfOrderSequence as exc:
-            return wire.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
+            return bodies.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
 
     def commit(self, pending: list[Pending]) -> None:
         # partition -> (code, detail, how many of its staged batches were stored before the error)
@@ -229,25 +229,25 @@ class StorageWorker:
                     failed[x.partition] = (code, text, stored - 1)
                 else:
                     m.errors.labels(kind=code).inc()
-                    x.reply.results[x.index] = wire.Nack(code, text, True, x.partition)
+                    x.reply.results[x.index] = bodies.Nack(code, text, True, x.partition)
                     continue
             if r.duplicate:
                 m.duplicates.inc()
             else:
                 m.appended(x.partition, r.count)
-            x.reply.results[x.index] = wire.Ack(x.partition, r.base_offset, r.count, r.duplicate)
+            x.reply.results[x.index] = bodies.Ack(x.partition, r.base_offset, r.count, r.duplicate)
 
     def answer(self, reply: Reply) -> None:
         """Send what one PRODUCE message is owed, once every batch of it has a result."""
-        results = [r if r is not None else wire.Nack("INTERNAL", "no result", True) for r in reply.results]
+        results = [r if r is not None else bodies.Nack("INTERNAL", "no result", True) for r in reply.results]
         if reply.multi:
-            frames = wire.encode(Command.ACK, 0, body=wire.multi_ack_body(results))
+            frames = wire.encode(Command.ACK, 0, body=bodies.multi_ack_body(results))
         else:
             (r,) = results
-            if isinstance(r, wire.Ack):
-                frames = wire.encode(Command.ACK, 0, partition=r.partition, body=wire.ack_body(r))
+            if isinstance(r, bodies.Ack):
+                frames = wire.encode(Command.ACK, 0, partition=r.partition, body=bodies.ack_body(r))
             else:
-                frames = wire.encode(Command.NACK, 0, partition=r.partition, body=wire.nack_body(r))
+                frames = wire.encode(Command.NACK, 0, partition=r.partition, body=bodies.nack_body(r))
         frames[2] = reply.rid
         if reply.reply_to:
             self._send(reply.sock, reply.reply_to, frames)

@@ -1,0 +1,234 @@
+"""The bodies of wire messages: PRODUCE, ACK, NACK and READY, their builders and schema-checking parsers.
+
+``wire`` frames a message and leaves its body as bytes; the consumer of a message parses the body
+here, once.
+
+Invariants:
+- Every ``parse_*`` validates the schema and raises only ``MalformedFrame("BAD_BODY", ...)`` on
+  bad peer input; nothing here asserts on peer data.
+- Records travel as pre-encoded JSON lines (msgpack bin): no body codec re-encodes a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from zlog.protocol.wire import Command, MalformedFrame, encode, unpack_body
+
+
+def _int(obj: dict[str, Any], name: str, default: int | None = None, *, minimum: int = 0) -> int:
+    value = obj.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise MalformedFrame("BAD_BODY", f"{name} must be an integer >= {minimum}")
+    return value
+
+
+def _opt_int(obj: dict[str, Any], name: str) -> int | None:
+    return None if obj.get(name) is None else _int(obj, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceBody:
+    records: list[bytes]
+    max_timestamp: int
+    producer_id: bytes | None
+    sequence: int | None
+    tenant: str | None
+
+
+def produce_body(
+    records: Sequence[bytes],
+    max_timestamp: int,
+    producer_id: bytes | None = None,
+    sequence: int | None = None,
+    tenant: str | None = None,
+) -> bytes:
+    obj: dict[str, Any] = {"records": list(records), "max_ts": max_timestamp}
+    if producer_id is not None:
+        obj["pid"] = producer_id
+        obj["seq"] = sequence
+    if tenant is not None:
+        obj["tenant"] = tenant
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def parse_produce(body: bytes) -> ProduceBody:
+    return produce_from(unpack_body(body))
+
+
+def produce_from(obj: dict[str, Any]) -> ProduceBody:
+    """A single-partition PRODUCE from its unpacked body."""
+    records = obj.get("records")
+    if not isinstance(records, list) or not records:
+        raise MalformedFrame("BAD_BODY", "records must be a non-empty list")
+    for r in records:
+        if not isinstance(r, bytes):
+            raise MalformedFrame("BAD_BODY", "every record must be msgpack bin (JSON line bytes)")
+    pid = obj.get("pid")
+    if pid is not None and (not isinstance(pid, bytes) or not 1 <= len(pid) <= 16):
+        raise MalformedFrame("BAD_BODY", "pid must be 1..16 bytes")
+    seq = _opt_int(obj, "seq")
+    if (pid is None) != (seq is None):
+        raise MalformedFrame("BAD_BODY", "pid and seq go together")
+    tenant = obj.get("tenant")
+    if tenant is not None and not isinstance(tenant, str):
+        raise MalformedFrame("BAD_BODY", "tenant must be a string")
+    return ProduceBody(records, _int(obj, "max_ts", 0), pid, seq, tenant)
+
+
+def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes | None, int | None]]) -> bytes:
+    """Several partitions' batches in one PRODUCE, for partitions with the same owner (Kafka's
+    produce request): ``(partition, records, max_ts, producer id, sequence)`` each. The route
+    frame names the first partition; the worker answers one ACK with a result per batch."""
+    items = []
+    for partition, records, max_ts, pid, seq in batches:
+        item: dict[str, Any] = {"p": partition, "records": list(records), "max_ts": max_ts}
+        if pid is not None:
+            item["pid"] = pid
+            item["seq"] = seq
+        items.append(item)
+    return msgpack.packb({"batches": items}, use_bin_type=True)
+
+
+def parse_multi_produce(obj: dict[str, Any]) -> list[tuple[int, ProduceBody]]:
+    """The batches of an unpacked multi-partition PRODUCE body, each validated like a single one."""
+    items = obj.get("batches")
+    if not isinstance(items, list) or not items:
+        raise MalformedFrame("BAD_BODY", "batches must be a non-empty list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise MalformedFrame("BAD_BODY", "every batch must be a map")
+        out.append((_int(item, "p"), produce_from(item)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    partition: int
+    offset: int  # base offset of the batch; -1 if a duplicate too old to remember
+    count: int
+    duplicate: bool = False
+
+
+def ack_body(ack: Ack) -> bytes:
+    return msgpack.packb(
+        {"partition": ack.partition, "offset": ack.offset, "count": ack.count, "duplicate": ack.duplicate}
+    )
+
+
+def parse_ack(body: bytes) -> Ack:
+    return _ack_from(unpack_body(body))
+
+
+def _ack_from(obj: dict[str, Any]) -> Ack:
+    return Ack(
+        _int(obj, "partition"),
+        _int(obj, "offset", minimum=-1),
+        _int(obj, "count"),
+        bool(obj.get("duplicate", False)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    code: str
+    message: str
+    retry: bool
+    partition: int | None = None
+
+
+def nack_body(nack: Nack) -> bytes:
+    obj: dict[str, Any] = {"code": nack.code, "message": nack.message, "retry": nack.retry}
+    if nack.partition is not None:
+        obj["partition"] = nack.partition
+    return msgpack.packb(obj)
+
+
+def parse_nack(body: bytes) -> Nack:
+    try:
+        obj = unpack_body(body)
+    except MalformedFrame as exc:
+        return Nack("BAD_BODY", str(exc), False)
+    code = obj.get("code")
+    msg = obj.get("message")
+    part = obj.get("partition")
+    return Nack(
+        code if isinstance(code, str) else "UNKNOWN",
+        msg if isinstance(msg, str) else "",
+        bool(obj.get("retry", False)),
+        part if isinstance(part, int) and not isinstance(part, bool) else None,
+    )
+
+
+def nack_frames(request_id: int, code: str, message: str, *, retry: bool, partition: int | None = None) -> list[bytes]:
+    return encode(Command.NACK, request_id, partition=partition, body=nack_body(Nack(code, message, retry, partition)))
+
+
+def multi_ack_body(results: Sequence[Ack | Nack]) -> bytes:
+    """The answer to a multi-partition PRODUCE: one ACK or NACK per batch, in request order."""
+    out: list[dict[str, Any]] = []
+    for r in results:
+        if isinstance(r, Ack):
+            out.append({"partition": r.partition, "offset": r.offset, "count": r.count, "duplicate": r.duplicate})
+        else:
+            out.append({"partition": r.partition, "code": r.code, "message": r.message, "retry": r.retry})
+    return msgpack.packb({"results": out})
+
+
+def parse_multi_ack(body: bytes) -> list[Ack | Nack]:
+    obj = unpack_body(body)
+    items = obj.get("results")
+    if not isinstance(items, list):
+        raise MalformedFrame("BAD_BODY", "results must be a list")
+    out: list[Ack | Nack] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise MalformedFrame("BAD_BODY", "every result must be a map")
+        if "code" in item:
+            part = item.get("partition")
+            out.append(Nack(str(item["code"]), str(item.get("message", "")), bool(item.get("retry", False)),
+                            part if isinstance(part, int) and not isinstance(part, bool) else None))
+        else:
+            out.append(_ack_from(item))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    worker_id: int
+    partitions: tuple[int, ...]
+    node: str = ""
+    pid: int = 0
+    metrics_port: int = 0
+
+
+def ready_body(ready: Ready) -> bytes:
+    return msgpack.packb(
+        {
+            "worker": ready.worker_id,
+            "partitions": list(ready.partitions),
+            "node": ready.node,
+            "pid": ready.pid,
+            "metrics_port": ready.metrics_port,
+        }
+    )
+
+
+def parse_ready(body: bytes) -> Ready:
+    obj = unpack_body(body)
+    parts = obj.get("partitions")
+    if not isinstance(parts, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in parts):
+        raise MalformedFrame("BAD_BODY", "partitions must be a list of integers >= 0")
+    node = obj.get("node", "")
+    return Ready(
+        _int(obj, "worker"),
+        tuple(parts),
+        node if isinstance(node, str) else "",
+        _int(obj, "pid", 0),
+        _int(obj, "metrics_port", 0),
+    )
