@@ -1,4 +1,4 @@
-"""The filter spec, its codecs, the line predicate (zlog.read.query) and paging (zlog.read.paging): pure, no I/O."""
+"""The filter spec and line predicate (zlog.read.query), HTTP parameters (zlog.read.params) and paging (zlog.read.paging): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zlog.ingest.records import Limits, encode_batch
+from zlog.protocol.errors import BadParameter
 from zlog.read.paging import EXHAUSTED, Cursor, PageMerge, decode_cursor, timestamp_of, with_position
-from zlog.read.query import (
-    MAX_LIMIT,
-    BadParameter,
-    Filter,
-    compile_filter,
-    parse_params,
-    parse_time,
-    to_params,
-)
+from zlog.read.params import parse_params, parse_time, to_params
+from zlog.read.query import MAX_LIMIT, Filter, compile_filter
 
 NOW = 1_800_000_000_000
 

@@ -27,11 +27,12 @@ from aiohttp import web
 from zlog.client import AsyncClient
 from zlog.gateway import ui
 from zlog.gateway.context import CONTEXT, GatewayContext
-from zlog.protocol.errors import ZlogError
+from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.hashing import partition_for
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, PageMerge, timestamp_of, with_position
-from zlog.read.query import MAX_LIMIT, BadParameter, Filter, parse_params
+from zlog.read.params import parse_params
+from zlog.read.query import MAX_LIMIT, Filter
 
 SEARCH_DEADLINE_S = 2.0
 FETCH_BYTES = 4 * 1024 * 1024

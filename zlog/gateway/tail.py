@@ -24,10 +24,11 @@ from aiohttp import web
 
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.read_api import FETCH_BYTES, _ask, _now_ms, _partition_count, scope
-from zlog.protocol.errors import ZlogError
+from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, decode_cursor, with_position
-from zlog.read.query import BadParameter, Filter, Predicate, compile_filter, parse_params
+from zlog.read.params import parse_params
+from zlog.read.query import Filter, Predicate, compile_filter
 
 log = logging.getLogger("zlog.gateway.read")
 

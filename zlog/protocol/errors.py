@@ -102,3 +102,16 @@ class Timeout(ZlogError):
 class InvalidRecord(ZlogError):
     def __init__(self, message: str) -> None:
         super().__init__("INVALID_RECORD", message)
+
+
+class BadParameter(ZlogError):
+    """A query parameter is invalid; ``parameter`` names it (HTTP 400 BAD_PARAMETER)."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__("BAD_PARAMETER", f"{parameter}: {problem}")
+        self.parameter = parameter
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        out["parameter"] = self.parameter
+        return out

@@ -1,4 +1,4 @@
-"""The read path, pure: the filter spec and line predicate (``query``), cursors and the k-way page
+"""The read path, pure: the filter spec and line predicate (``query``), HTTP parameters (``params``), cursors and the k-way page
 merge across partitions (``paging``).
 
 Invariants:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from zlog.read.query import BadParameter
+from zlog.protocol.errors import BadParameter
 
 EXHAUSTED = -1
 

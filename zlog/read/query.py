@@ -2,7 +2,7 @@
 
 A ``Filter`` says which stored records a reader wants: services, levels, a message substring
 (``contains``), a message regex, label equality, and a time range ``[since_ms, until_ms]``.
-It is parsed from HTTP parameters (``parse_params``), carried to workers in a SEARCH body
+It is parsed from HTTP parameters (``zlog.read.params``), carried to workers in a SEARCH body
 (``Filter.to_body`` / ``Filter.from_body``), and turned into a predicate on raw line bytes
 (``compile_filter``). Paging (cursors and the merge of partitions) is ``zlog.read.paging``.
 
@@ -15,25 +15,20 @@ Invariants:
   orjson (``zlog.ingest.records`` is the only encoder), whose escaping is per character, so the escaped
   needle is a substring of the escaped message whenever the needle is a substring of the message.
 - Level comparison ignores case; service, label and ``contains`` comparisons are exact.
-- A ``?cursor=`` is accepted only for the request's direction and filter digest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import regex
 
-from zlog.protocol.errors import ZlogError
-
-if TYPE_CHECKING:
-    from zlog.read.paging import Cursor
+from zlog.protocol.errors import BadParameter
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
@@ -44,21 +39,6 @@ MAX_VALUES = 64  # services, levels or labels in one filter
 Predicate = Callable[[bytes], bool]
 
 REGEX_TIMEOUT_S = 0.05
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-class BadParameter(ZlogError):
-    """A query parameter is invalid; ``parameter`` names it (HTTP 400 BAD_PARAMETER)."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__("BAD_PARAMETER", f"{parameter}: {problem}")
-        self.parameter = parameter
-
-    def to_json(self) -> dict[str, object]:
-        out = super().to_json()
-        out["parameter"] = self.parameter
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,131 +150,6 @@ def _opt_ms(value: Any, name: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadParameter(name, "must be an integer of unix milliseconds")
     return value
-
-
-# -- HTTP parameters ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """A parsed ``/v1/logs`` (or ``/v1/tail``) request."""
-
-    filter: Filter = field(default_factory=Filter)
-    limit: int = DEFAULT_LIMIT
-    backward: bool = True
-    cursor: Cursor | None = None
-
-
-def parse_time(text: str, name: str, now_ms: int) -> int:
-    """Unix ms (digits), RFC 3339, or a duration ago (``15m``, ``2h``, ``500ms``, ``7d``)."""
-    text = text.strip()
-    if not text:
-        raise BadParameter(name, "empty")
-    if text.isdigit():
-        return int(text)
-    m = _DURATION.match(text)
-    if m:
-        return now_ms - int(m.group(1)) * _UNIT_MS[m.group(2)]
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadParameter(name, "expected unix milliseconds, RFC 3339, or a duration such as 15m") from None
-    if dt.tzinfo is None:
-        raise BadParameter(name, "an RFC 3339 time needs a zone offset (Z or +hh:mm)")
-    return int(dt.timestamp() * 1000)
-
-
-def parse_limit(text: str | None, default: int = DEFAULT_LIMIT) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        n = int(text)
-    except ValueError:
-        raise BadParameter("limit", "must be an integer") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise BadParameter("limit", f"must be 1..{MAX_LIMIT}")
-    return n
-
-
-_KNOWN = frozenset(("service", "level", "contains", "q", "regex", "since", "until", "limit", "direction", "cursor"))
-
-
-def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool = True) -> Query:
-    """Parse query-string pairs (repeated keys allowed) into a ``Query``.
-
-    ``service`` and ``level`` repeat (``level`` also splits on commas); ``label.<k>=<v>`` adds a
-    label condition; ``q`` is an alias of ``contains``. Unknown parameters are refused when
-    ``strict`` (a typo must not silently widen a search).
-    """
-    services: list[str] = []
-    levels: list[str] = []
-    labels: dict[str, str] = {}
-    single: dict[str, str] = {}
-    for key, value in pairs:
-        if key == "service":
-            if not value:
-                raise BadParameter("service", "empty")
-            if value not in services:
-                services.append(value)
-        elif key == "level":
-            for lv in value.split(","):
-                lv = lv.strip()
-                if lv and lv.lower() not in (x.lower() for x in levels):
-                    levels.append(lv)
-        elif key.startswith("label."):
-            name = key[6:]
-            if not name:
-                raise BadParameter(key, "label name is empty")
-            labels[name] = value
-        elif key in _KNOWN:
-            if key in single and single[key] != value:
-                raise BadParameter(key, "given more than once")
-            single[key] = value
-        elif strict:
-            raise BadParameter(key, "unknown parameter")
-    contains = single.get("contains", single.get("q"))
-    since = parse_time(single["since"], "since", now_ms) if single.get("since") else None
-    until = parse_time(single["until"], "until", now_ms) if single.get("until") else None
-    direction = single.get("direction") or "backward"
-    if direction not in ("backward", "forward"):
-        raise BadParameter("direction", "must be backward or forward")
-    f = Filter(
-        tuple(services),
-        tuple(levels),
-        contains or None,
-        single.get("regex") or None,
-        tuple(sorted(labels.items())),
-        since,
-        until,
-    )
-    f.check()
-    backward = direction == "backward"
-    # Imported here: zlog.read.paging builds on this module (its cursor errors are BadParameter).
-    from zlog.read.paging import decode_cursor
-
-    cursor = decode_cursor(single["cursor"]) if single.get("cursor") else None
-    if cursor is not None:
-        if cursor.backward != backward:
-            raise BadParameter("cursor", "was made for the other direction")
-        if cursor.filter_digest != f.digest():
-            raise BadParameter("cursor", "was made for other filters")
-    return Query(f, parse_limit(single.get("limit")), backward, cursor)
-
-
-def to_params(f: Filter) -> list[tuple[str, str]]:
-    """The inverse of ``parse_params`` for the filter part (times as unix ms)."""
-    out: list[tuple[str, str]] = [("service", s) for s in f.services]
-    out += [("level", lv) for lv in f.levels]
-    if f.contains is not None:
-        out.append(("contains", f.contains))
-    if f.regex is not None:
-        out.append(("regex", f.regex))
-    out += [(f"label.{k}", v) for k, v in f.labels]
-    if f.since_ms is not None:
-        out.append(("since", str(f.since_ms)))
-    if f.until_ms is not None:
-        out.append(("until", str(f.until_ms)))
-    return out
 
 
 # -- the predicate ------------------------------------------------------------------------

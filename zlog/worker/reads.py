@@ -36,8 +36,9 @@ import orjson
 
 from zlog.config import StorageConfig
 from zlog.protocol import wire
+from zlog.protocol.errors import BadParameter
 from zlog.protocol.wire import Command
-from zlog.read.query import MAX_LIMIT, BadParameter, Filter, compile_filter
+from zlog.read.query import MAX_LIMIT, Filter, compile_filter
 from zlog.storage import PartitionLog
 
 MAX_RECORDS = 10_000
