@@ -24,53 +24,28 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from zlog.client import AsyncClient
-from zlog.gateway import ui
 from zlog.gateway.context import CONTEXT, GatewayContext
+from zlog.gateway.partitions import (
+    FETCH_BYTES,
+    ask,
+    client_of,
+    now_ms,
+    partition_count,
+    scope,
+    stats_all,
+    timeout_s,
+)
 from zlog.protocol.errors import BadParameter, ZlogError
-from zlog.protocol.hashing import partition_for
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, PageMerge, timestamp_of, with_position
 from zlog.read.params import parse_params
 from zlog.read.query import MAX_LIMIT, Filter
 
 SEARCH_DEADLINE_S = 2.0
-FETCH_BYTES = 4 * 1024 * 1024
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
-
-
-def _client(ctx: GatewayContext) -> AsyncClient:
-    client = ctx.producer.client
-    if client is None:
-        raise ZlogError("SHUTTING_DOWN", "the gateway has no router connection")
-    return client
-
-
-def _partition_count(ctx: GatewayContext) -> int:
-    return ctx.producer.partitions or ctx.cfg.cluster.partitions
-
-
-def _timeout(ctx: GatewayContext) -> float:
-    return ctx.cfg.gateway.request_timeout_ms / 1000.0
-
-
-def scope(flt: Filter, partitions: int) -> list[int]:
-    """The partitions a filter can match: a service filter names them, otherwise all."""
-    if flt.services:
-        return sorted({partition_for(s, partitions) for s in flt.services})
-    return list(range(partitions))
-
-
-async def _ask(ctx: GatewayContext, command: Command, partition: int, body: dict[str, Any]) -> dict[str, Any]:
-    msg = await _client(ctx).request(command, partition=partition, body=body, timeout=_timeout(ctx))
-    return msg.unpack()
 
 
 async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backward: bool, limit: int,
@@ -83,7 +58,7 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
     errors = {} if errors is None else errors
     merge = PageMerge(parts, backward, limit, cursor, flt.digest())
     fbody = flt.to_body()
-    deadline = time.monotonic() + min(SEARCH_DEADLINE_S, _timeout(ctx))
+    deadline = time.monotonic() + min(SEARCH_DEADLINE_S, timeout_s(ctx))
     scanned = scanned_bytes = 0
     while not merge.run():
         if merge.out and time.monotonic() > deadline:
@@ -95,7 +70,7 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
             body: dict[str, Any] = {"filter": fbody, "backward": backward, "limit": remaining}
             if start is not None:
                 body["start"] = start
-            bodies.append(_ask(ctx, Command.SEARCH, p, body))
+            bodies.append(ask(ctx, Command.SEARCH, p, body))
         replies = await asyncio.gather(*bodies, return_exceptions=True)
         for p, r in zip(wanted, replies, strict=True):
             if isinstance(r, BaseException):
@@ -126,8 +101,8 @@ def _records_json(items: list[tuple[int, int, bytes]]) -> bytes:
 async def get_logs(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     t0 = time.perf_counter()
-    q = parse_params(request.query.items(), _now_ms())
-    n = _partition_count(ctx)
+    q = parse_params(request.query.items(), now_ms())
+    n = partition_count(ctx)
     parts = scope(q.filter, n)
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):
         raise BadParameter("cursor", "names a partition this cluster does not have")
@@ -179,10 +154,10 @@ async def get_query(request: web.Request) -> web.Response:
     # maximum, and the header says so (the body must stay the original's bare array).
     limit = min(asked, MAX_LIMIT)
     flt = Filter(services=(service,))
-    parts = scope(flt, _partition_count(ctx))
+    parts = scope(flt, partition_count(ctx))
     cursor: Cursor | None = None
     items: list[tuple[int, int, bytes]] = []
-    deadline = time.monotonic() + _timeout(ctx) / 2
+    deadline = time.monotonic() + timeout_s(ctx) / 2
     while True:  # a rare service may need more than one bounded round
         merge, _, _ = await run_search(ctx, flt, parts, True, limit - len(items), cursor)
         items += merge.out
@@ -196,22 +171,12 @@ async def get_query(request: web.Request) -> web.Response:
     return resp
 
 
-async def _stats_all(ctx: GatewayContext, parts: list[int], body: dict[str, Any]) -> list[dict[str, Any] | ZlogError]:
-    async def one(p: int) -> dict[str, Any] | ZlogError:
-        try:
-            return await _ask(ctx, Command.STATS, p, body)
-        except ZlogError as exc:
-            return exc
-
-    return list(await asyncio.gather(*(one(p) for p in parts)))
-
-
 async def get_services(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    parts = list(range(_partition_count(ctx)))
+    parts = list(range(partition_count(ctx)))
     found: list[dict[str, Any]] = []
     errors = []
-    for p, r in zip(parts, await _stats_all(ctx, parts, {"services": True}), strict=True):
+    for p, r in zip(parts, await stats_all(ctx, parts, {"services": True}), strict=True):
         if isinstance(r, ZlogError):
             errors.append({"partition": p, "error": r.code, "message": r.message})
             continue
@@ -222,13 +187,13 @@ async def get_services(request: web.Request) -> web.Response:
 
 async def get_partitions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    n = _partition_count(ctx)
+    n = partition_count(ctx)
     try:
-        owners = (await _client(ctx).metadata(timeout=_timeout(ctx))).get("owners", [])
+        owners = (await client_of(ctx).metadata(timeout=timeout_s(ctx))).get("owners", [])
     except ZlogError:
         owners = []
     out = []
-    for p, r in zip(range(n), await _stats_all(ctx, list(range(n)), {}), strict=True):
+    for p, r in zip(range(n), await stats_all(ctx, list(range(n)), {}), strict=True):
         owner = owners[p] if p < len(owners) else None
         if isinstance(r, ZlogError):
             out.append({"partition": p, "owner": owner, "error": r.code, "message": r.message})
@@ -254,14 +219,14 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 async def get_records(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    n = _partition_count(ctx)
+    n = partition_count(ctx)
     text = request.match_info["partition"]
     if not text.isdigit() or int(text) >= n:
         raise ZlogError("NOT_FOUND", f"no partition {text!r}; this cluster has 0..{n - 1}")
     p = int(text)
     offset = _int_param(request, "offset", 0, 0, 1 << 62)
     limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    r = await _ask(ctx, Command.FETCH, p, {"offset": offset, "max_records": limit, "max_bytes": FETCH_BYTES})
+    r = await ask(ctx, Command.FETCH, p, {"offset": offset, "max_records": limit, "max_bytes": FETCH_BYTES})
     items = [(p, o, line) for o, line in r["records"]]
     meta = {"partition": p, "next_offset": r["next_offset"], "lowest_offset": r["lowest_offset"],
             "high_watermark": r["high_watermark"]}
@@ -274,8 +239,3 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/services", get_services)
     app.router.add_get("/v1/partitions", get_partitions)
     app.router.add_get("/v1/partitions/{partition}/records", get_records)
-    # Imported here: the tail builds on this module's helpers (scope, _ask).
-    from zlog.gateway import tail
-
-    tail.setup(app)
-    ui.setup(app)

@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from zlog.gateway.context import CONTEXT, GatewayContext
-from zlog.gateway.read_api import FETCH_BYTES, _ask, _now_ms, _partition_count, scope
+from zlog.gateway.partitions import FETCH_BYTES, ask, now_ms, partition_count, scope
 from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, decode_cursor, with_position
@@ -78,7 +78,7 @@ class TailHub:
         if len(self.subscribers) >= MAX_SUBSCRIBERS:
             raise ZlogError("BACKPRESSURE", f"at most {MAX_SUBSCRIBERS} live tails per gateway process")
         missing = [p for p in parts if p not in self.heads]
-        stats = await asyncio.gather(*(_ask(self.ctx, Command.STATS, p, {}) for p in missing))
+        stats = await asyncio.gather(*(ask(self.ctx, Command.STATS, p, {}) for p in missing))
         for p, st in zip(missing, stats, strict=True):
             self.heads.setdefault(p, st["next_offset"])
         # No await from here on: the snapshot and the registration are one step for the poller.
@@ -115,7 +115,7 @@ class TailHub:
             if head is None:
                 return
             try:
-                r = await _ask(self.ctx, Command.FETCH, p,
+                r = await ask(self.ctx, Command.FETCH, p,
                                {"offset": head, "max_records": FETCH_RECORDS, "max_bytes": FETCH_BYTES})
             except ZlogError as exc:
                 log.debug("tail poll failed", extra={"partition": p, "error": exc.code})
@@ -144,13 +144,13 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     hub = request.app[HUB]
     pairs = [(k, v) for k, v in request.query.items() if k not in ("cursor", "direction", "limit")]
-    flt = parse_params(pairs, _now_ms()).filter
+    flt = parse_params(pairs, now_ms()).filter
     digest = flt.digest()
     resume = request.headers.get("Last-Event-ID") or request.query.get("cursor") or ""
     cursor = decode_cursor(resume, "Last-Event-ID" if request.headers.get("Last-Event-ID") else "cursor") if resume else None
     if cursor is not None and (cursor.backward or cursor.filter_digest != digest):
         raise BadParameter("cursor", "is not a tail cursor for these filters")
-    parts = scope(flt, _partition_count(ctx))
+    parts = scope(flt, partition_count(ctx))
     pred = compile_filter(flt)
     sub, heads = await hub.subscribe(parts)
     try:
@@ -178,7 +178,7 @@ async def _catch_up(ctx: GatewayContext, resp: web.StreamResponse, flt: Filter, 
     fbody = flt.to_body()
     for p in parts:
         while pos[p] < heads[p]:
-            r = await _ask(ctx, Command.SEARCH, p, {"filter": fbody, "backward": False, "start": pos[p],
+            r = await ask(ctx, Command.SEARCH, p, {"filter": fbody, "backward": False, "start": pos[p],
                                                     "limit": 500})
             chunks = []
             for o, line in r["records"]:
