@@ -10,6 +10,7 @@ Invariants:
 from zlog.config.loading import load, validate
 from zlog.config.sections import (
     DEFAULT_CONFIG_PATH,
+    AuthConfig,
     ClusterConfig,
     Config,
     ConfigError,
@@ -24,6 +25,7 @@ from zlog.config.sections import (
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "AuthConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",

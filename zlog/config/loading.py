@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zlog.config.sections import DEFAULT_CONFIG_PATH, Config, ConfigError, FsyncPolicy
+from zlog.tenants.ids import is_valid
 
 _SECTIONS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Config))
 
@@ -51,7 +52,7 @@ def _coerce(section: str, key: str, target: Any, value: Any) -> Any:
             if value in ("", None):
                 raise ConfigError(f"{name}: must not be empty")
             return Path(value)
-        if target is None and key.endswith("_dir"):
+        if target is None and key.endswith(("_dir", "_file")):
             return Path(value) if value not in ("", None) else None
         if isinstance(target, tuple):
             if isinstance(value, str):
@@ -139,6 +140,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("gateway limits must be positive (max_body_bytes >= 1024)")
     if g.max_inflight_bytes < g.max_body_bytes:
         raise ConfigError("gateway.max_inflight_bytes must be >= gateway.max_body_bytes")
+    if cfg.auth.mode not in ("none", "token", "basic"):
+        raise ConfigError("auth.mode must be none, token or basic")
+    if not is_valid(c.tenant):
+        raise ConfigError("cluster.tenant must be a tenant id (1..150 bytes of 0-9 a-z A-Z ! - _ . * ' ( ))")
     if cfg.log.format not in ("json", "logfmt"):
         raise ConfigError("log.format must be json or logfmt")
     if cfg.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):

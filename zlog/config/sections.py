@@ -117,6 +117,24 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Who may call the gateway's HTTP API (docs/security.md).
+
+    ``none``: nobody is asked; the tenant is ``X-Scope-OrgID`` or ``cluster.tenant``, and the
+    gateway refuses to listen beyond loopback unless ``allow_insecure``. ``token``: a bearer
+    token, ``basic``: a user and password; both come from ``credentials_file`` and name a tenant
+    and a role (write, read, admin).
+    """
+
+    mode: str = "none"  # none | token | basic
+    credentials_file: Path | None = None  # default: <data_dir>/credentials.json
+    allow_insecure: bool = False
+    open_paths: tuple[str, ...] = ("/metrics", "/ready", "/healthz")
+    # A verified credential is remembered (by a keyed digest, never in clear) this long.
+    cache_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json | logfmt
@@ -129,6 +147,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def partitions_of(self, worker_id: int) -> tuple[int, ...]:
         return assign_partitions(self.cluster.partitions, self.cluster.workers)[worker_id]

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.gateway import read_api, tail, ui
+from zlog.gateway.auth import authenticate
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.spool import Spool
@@ -114,7 +115,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
                              linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches)
     await producer.start(timeout=30.0)
     ctx = GatewayContext.create(cfg, producer, index)
-    app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json])
+    app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json, authenticate])
     app[CONTEXT] = ctx
     app.router.add_post("/v1/logs", post_logs)
     app.router.add_get("/healthz", healthz)

@@ -1,0 +1,1 @@
+"""Tenants: every record belongs to one; ``ids`` says which names are tenant ids."""
