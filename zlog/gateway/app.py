@@ -174,7 +174,9 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
     loop.add_signal_handler(signal.SIGTERM, on_term)
     log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(),
                                         "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})
-    web.run_app(app, host=host, port=port, reuse_port=True, print=None, access_log=None,
+    # SO_REUSEADDR too (as every zlog listener: libzmq sets it on TCP binds, prometheus-client
+    # on /metrics), so a restart never waits for the last run's connections in TIME_WAIT.
+    web.run_app(app, host=host, port=port, reuse_port=True, reuse_address=True, print=None, access_log=None,
                 shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1, loop=loop,
                 handle_signals=False)
     log.info("gateway stopped")

@@ -167,12 +167,17 @@ def summary(cfg: Config, *, data_dir: Path, conf: Path, ready: bool, now_ms: int
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether nothing is listening on (host, port).
+
+    The bind sets SO_REUSEADDR, as the gateway's own listener does: connections of a cluster that
+    just stopped linger in TIME_WAIT on that port, and only a listener may make ``up`` refuse."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
     except OSError:
         return True  # let the gateway report it
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(addr)
         except OSError:
