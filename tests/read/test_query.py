@@ -38,6 +38,12 @@ def reference(f: Filter, rec: dict[str, Any]) -> bool:
         and all(labels.get(k) == v for k, v in f.labels)
         and (f.since_ms is None or rec["timestamp"] >= f.since_ms)
         and (f.until_ms is None or rec["timestamp"] <= f.until_ms)
+        and not any(
+            (k == "service" and rec["service"] == v)
+            or (k == "level" and rec.get("level", "").lower() == v.lower())
+            or (k.startswith("label.") and labels.get(k[6:]) == v)
+            for k, v in f.exclude
+        )
     )
 
 
@@ -71,6 +77,14 @@ CASES: list[tuple[str, Filter, dict[str, Any], bool]] = [
     ("since after", Filter(since_ms=1001), BASE, False),
     ("until inclusive", Filter(until_ms=1000), BASE, True),
     ("until before", Filter(until_ms=999), BASE, False),
+    ("exclude service", Filter(exclude=(("service", "auth_service"),)), BASE, False),
+    ("exclude other service", Filter(exclude=(("service", "billing"),)), BASE, True),
+    ("exclude level ignores case", Filter(exclude=(("level", "info"),)), BASE, False),
+    ("exclude label", Filter(exclude=(("label.pod", "a-1"),)), BASE, False),
+    ("exclude absent label keeps", Filter(exclude=(("label.zone", "eu"),)), BASE, True),
+    ("exclude a label value named in the message", Filter(exclude=(("label.k", "v"),)),
+     {**BASE, "message": '"k":"v"'}, True),
+    ("include and exclude", Filter(levels=("INFO",), exclude=(("label.region", "us"),)), BASE, True),
     ("all together", Filter(("auth_service",), ("INFO",), "token", "refresh", (("pod", "a-1"),), 0, 2000),
      BASE, True),
 ]
@@ -101,6 +115,9 @@ _filters = st.builds(
     labels=st.lists(st.tuples(st.sampled_from(["k", "service"]), _text), max_size=1).map(tuple),
     since_ms=st.none() | st.integers(0, 50),
     until_ms=st.none() | st.integers(0, 50),
+    exclude=st.lists(st.tuples(st.sampled_from(["service", "level", "label.k", "label.service"]),
+                               st.sampled_from(["a", 'q"x', "é", "info", "ERROR", "b\\"])),
+                     max_size=2, unique=True).map(sorted).map(tuple),
 )
 
 
@@ -121,7 +138,7 @@ def test_filter_body_round_trip(flt: Filter) -> None:
     again = parse_params(to_params(flt), NOW)
     assert again.filter.to_body() == Filter(
         flt.services, tuple(dict.fromkeys(flt.levels)), flt.contains or None, flt.regex, flt.labels,
-        flt.since_ms, flt.until_ms,
+        flt.since_ms, flt.until_ms, flt.exclude,
     ).to_body()
 
 
@@ -156,6 +173,9 @@ def test_parse_params_defaults() -> None:
     ([("cursor", "eyJ2IjoyfQ")], "cursor"),
     ([("service", "")], "service"),
     ([("label.", "x")], "label."),
+    ([("-message", "x")], "-message"),
+    ([("-service", "")], "-service"),
+    ([("-label.", "x")], "-label."),
     ([("servce", "a")], "servce"),
     ([("limit", "1"), ("limit", "2")], "limit"),
 ])
@@ -273,3 +293,13 @@ def test_a_catastrophic_regex_fails_the_search_instead_of_stalling_it() -> None:
         pred(line)
     assert info.value.parameter == "regex"
     assert time.monotonic() - t0 < 20 * REGEX_TIMEOUT_S
+
+
+def test_parse_params_exclusions() -> None:
+    q = parse_params([("-service", "a"), ("-level", "debug,INFO"), ("-label.pod", "x"), ("-service", "a")], NOW)
+    assert q.filter.exclude == (("label.pod", "x"), ("level", "INFO"), ("level", "debug"), ("service", "a"))
+    assert q.filter.digest() != Filter().digest()  # a cursor made without them is refused
+    with pytest.raises(BadParameter):
+        Filter.from_body({"exclude": [["message", "x"]]})
+    with pytest.raises(BadParameter):
+        Filter.from_body({"exclude": [["service"]]})

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from zlog.protocol.errors import BadParameter
 from zlog.read.paging import Cursor, decode_cursor
-from zlog.read.query import DEFAULT_LIMIT, MAX_LIMIT, Filter
+from zlog.read.query import DEFAULT_LIMIT, EXCLUDE_FIELDS, MAX_LIMIT, Filter
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -69,15 +69,31 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
     """Parse query-string pairs (repeated keys allowed) into a ``Query``.
 
     ``service`` and ``level`` repeat (``level`` also splits on commas); ``label.<k>=<v>`` adds a
-    label condition; ``q`` is an alias of ``contains``. Unknown parameters are refused when
+    label condition; ``-service``, ``-level`` and ``-label.<k>`` (repeatable) exclude a value;
+    ``q`` is an alias of ``contains``. Unknown parameters are refused when
     ``strict`` (a typo must not silently widen a search).
     """
     services: list[str] = []
     levels: list[str] = []
     labels: dict[str, str] = {}
+    exclude: set[tuple[str, str]] = set()
     single: dict[str, str] = {}
     for key, value in pairs:
-        if key == "service":
+        if key.startswith("-"):
+            name = key[1:]
+            if name not in EXCLUDE_FIELDS and not name.startswith("label."):
+                if strict:
+                    raise BadParameter(key, "only service, level and label.<k> can be excluded")
+                continue
+            if name == "label.":
+                raise BadParameter(key, "label name is empty")
+            if name == "level":
+                exclude.update(("level", lv.strip()) for lv in value.split(",") if lv.strip())
+            elif value:
+                exclude.add((name, value))
+            else:
+                raise BadParameter(key, "empty")
+        elif key == "service":
             if not value:
                 raise BadParameter("service", "empty")
             if value not in services:
@@ -112,6 +128,7 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
         tuple(sorted(labels.items())),
         since,
         until,
+        tuple(sorted(exclude)),
     )
     f.check()
     backward = direction == "backward"
@@ -137,6 +154,7 @@ def to_params(f: Filter) -> list[tuple[str, str]]:
         out.append(("since", str(f.since_ms)))
     if f.until_ms is not None:
         out.append(("until", str(f.until_ms)))
+    out += [("-" + k, v) for k, v in f.exclude]
     return out
 
 

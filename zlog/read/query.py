@@ -1,7 +1,9 @@
 """The read path's filter spec, its codecs and the line predicate (pure).
 
 A ``Filter`` says which stored records a reader wants: services, levels, a message substring
-(``contains``), a message regex, label equality, and a time range ``[since_ms, until_ms]``.
+(``contains``), a message regex, label equality, a time range ``[since_ms, until_ms]``, and
+exclusions (``exclude``: a record whose service, level or a label equals an excluded value is
+left out; over HTTP ``-service=``, ``-level=``, ``-label.<k>=``).
 It is parsed from HTTP parameters (``zlog.read.params``), carried to workers in a SEARCH body
 (``Filter.to_body`` / ``Filter.from_body``), and turned into a predicate on raw line bytes
 (``compile_filter``). Paging (cursors and the merge of partitions) is ``zlog.read.paging``.
@@ -14,7 +16,8 @@ Invariants:
   parsed with orjson and checked field by field. The bytes tests rely on lines being encoded by
   orjson (``zlog.ingest.records`` is the only encoder), whose escaping is per character, so the escaped
   needle is a substring of the escaped message whenever the needle is a substring of the message.
-- Level comparison ignores case; service, label and ``contains`` comparisons are exact.
+- Level comparison ignores case (excluded levels too); service, label and ``contains``
+  comparisons are exact. A record without an excluded label is not excluded by it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 MAX_REGEX_CHARS = 512
 MAX_CONTAINS_CHARS = 1024
-MAX_VALUES = 64  # services, levels or labels in one filter
+MAX_VALUES = 64  # services, levels, labels or exclusions in one filter
+EXCLUDE_FIELDS = ("service", "level")  # and "label.<k>"
 
 Predicate = Callable[[bytes], bool]
 
@@ -50,6 +54,8 @@ class Filter:
     labels: tuple[tuple[str, str], ...] = ()
     since_ms: int | None = None
     until_ms: int | None = None
+    # (field, value) pairs, sorted: field is "service", "level" or "label.<k>".
+    exclude: tuple[tuple[str, str], ...] = ()
 
     def is_empty(self) -> bool:
         return self == _EMPTY
@@ -71,6 +77,8 @@ class Filter:
             out["since"] = self.since_ms
         if self.until_ms is not None:
             out["until"] = self.until_ms
+        if self.exclude:
+            out["exclude"] = [list(pair) for pair in self.exclude]
         return out
 
     @classmethod
@@ -80,7 +88,7 @@ class Filter:
             return _EMPTY
         if not isinstance(obj, dict):
             raise BadParameter("filter", "must be a map")
-        unknown = set(obj) - {"services", "levels", "contains", "regex", "labels", "since", "until"}
+        unknown = set(obj) - {"services", "levels", "contains", "regex", "labels", "since", "until", "exclude"}
         if unknown:
             raise BadParameter("filter", f"unknown keys {sorted(unknown)}")
         services = _str_list(obj.get("services"), "services")
@@ -98,13 +106,15 @@ class Filter:
             tuple(sorted(labels_obj.items())),
             _opt_ms(obj.get("since"), "since"),
             _opt_ms(obj.get("until"), "until"),
+            _exclude_pairs(obj.get("exclude")),
         )
         f.check()
         return f
 
     def check(self) -> None:
         """Limits shared by every way a filter enters the system."""
-        for name, values in (("service", self.services), ("level", self.levels), ("label", self.labels)):
+        for name, values in (("service", self.services), ("level", self.levels), ("label", self.labels),
+                             ("exclude", self.exclude)):
             if len(values) > MAX_VALUES:
                 raise BadParameter(name, f"at most {MAX_VALUES} values")
         if self.contains is not None and len(self.contains) > MAX_CONTAINS_CHARS:
@@ -118,6 +128,9 @@ class Filter:
                 raise BadParameter("regex", f"invalid regular expression: {exc}") from None
         if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
             raise BadParameter("since", "must not be after until")
+        for name, _ in self.exclude:
+            if name not in EXCLUDE_FIELDS and not (name.startswith("label.") and len(name) > 6):
+                raise BadParameter("-" + name, "only service, level and label.<k> can be excluded")
 
     def digest(self) -> str:
         """A short stable digest of the filter, bound into cursors."""
@@ -134,6 +147,16 @@ def _str_list(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadParameter(name, "must be a list of strings")
     return tuple(value)
+
+
+def _exclude_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value
+    ):
+        raise BadParameter("exclude", "must be a list of [field, value] string pairs")
+    return tuple(sorted({(p[0], p[1]) for p in value}))
 
 
 def _opt_str(value: Any, name: str) -> str | None:
@@ -187,6 +210,9 @@ def compile_filter(f: Filter) -> Predicate | None:
     pattern = regex.compile(f.regex) if f.regex else None
     labels = f.labels
     since, until = f.since_ms, f.until_ms
+    not_services = frozenset(v for k, v in f.exclude if k == "service")
+    not_levels = frozenset(v.lower() for k, v in f.exclude if k == "level")
+    not_labels = tuple((k[6:], v) for k, v in f.exclude if k.startswith("label."))
 
     def predicate(line: bytes) -> bool:
         for needle in required:
@@ -232,6 +258,16 @@ def compile_filter(f: Filter) -> Predicate | None:
             for k, v in labels:
                 if got.get(k) != v:
                     return False
+        if not_services and rec.get("service") in not_services:
+            return False
+        if not_levels:
+            lv = rec.get("level")
+            if type(lv) is str and lv.lower() in not_levels:
+                return False
+        if not_labels:
+            got = rec.get("labels")
+            if type(got) is dict and any(got.get(k) == v for k, v in not_labels):
+                return False
         return True
 
     return predicate
