@@ -77,6 +77,10 @@ FILTERS: list[tuple[str, list[tuple[str, str]], Any]] = [
     ("label", [("label.region", "eu")], lambda r: r["labels"]["region"] == "eu"),
     ("time range", [("since", str(T0 + 200_000)), ("until", str(T0 + 400_000))],
      lambda r: T0 + 200_000 <= r["timestamp"] <= T0 + 400_000),
+    ("exclusions", [("-service", "billing"), ("-level", "info"), ("-label.region", "us")],
+     lambda r: r["service"] != "billing" and r["level"] != "INFO" and r["labels"]["region"] != "us"),
+    ("include and exclude", [("service", "billing"), ("service", "search"), ("-service", "search")],
+     lambda r: r["service"] == "billing"),
     ("combined", [("service", "auth_service"), ("level", "INFO"), ("contains", "good")],
      lambda r: r["service"] == "auth_service" and r["level"] == "INFO" and "good" in r["message"]),
 ]
@@ -254,6 +258,45 @@ def test_tail_delivers_within_a_second_and_resumes_without_loss(cluster: Cluster
         sse.close()
     status, body = get(cluster, "/v1/tail", [("cursor", "bad")])
     assert status == 400 and body["parameter"] == "cursor"
+
+
+def export(c: Cluster, params: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
+    conn = httpc.HTTPConnection("127.0.0.1", c.http_port, timeout=30)
+    try:
+        conn.request("GET", "/v1/logs/export?" + urllib.parse.urlencode(params))
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("params", "rows"), [
+    ([("level", "error"), ("-service", "search")], 10_000),  # all of them, over many worker rounds
+    ([], 333),  # cut at the bound, mid-page
+    ([("direction", "forward"), ("label.region", "eu")], 5),
+])
+def test_export_streams_exactly_the_paged_records(cluster: Cluster, params: list[tuple[str, str]], rows: int) -> None:
+    # The export pages as /v1/logs does with pages of min(rows, MAX_LIMIT) (which records make a
+    # page, and their order, depend on its size when timestamps are not monotonic in offset).
+    expected = page_all(cluster, params, limit=min(rows, 5000))[:rows]
+    status, headers, data = export(cluster, [*params, ("limit", str(rows))])
+    assert status == 200, data
+    assert headers["Content-Type"].startswith("application/x-ndjson")
+    assert headers.get("Transfer-Encoding") == "chunked" and "attachment" in headers["Content-Disposition"]
+    lines = data.decode().splitlines()
+    got = [json.loads(line) for line in lines]
+    assert len(got) == min(rows, len(expected)) and got == expected
+    assert data.endswith(b"\n") and "error" not in got[-1]
+    if rows > len(expected):  # everything: the same set as small pages give
+        assert sorted(map(index, got)) == sorted(map(index, page_all(cluster, params, limit=41)))
+
+
+def test_export_refuses_bad_limits(cluster: Cluster) -> None:
+    for bad in ("0", "x", "1000001"):
+        status, _, data = export(cluster, [("limit", bad)])
+        assert status == 400 and json.loads(data)["parameter"] == "limit"
+    status, _, data = export(cluster, [("-message", "x")])
+    assert status == 400 and json.loads(data)["parameter"] == "-message"
 
 
 def test_ui_is_served(cluster: Cluster) -> None:

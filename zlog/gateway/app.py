@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zlog.client import AsyncProducer
 from zlog.config import Config
-from zlog.gateway import read_api, tail, ui
+from zlog.gateway import export, read_api, tail, ui
 from zlog.gateway.auth import authenticate
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
@@ -123,6 +123,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     app.router.add_get("/metrics", metrics)
     read_api.setup(app)
     tail.setup(app)
+    export.setup(app)
     ui.setup(app)
 
     spool_task: asyncio.Task[None] | None = None
