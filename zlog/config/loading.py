@@ -135,9 +135,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("storage.segment_bytes >= 1024 and storage.index_interval_bytes >= 64")
     if s.max_record_bytes < 64:
         raise ConfigError("storage.max_record_bytes must be >= 64")
+    if not 1 <= s.replication_factor <= c.workers:
+        raise ConfigError("storage.replication_factor must be 1..cluster.workers")
+    if not 0 <= s.min_insync_replicas <= s.replication_factor or s.replica_lag_ms < 1:
+        raise ConfigError("storage.min_insync_replicas must be 0..replication_factor, replica_lag_ms >= 1")
+    if c.lease_ttl_ms < 1000:
+        raise ConfigError("cluster.lease_ttl_ms must be >= 1000 (etcd leases count whole seconds)")
     g = cfg.gateway
     if g.max_body_bytes < 1024 or g.max_records < 1 or g.request_timeout_ms < 1:
         raise ConfigError("gateway limits must be positive (max_body_bytes >= 1024)")
+    if g.acks not in ("all", "leader"):
+        raise ConfigError("gateway.acks must be all or leader")
     if g.max_inflight_bytes < g.max_body_bytes:
         raise ConfigError("gateway.max_inflight_bytes must be >= gateway.max_body_bytes")
     if cfg.auth.mode not in ("none", "token", "basic"):

@@ -57,6 +57,17 @@ class ClusterConfig:
     workers: int = 2
     data_dir: Path = Path("data")
     tenant: str = "default"
+    # Replication (storage.replication_factor > 1): etcd endpoints ("http://host:port"); none =
+    # the local etcd `zlog up` runs, on etcd_listen:etcd_client_port. host is what a worker
+    # advertises to its peers (replicas go to distinct hosts when workers name theirs).
+    etcd: tuple[str, ...] = ()
+    etcd_prefix: str = "/zlog"
+    etcd_listen: str = "127.0.0.1"
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+    lease_ttl_ms: int = 3000
+    host: str = "127.0.0.1"
+    replication_port_base: int = 9200  # worker N's followers fetch from tcp://host:base+N
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,9 @@ class StorageConfig:
     metrics_port_base: int = 9110  # worker N serves metrics on base + N
     max_batch_records: int = 100_000
     scan_budget_bytes: int = 8 * 1024 * 1024  # per SEARCH request, keeps the worker responsive
+    replication_factor: int = 1  # copies of each partition, on distinct workers (1: no etcd)
+    min_insync_replicas: int = 0  # acks=all needs an ISR this large; 0 = min(2, replication_factor)
+    replica_lag_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class GatewayConfig:
     wal_dir: Path | None = None  # default: <data_dir>/wal/gateway-<index>
     wal_max_bytes: int = 256 * 1024 * 1024
     idempotency_window_s: int = 600
+    acks: str = "all"  # default for POST /v1/logs: "all" (every in-sync replica) or "leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +172,11 @@ class Config:
 
     def worker_metrics_port(self, worker_id: int) -> int:
         return self.storage.metrics_port_base + worker_id
+
+    @property
+    def min_isr(self) -> int:
+        r = self.storage.replication_factor
+        return self.storage.min_insync_replicas or min(2, r)
 
 
 def assign_partitions(partitions: int, workers: int) -> tuple[tuple[int, ...], ...]:

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("up", parents=[common], help="run the whole cluster under supervisord (foreground)")
+    sub.add_parser("etcd", parents=[common],
+                   help="run the local etcd a replicated cluster uses (exits at once when none is needed)")
     return parser
 
 
@@ -142,6 +144,8 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.ops.status", "run")(cfg, args)
     if cmd == "up":
         return _target("zlog.ops.cluster", "up")(cfg, args)
+    if cmd == "etcd":
+        return _target("zlog.replication.etcd_server", "run")(cfg)
     raise ConfigError(f"unknown command {cmd!r}")
 
 

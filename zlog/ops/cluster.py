@@ -166,6 +166,20 @@ def summary(cfg: Config, *, data_dir: Path, conf: Path, ready: bool, now_ms: int
     return "\n".join(lines)
 
 
+def place_extra_programs(cfg: Config, data_dir: Path, conf: Path) -> None:
+    """Put the programs only this configuration runs where supervisord.conf includes them
+    (``<data>/supervisord.d/``), and take away those it does not run."""
+    from zlog.replication.etcd_server import needed
+
+    extra = data_dir / "supervisord.d"
+    extra.mkdir(parents=True, exist_ok=True)
+    target = extra / "etcd.conf"
+    if needed(cfg):
+        target.write_bytes((conf.parent / "supervisord-etcd.conf").read_bytes())
+    else:
+        target.unlink(missing_ok=True)
+
+
 def _port_free(host: str, port: int) -> bool:
     """Whether nothing is listening on (host, port).
 
@@ -211,6 +225,7 @@ def up(cfg: Config, args: argparse.Namespace) -> int:
         print(f"zlog up: the control socket path {sock} is too long for a unix socket; use a shorter --data-dir",
               file=sys.stderr)
         return 1
+    place_extra_programs(cfg, data_dir, conf)
     zlog_script = find_program("zlog")
     zlog_bin = shlex.quote(zlog_script) if zlog_script else f"{shlex.quote(sys.executable)} -m zlog"
     env = supervisor_env(
