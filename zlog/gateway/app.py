@@ -22,16 +22,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zlog.client import AsyncProducer
 from zlog.config import Config
 from zlog.gateway import export, read_api, tail, ui
+from zlog.gateway import server as http_server
 from zlog.gateway.auth import authenticate
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
+from zlog.gateway.server import refusal_body
 from zlog.gateway.spool import Spool
 from zlog.gateway.wal import IngestWal
 from zlog.ops.metrics import serve
@@ -51,12 +52,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
-                415: "UNSUPPORTED_MEDIA_TYPE"}.get(exc.status, "BAD_PARAMETER" if exc.status < 500 else "INTERNAL")
-        body = {"error": code, "message": exc.reason}
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return web.Response(body=orjson.dumps(body), status=exc.status, content_type="application/json",
-                            headers=headers)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return web.Response(body=refusal_body(exc.status, exc.reason), status=exc.status,
+                            content_type="application/json", headers=headers)
     except ZlogError as exc:
         return error_response(exc)
     except asyncio.CancelledError:
@@ -165,20 +163,29 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
     freeze_startup_garbage()
     terms = 0
 
+    stop = asyncio.Event()
+
     def on_term() -> None:
         nonlocal terms
         terms += 1
         if terms > 1:
             os._exit(1)
-        raise web.GracefulExit()
+        stop.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
     log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(),
                                         "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})
-    # SO_REUSEADDR too (as every zlog listener: libzmq sets it on TCP binds, prometheus-client
-    # on /metrics), so a restart never waits for the last run's connections in TIME_WAIT.
-    web.run_app(app, host=host, port=port, reuse_port=True, reuse_address=True, print=None, access_log=None,
-                shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1, loop=loop,
-                handle_signals=False)
+    try:
+        loop.run_until_complete(http_server.serve(app, host, port, stop,
+                                                  shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1))
+    finally:
+        # What run_app would do: nothing left pending when the loop closes.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     log.info("gateway stopped")
     return 0

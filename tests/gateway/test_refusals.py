@@ -1,0 +1,82 @@
+"""Every refusal of the gateway is JSON: unknown routes, wrong methods, and requests aiohttp's
+parser refuses before any handler runs, each with its usual status and ``{"error", "message"}``."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._cluster import Cluster, http
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("refusals"), workers=1, partitions=2)
+    with c:
+        yield c
+
+
+def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are and read one answer; the server closes after a refusal."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return status, headers, body
+
+
+def _assert_json_error(status: int, headers: dict[str, str], body: bytes, expected_status: int, code: str) -> None:
+    assert status == expected_status
+    content_type = {k.lower(): v for k, v in headers.items()}["content-type"]
+    assert content_type.startswith("application/json"), content_type
+    err = json.loads(body)
+    assert err["error"] == code and isinstance(err["message"], str) and err["message"]
+
+
+def test_unknown_route_is_a_json_404(cluster: Cluster) -> None:
+    _assert_json_error(*http("GET", f"{cluster.url}/no/such/thing"), 404, "NOT_FOUND")
+
+
+def test_wrong_method_is_a_json_405_with_allow(cluster: Cluster) -> None:
+    status, headers, body = http("DELETE", f"{cluster.url}/v1/logs")
+    _assert_json_error(status, headers, body, 405, "METHOD_NOT_ALLOWED")
+    assert "POST" in {k.lower(): v for k, v in headers.items()}["allow"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+        (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+        (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", 400),
+        (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 400),
+    ],
+    ids=["not-http", "header-without-colon", "bad-version", "bad-content-length", "bad-chunk",
+         "line-too-long", "header-too-long"],
+)
+def test_requests_the_parser_refuses_get_json(cluster: Cluster, request_bytes: bytes, expected: int) -> None:
+    status, headers, body = _raw(cluster.http_port, request_bytes)  # read to EOF: the server closed
+    _assert_json_error(status, headers, body, expected, "BAD_REQUEST")
+    assert b"bbbb" not in body and b"aaaa" not in body  # the request is not echoed back
+
+
+def test_the_gateway_still_serves_after_refusals(cluster: Cluster, tmp_path: Path) -> None:
+    status, _ = cluster.post([{"timestamp": 1, "service": "s", "message": "after refusals"}])
+    assert status == 200

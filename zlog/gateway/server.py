@@ -1,0 +1,90 @@
+"""The gateway's HTTP server: aiohttp's runner, with every refusal in the API's JSON error shape.
+
+Requests that reach the application are answered by handlers and the ``errors_as_json``
+middleware. A request aiohttp's parser refuses before any handler runs (a malformed request
+line or header, a line too long, a broken chunked body) is answered by the connection handler's
+``handle_error``, which writes plain text; here it writes ``{"error": CODE, "message": ...}``
+with the same status, as every other zlog error.
+
+Invariants:
+- The status of a parser refusal is aiohttp's own (400, 413, 431, 500 ...); only the body differs.
+- The message names the problem without echoing the request (no header values, no body bytes).
+- The connection is closed after such an answer, as aiohttp does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT",
+          413: "PAYLOAD_TOO_LARGE", 414: "URI_TOO_LONG", 415: "UNSUPPORTED_MEDIA_TYPE",
+          431: "HEADERS_TOO_LARGE", 500: "INTERNAL", 503: "UNAVAILABLE"}
+
+
+def error_code(status: int) -> str:
+    """The error code of an HTTP refusal that has no more specific zlog error."""
+    return _CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL")
+
+
+def refusal_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": error_code(status), "message": message})
+
+
+class _JsonErrorHandler(RequestHandler):
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # logs, and checks nothing was sent
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "error"
+        # aiohttp's messages for parser errors name the failed rule ("Invalid method ...") and may
+        # quote the offending bytes; a stable phrase plus the exception's class is enough to act on.
+        detail = phrase if exc is None or status >= 500 else f"{phrase}: {type(exc).__name__}"
+        resp = web.Response(status=plain.status, body=refusal_body(plain.status, detail),
+                            content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    __slots__ = ()
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer parser refusals in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The app builds its server with private arguments (its handler and request factory);
+        # changing the class keeps them and swaps only how a connection handler is made.
+        server.__class__ = _JsonErrorServer
+        return server
+
+
+async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event, *,
+                shutdown_timeout: float) -> None:
+    """Listen on (host, port) until ``stop`` is set, then shut down gracefully within the timeout.
+
+    The listener sets SO_REUSEPORT (several gateway processes share the port) and SO_REUSEADDR
+    (a restart never waits for the last run's connections in TIME_WAIT), as every zlog listener
+    does: libzmq sets it on TCP binds, prometheus-client on /metrics."""
+    runner = GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=True, reuse_address=True)
+        await site.start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
