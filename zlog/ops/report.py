@@ -1,0 +1,257 @@
+"""The ``zlog status`` report (pure): what ``gather`` learned, shaped into one report and rendered.
+
+Invariants:
+- No I/O and no clock: ``Raw`` carries "now" and every answer (or the error string in its place).
+- A process that did not answer is ``down`` with its reason, never an exception.
+- ``render`` shows exactly what ``build_report`` holds; ``--json`` prints the report itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zlog.config import Config
+
+# Metric samples kept from each scrape: name -> {label value tuple: value}.
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+@dataclass
+class Raw:
+    """Everything ``gather`` learned, as it came: the input of the pure ``build_report``."""
+
+    now: float
+    metadata: list[dict[str, Any] | str] = field(default_factory=list)  # per router: body or error
+    router_metrics: list[Samples | str] = field(default_factory=list)
+    stats: dict[int, dict[str, Any] | str] = field(default_factory=dict)  # per partition
+    worker_metrics: list[Samples | str] = field(default_factory=list)
+    gateway_metrics: list[Samples | str] = field(default_factory=list)
+    health: dict[str, Any] | str = "not asked"
+
+
+def _value(samples: Samples | str, name: str, **labels: str) -> float | None:
+    """The sum of the matching series; 0 for a scraped process without any (a labelled counter
+    has no series before its first event), None when the process was not scraped."""
+    if isinstance(samples, str):
+        return None
+    want = set(labels.items())
+    return sum(v for key, v in samples.get(name, {}).items() if want <= set(key))
+
+
+def _by_label(samples: Samples | str, name: str, label: str) -> dict[str, float]:
+    if isinstance(samples, str):
+        return {}
+    out: dict[str, float] = {}
+    for key, v in samples.get(name, {}).items():
+        d = dict(key)
+        if label in d:
+            out[d[label]] = out.get(d[label], 0.0) + v
+    return out
+
+
+def _int(x: float | None) -> int | None:
+    return None if x is None else int(x)
+
+
+def _uptime(samples: Samples | str, now: float) -> float | None:
+    if isinstance(samples, str) or not samples.get("process_start_time_seconds"):
+        return None
+    start = max(samples["process_start_time_seconds"].values())
+    return round(max(0.0, now - start), 1)
+
+
+def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
+    problems: list[str] = []
+    routers = []
+    for i, ep in enumerate(cfg.router.front):
+        meta = raw.metadata[i] if i < len(raw.metadata) else "not asked"
+        rm = raw.router_metrics[i] if i < len(raw.router_metrics) else "not asked"
+        up = isinstance(meta, dict)
+        if not up:
+            problems.append(f"router {i} ({ep}) does not answer: {meta}")
+        routers.append({
+            "index": i, "endpoint": ep, "up": up, "error": None if up else meta,
+            "metrics_port": cfg.router.metrics_port + i, "metrics_error": rm if isinstance(rm, str) else None,
+            "workers_alive": len(meta.get("workers", [])) if isinstance(meta, dict) else None,
+            "inflight": _int(_value(rm, "zlog_router_inflight")),
+            "frames": _int(_value(rm, "zlog_router_frames_total")),
+            "errors": _int(_value(rm, "zlog_router_errors_total")),
+            "uptime_s": _uptime(rm, raw.now),
+        })
+
+    # A worker is live when any router lists it; the freshest router view wins.
+    seen: dict[int, dict[str, Any]] = {}
+    owners: list[int | None] = [None] * cfg.cluster.partitions
+    for meta in raw.metadata:
+        if not isinstance(meta, dict):
+            continue
+        for w in meta.get("workers", []):
+            wid = int(w["worker"])
+            if wid not in seen or w.get("last_seen_ms_ago", 0) < seen[wid].get("last_seen_ms_ago", 0):
+                seen[wid] = w
+        for p, o in enumerate(meta.get("owners", [])):
+            if p < len(owners) and o is not None and owners[p] is None:
+                owners[p] = int(o)
+
+    any_router = any(isinstance(m, dict) for m in raw.metadata)
+    if not any_router:
+        problems.append("no router answered: partition owners are unknown")
+    workers = []
+    for wid in range(cfg.cluster.workers):
+        w = seen.get(wid)
+        wm = raw.worker_metrics[wid] if wid < len(raw.worker_metrics) else "not asked"
+        expected = list(cfg.partitions_of(wid))
+        # "unregistered": the process answers on its metrics port but no router lists it.
+        state = "up" if w is not None else "down" if isinstance(wm, str) else "unregistered"
+        if state == "down":
+            problems.append(f"worker {wid} is down: no router lists it and its metrics port says {wm}")
+        elif state == "unregistered":
+            problems.append(f"worker {wid} runs (metrics port answers) but no router lists it")
+        workers.append({
+            "worker": wid, "up": w is not None, "state": state,
+            "pid": w.get("pid") if w else None,
+            "partitions": list(w.get("partitions", [])) if w else [],
+            "expected_partitions": expected,
+            "last_heartbeat_ms_ago": w.get("last_seen_ms_ago") if w else None,
+            "registered_ms": w.get("uptime_ms") if w else None,
+            "uptime_s": _uptime(wm, raw.now),
+            "inflight": w.get("inflight") if w else None,
+            "metrics_port": cfg.worker_metrics_port(wid), "metrics_error": wm if isinstance(wm, str) else None,
+            "disk_bytes": _int(_value(wm, "zlog_storage_disk_bytes")),
+            "records_appended": _int(_value(wm, "zlog_storage_records_total")),
+        })
+
+    partitions = []
+    for p in range(cfg.cluster.partitions):
+        st = raw.stats.get(p, "not asked")
+        owner_id = cfg.owner_of(p)
+        wm = raw.worker_metrics[owner_id] if owner_id < len(raw.worker_metrics) else "not asked"
+        entry: dict[str, Any] = {"partition": p, "owner": owners[p], "error": None}
+        if isinstance(st, dict):
+            entry.update(lowest_offset=st.get("lowest_offset"), highest_offset=int(st["next_offset"]) - 1,
+                         bytes=st.get("bytes"), segments=st.get("segments"), max_timestamp=st.get("max_timestamp"),
+                         source="stats")
+        else:
+            # The owner's last published gauges are better than nothing (they lag a heartbeat).
+            entry.update(lowest_offset=_int(_value(wm, "zlog_storage_lowest_offset", partition=str(p))),
+                         highest_offset=_int(_value(wm, "zlog_storage_highest_offset", partition=str(p))),
+                         bytes=_int(_value(wm, "zlog_storage_disk_bytes", partition=str(p))),
+                         segments=_int(_value(wm, "zlog_storage_segments", partition=str(p))),
+                         max_timestamp=None, source="metrics" if isinstance(wm, dict) else None, error=st)
+        if owners[p] is None and any_router:
+            problems.append(f"partition {p} has no live owner")
+        partitions.append(entry)
+
+    gateways = []
+    for i in range(cfg.gateway.processes):
+        gm = raw.gateway_metrics[i] if i < len(raw.gateway_metrics) else "not asked"
+        up = isinstance(gm, dict)
+        if not up:
+            problems.append(f"gateway {i} metrics port {cfg.gateway.metrics_port_base + i} does not answer: {gm}")
+        gateways.append({
+            "index": i, "up": up, "metrics_port": cfg.gateway.metrics_port_base + i,
+            "error": None if up else gm,
+            "requests": {k: int(v) for k, v in sorted(_by_label(gm, "zlog_ingest_requests_total", "status").items())},
+            "records": _int(_value(gm, "zlog_ingest_records_total")),
+            "inflight": _int(_value(gm, "zlog_ingest_inflight_requests")),
+            "uptime_s": _uptime(gm, raw.now),
+        })
+    health = raw.health
+    ready = {"url_port": cfg.gateway.port,
+             "status": health.get("status") if isinstance(health, dict) else None,
+             "body": health.get("body") if isinstance(health, dict) else None,
+             "error": health if isinstance(health, str) else None}
+    return {"ok": not problems, "problems": problems, "node_id": cfg.cluster.node_id,
+            "partition_count": cfg.cluster.partitions, "routers": routers, "workers": workers,
+            "partitions": partitions, "gateways": gateways, "ready": ready}
+
+
+# -- rendering (pure) -------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "up" if v else "DOWN"
+    if isinstance(v, list | tuple):
+        return ",".join(str(x) for x in v) or "-"
+    return str(v)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}TiB"
+
+
+def _table(title: str, header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    body = [header, *rows]
+    widths = [max(len(r[i]) for r in body) for i in range(len(header))]
+    lines = [title]
+    for r in body:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return lines
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"zlog status  node {report['node_id']}  {report['partition_count']} partitions  "
+             + ("OK" if report["ok"] else f"{len(report['problems'])} PROBLEM(S)")]
+    lines += [f"  ! {p}" for p in report["problems"]]
+    lines.append("")
+    lines += _table("ROUTERS", ["#", "endpoint", "state", "metrics", "workers", "inflight", "frames", "errors",
+                                "uptime"],
+                    ([_fmt(r["index"]), r["endpoint"], _fmt(r["up"]), f":{r['metrics_port']}",
+                      _fmt(r["workers_alive"]), _fmt(r["inflight"]), _fmt(r["frames"]), _fmt(r["errors"]),
+                      _duration(r["uptime_s"])] for r in report["routers"]))
+    lines.append("")
+    lines += _table("WORKERS", ["id", "state", "pid", "partitions", "heartbeat", "uptime", "metrics", "disk",
+                                "appended"],
+                    ([_fmt(w["worker"]), w["state"] if w["up"] else w["state"].upper(), _fmt(w["pid"]),
+                      _fmt(w["partitions"] if w["up"] else w["expected_partitions"]),
+                      "-" if w["last_heartbeat_ms_ago"] is None else f"{w['last_heartbeat_ms_ago']}ms ago",
+                      _duration(w["uptime_s"]), f":{w['metrics_port']}", _bytes(w["disk_bytes"]),
+                      _fmt(w["records_appended"])] for w in report["workers"]))
+    lines.append("")
+    lines += _table("PARTITIONS", ["partition", "owner", "lowest", "highest", "bytes", "segments", "newest"],
+                    ([_fmt(p["partition"]), _fmt(p["owner"]), _fmt(p["lowest_offset"]), _fmt(p["highest_offset"]),
+                      _bytes(p["bytes"]), _fmt(p["segments"]), _newest(p["max_timestamp"])]
+                     for p in report["partitions"]))
+    lines.append("")
+    lines += _table("GATEWAYS", ["#", "state", "metrics", "requests", "records", "inflight", "uptime"],
+                    ([_fmt(g["index"]), _fmt(g["up"]), f":{g['metrics_port']}",
+                      " ".join(f"{k}:{v}" for k, v in g["requests"].items()) or "-",
+                      _fmt(g["records"]), _fmt(g["inflight"]), _duration(g["uptime_s"])] for g in report["gateways"]))
+    rd = report["ready"]
+    verdict = rd["error"] or f"HTTP {rd['status']}"
+    lines += ["", f"/ready on :{rd['url_port']}: {verdict}"]
+    return "\n".join(lines)
+
+
+def _newest(ts: int | None) -> str:
+    if ts is None or ts < 0:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts / 1000))
+
+
