@@ -32,11 +32,12 @@ from zlog.storage.errors import DiskFull, InvalidRecord, RecordTooLarge, Storage
 from zlog.storage.index import IndexBuilder, TimeIndexBuilder
 from zlog.storage.producers import ProducerBatch, ProducerTable
 from zlog.storage.recovery import Report, load_closed, recover_active
+from zlog.storage.rollup import Rollup
 from zlog.storage.scan import ScanResult
 from zlog.storage.segment import DATA, Segment, Staged, create_batches_file, fsync_dir, stem
 
 log = logging.getLogger("zlog.storage")
-_KNOWN = re.compile(r"^(\d{20})\.(jsonl|index|timeindex|batches)$")
+_KNOWN = re.compile(r"^(\d{20})\.(jsonl|index|timeindex|batches|rollup)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class PartitionLog:
         self._staged: list[Staged] = []
         self._next_staged = 0
         self.producers = ProducerTable()
+        self.rollup = Rollup(directory)  # counts per time slot, service and level (zlog.storage.rollup)
         self._last_fsync = clock()
         self._unsynced = False
         self.stats: dict[str, float] = dict.fromkeys((
@@ -138,6 +140,7 @@ class PartitionLog:
         self.stats["checksum_failures"] = report.checksum_failures
         self._bases = [s.base for s in self.segments]
         self._next_staged = self.next_offset
+        self.rollup = Rollup.open(directory, self.segments)
         return self
 
     # -- properties ------------------------------------------------------------------------
@@ -260,6 +263,7 @@ class PartitionLog:
             self._synced(now, time.perf_counter() - t0)
         else:
             self._unsynced = True
+        self.rollup.add(seg.base, group)
         for b in group:
             if b.sequence >= 0:
                 self.producers.restore(b.producer_id, b.sequence, b.base_offset, b.count)
@@ -308,6 +312,7 @@ class PartitionLog:
             raise _io_error(exc, f"{self.directory}: cannot roll a segment", 0) from exc
         self.segments.append(new)
         self._bases.append(base)
+        self.rollup.seal(old.base)
         self.stats["segments_rolled"] += 1
 
     def tick(self) -> None:
@@ -368,6 +373,7 @@ class PartitionLog:
                     or (cfg.retention_ms > 0 and newest < now_ms - cfg.retention_ms)):
                 break
             seg.delete()
+            self.rollup.forget(seg.base)
             del self.segments[0], self._bases[0]
             total -= seg.size
             deleted.append(seg.base)

@@ -11,7 +11,8 @@ Bodies (msgpack maps; every key optional unless said otherwise):
   lowest_offset, high_watermark}``. ``next`` resumes the scan (None: nothing left that way).
   A forward scan that reached the end answers ``next = high_watermark`` (new records will come).
 - STATS  ``{services: bool}`` -> ``{partition, lowest_offset, next_offset, bytes, segments,
-  max_timestamp}`` and, when asked, ``services: {name: newest timestamp seen}``.
+  max_timestamp}`` and, when asked, ``services: {name: newest timestamp seen}``. A STATS with a
+  ``count`` key is the counting engine's (``zlog.worker.counting``).
 
 Invariants:
 - Every reply is bounded: at most ``MAX_RECORDS`` records and about ``MAX_REPLY_BYTES`` of lines
@@ -182,7 +183,11 @@ def services(plog: PartitionLog, budget: int = SERVICES_BUDGET_BYTES) -> dict[st
     return dict(idx.seen)
 
 
-def stats(partition: int, plog: PartitionLog, body: dict[str, Any]) -> dict[str, Any]:
+def stats(partition: int, plog: PartitionLog, body: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
+    if "count" in body:
+        from zlog.worker import counting  # the counting engine (volume, values, LogQL metrics)
+
+        return counting.answer(partition, plog, body, storage)
     out: dict[str, Any] = {
         "partition": partition,
         "lowest_offset": plog.lowest_offset,
@@ -203,5 +208,5 @@ def answer(msg: wire.Message, partition: int, plog: PartitionLog, storage: Stora
     if msg.command is Command.SEARCH:
         return search(partition, plog, body, storage)
     if msg.command is Command.STATS:
-        return stats(partition, plog, body)
+        return stats(partition, plog, body, storage)
     raise wire.MalformedFrame("BAD_COMMAND", f"{msg.command.name} is not a read")

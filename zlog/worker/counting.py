@@ -1,0 +1,105 @@
+"""The worker side of the counting engine: count one partition's records for a ``CountSpec``.
+
+STATS ``{count: <CountSpec body>, start}`` -> ``{partition, counts: <Counts body>, next,
+high_watermark}``. ``next`` resumes a scan (None: this partition is done).
+
+Two sources, one answer:
+- rollups (``zlog.storage.rollup``) when they answer the spec exactly (``rollup_eligible``): whole
+  10-second slots, by or filtered on service and level only; one reply, no record read;
+- otherwise a backward scan from the newest record down to the range's start (the time index
+  skips what is older), counting every match and keeping none, bounded by the storage scan
+  budget per reply; the gateway resumes from ``next``.
+
+Invariants:
+- Counting a partition in several resumed rounds counts each record exactly once (the scan's
+  resumption rules) and the rounds' ``Counts`` add up (``zlog.read.counting``).
+- A LogQL pipeline runs here, beside the data, under the ``regex`` engine's timeouts; a bad spec is
+  ``BAD_BODY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from zlog.config import StorageConfig
+from zlog.protocol import wire
+from zlog.protocol.errors import BadParameter
+from zlog.read.counting import Counts, CountSpec, key_of, matches_keys, rollup_eligible
+from zlog.read.query import compile_filter
+from zlog.storage import PartitionLog
+from zlog.storage.rollup import SLOT_MS
+
+
+def from_rollup(plog: PartitionLog, spec: CountSpec) -> Counts:
+    counts = Counts()
+    lo, hi, width, by, f = spec.start_ms, spec.end_ms, spec.width_ms, spec.by, spec.filter
+    plain = not f.services and not f.levels and not f.exclude
+    for slot, svc, lvl, c in plog.rollup.rows(s.base for s in plog.segments):
+        ts = slot * SLOT_MS
+        if ts < lo or ts > hi or not (plain or matches_keys(f, svc, lvl)):
+            continue
+        counts.add(svc if by == "service" else lvl if by == "level" else "", (ts - lo) // width, c)
+    return counts
+
+
+def _timestamp(line: bytes) -> int:
+    if line.startswith(b'{"timestamp":'):
+        end = line.find(b",", 13)
+        digits = line[13:end]
+        if digits.isdigit():
+            return int(digits)
+    try:
+        ts = orjson.loads(line).get("timestamp")
+    except (orjson.JSONDecodeError, AttributeError):
+        return -1
+    return ts if type(ts) is int else -1
+
+
+def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
+    """A scan predicate that counts every matching line into ``counts`` and keeps none."""
+    lo, hi, width, by, bytes_ = spec.start_ms, spec.end_ms, spec.width_ms, spec.by, spec.measure == "bytes"
+    match = compile_filter(spec.filter)
+    loads = orjson.loads
+    add = counts.add
+    if spec.logql is not None:
+        raise BadParameter("logql", "LogQL pipelines are not served by this worker yet")
+
+    def note(line: bytes) -> bool:
+        ts = _timestamp(line)
+        if ts < lo or ts > hi or (match is not None and not match(line)):
+            return False
+        key = "" if by == "none" else key_of(by, loads(line))
+        add(key, (ts - lo) // width, len(line) if bytes_ else 1)
+        return False
+
+    return note
+
+
+def answer(partition: int, plog: PartitionLog, body: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
+    try:
+        spec = CountSpec.from_body(body.get("count"))
+    except BadParameter as exc:
+        raise wire.MalformedFrame("BAD_BODY", exc.message) from None
+    start = body.get("start")
+    if start is not None and (type(start) is not int or start < 0):
+        raise wire.MalformedFrame("BAD_BODY", "start must be an integer >= 0")
+    hw = plog.next_offset
+    if start is None and rollup_eligible(spec, SLOT_MS):
+        counts, nxt = from_rollup(plog, spec), None
+    else:
+        counts = Counts()
+        # The window's own bounds are the counter's business; the filter's are folded into them.
+        spec = replace(spec, filter=replace(spec.filter, since_ms=None, until_ms=None))
+        try:
+            res = plog.scan(backward=True, start=start, since_ms=spec.start_ms, predicate=counter(spec, counts),
+                            limit=1, budget_bytes=storage.scan_budget_bytes)
+        except BadParameter as exc:  # a pattern that ran out of time on some record
+            raise wire.MalformedFrame("BAD_BODY", exc.message) from None
+        counts.scanned_records, counts.scanned_bytes = res.scanned_records, res.scanned_bytes
+        nxt = res.next
+    return {"partition": partition, "counts": counts.to_body(), "next": nxt, "high_watermark": hw}
+
