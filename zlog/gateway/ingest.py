@@ -21,7 +21,7 @@ from aiohttp import web
 
 from zlog.client import Share
 from zlog.gateway.context import CONTEXT, error_response
-from zlog.ingest.records import encode_batch, parse_body
+from zlog.ingest.body import encode_body
 from zlog.protocol.errors import Backpressure, ZlogError
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
@@ -101,13 +101,11 @@ async def _ingest(request: web.Request) -> web.Response:
     ctx.metrics.bytes.inc(len(body))
     received_at = int(time.time() * 1000)
     try:
-        items = parse_body(body, content_type)
-        groups = encode_batch(items, ctx.limits, received_at=received_at,
-                              client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
+        total, groups = encode_body(body, content_type, ctx.limits, received_at=received_at,
+                                    client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc)
-    total = len(items)
     if ctx.limiter is not None:
         wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
         if wait > 0:
