@@ -6,14 +6,12 @@ Invariants:
 - 200 means every record is stored durably (per the fsync policy) and the body says where.
   Anything less is a 5xx naming what was stored and what was not; never a 400 for our fault.
 - Bounded: body bytes (after decompression too), records per request, and requests in flight
-  (beyond which the answer is 503 + Retry-After instead of queueing without limit).
+  (beyond which the answer is 503 + Retry-After instead of queueing without limit); the
+  admission, body and store steps are ``zlog.gateway.intake``'s, shared with the other ingest APIs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
 from typing import Any
 
 import orjson
@@ -21,16 +19,9 @@ from aiohttp import web
 
 from zlog.client import Share
 from zlog.gateway.context import CONTEXT, error_response
+from zlog.gateway.intake import Outcome, admitted, read_body, received_now, retry_after_of, store
 from zlog.ingest.body import encode_body
-from zlog.protocol.errors import Backpressure, ZlogError
-
-SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
-# Storage NACKs that should reach the caller now instead of being retried until the deadline.
-FAIL_FAST = frozenset(("NO_OWNER",))
-# When several partitions fail differently, report the one the caller must act on first.
-MAX_IDEMPOTENCY_KEY = 256
-COMPRESSION_RESERVE = 10  # bytes reserved per compressed byte; the body limit still caps the real size
-_SEVERITY = {"WAL_FULL": 5, "DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
+from zlog.protocol.errors import ZlogError
 
 
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -49,92 +40,44 @@ def summarize(shares: list[Share]) -> list[dict[str, int]]:
     return [{"partition": p, "offset": o, "count": n} for p, runs in sorted(by_part.items()) for o, n in runs]
 
 
-async def post_logs(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    m = ctx.metrics
-    t0 = time.perf_counter()
-    cfg = ctx.cfg.gateway
-    # Memory is bounded by what is admitted: a request reserves its body size up front (ten times
-    # the compressed size for gzip/deflate, the maximum when the length is unknown); parsed
-    # records cost a small multiple of that, so the byte budget bounds the process.
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in SUPPORTED_ENCODINGS:
-        m.requests.labels(status="415").inc()
-        return error_response(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"))
-    length = request.content_length
-    compressed = encoding not in ("", "identity")
-    if length is None:
-        reserve = cfg.max_body_bytes
-    else:
-        reserve = min(cfg.max_body_bytes, length * COMPRESSION_RESERVE if compressed else length)
-    if ctx.inflight >= cfg.max_inflight_requests or ctx.inflight_bytes + reserve > cfg.max_inflight_bytes:
-        m.requests.labels(status="503").inc()
-        return error_response(Backpressure("too many ingest requests in progress"), retry_after=cfg.retry_after_s)
-    ctx.inflight += 1
-    ctx.inflight_bytes += reserve
-    try:
-        response = await _ingest(request)
-    finally:
-        ctx.inflight -= 1
-        ctx.inflight_bytes -= reserve
-    m.requests.labels(status=str(response.status)).inc()
-    m.request_seconds.observe(time.perf_counter() - t0)
-    return response
+def _refusal(exc: ZlogError, retry_after: int) -> web.Response:
+    return error_response(exc, retry_after=retry_after)
 
 
-async def _ingest(request: web.Request) -> web.Response:
+async def post_logs(request: web.Request) -> web.StreamResponse:
+    return await admitted(request, _ingest, _refusal)
+
+
+async def _ingest(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     cfg = ctx.cfg.gateway
     content_type = request.headers.get("Content-Type", "")
     try:
-        # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
-        # in-flight slot forever: 512 such connections would otherwise refuse all ingest.
-        body = await asyncio.wait_for(request.read(), cfg.request_timeout_ms / 1000.0)
-    except TimeoutError:
-        return error_response(ZlogError("REQUEST_TIMEOUT", f"the body did not arrive within {cfg.request_timeout_ms} ms"))
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(ZlogError("PAYLOAD_TOO_LARGE", f"request body exceeds {cfg.max_body_bytes} bytes"))
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # a broken gzip stream or a body cut short
-        return error_response(ZlogError("INVALID_RECORD", f"could not read the body: {type(exc).__name__}: {exc}"))
-    ctx.metrics.bytes.inc(len(body))
-    received_at = int(time.time() * 1000)
+        body = await read_body(request)
+    except ZlogError as exc:
+        return error_response(exc)
+    received_at = received_now()
     try:
         total, groups = encode_body(body, content_type, ctx.limits, received_at=received_at,
                                     client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc)
-    if ctx.limiter is not None:
-        wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
-        if wait > 0:
-            ctx.metrics.errors.labels(kind="RATE_LIMITED").inc()
-            return error_response(
-                ZlogError("RATE_LIMITED", f"over {cfg.rate_limit_per_client} records/s for this client"),
-                retry_after=max(1, math.ceil(wait)),
-            )
-    timeout = cfg.request_timeout_ms / 1000.0
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-        return error_response(ZlogError("BAD_PARAMETER", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters"))
     try:
-        if key is None:
-            results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
-        else:
-            results = await ctx.producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
-    except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
-        ctx.metrics.errors.labels(kind=exc.code).inc()
-        return error_response(exc, retry_after=cfg.retry_after_s)
-    stored = [r for r in results if isinstance(r, Share) and not r.spooled]
-    spooled = [r for r in results if isinstance(r, Share) and r.spooled]
-    failed = [(svc, r) for svc, r in zip(groups, results, strict=True) if isinstance(r, ZlogError)]
+        outcome = await store(request, groups, total, source="zlog")
+    except ZlogError as exc:
+        return error_response(exc, retry_after=retry_after_of(exc, cfg.retry_after_s))
+    return answer(outcome, cfg.retry_after_s)
+
+
+def answer(outcome: Outcome, retry_after: int) -> web.Response:
+    """The /v1/logs answer: 200 stored, 202 partly spooled, else the worst failure with details."""
+    total = outcome.total
+    stored, spooled, failed = outcome.stored, outcome.spooled, outcome.failed
     if not failed:
-        ctx.metrics.records.inc(total)
         if not spooled:
             return _json({"received": total, "stored": summarize(stored)})
         spooled_count = sum(s.count for s in spooled)
-        ctx.metrics.spooled.inc(spooled_count)
         return _json(
             {
                 "received": total,
@@ -147,16 +90,14 @@ async def _ingest(request: web.Request) -> web.Response:
             },
             status=202,
         )
-    stored_count = sum(s.count for s in stored) + sum(s.count for s in spooled)
-    ctx.metrics.records.inc(stored_count)
-    worst = max((e for _, e in failed), key=lambda e: _SEVERITY.get(e.code, 0))
-    for _, e in failed:
-        ctx.metrics.errors.labels(kind=e.code).inc()
+    stored_count = outcome.stored_count
+    worst = outcome.worst()
+    assert worst is not None
     by_part: dict[int, dict[str, Any]] = {}
     for svc, e in failed:
         p = e.partition if e.partition is not None else -1
         entry = by_part.setdefault(p, {"partition": p, "error": e.code, "message": e.message, "count": 0})
-        entry["count"] += len(groups[svc].lines)
+        entry["count"] += len(outcome.groups[svc].lines)
     extra = {
         "received": 0,
         "stored_records": stored_count,
@@ -171,4 +112,4 @@ async def _ingest(request: web.Request) -> web.Response:
             f"{total - stored_count} of {total} records were not stored ({worst.message}); "
             "the others are stored: retry with the same Idempotency-Key to store the rest once"
         )
-    return error_response(worst, retry_after=cfg.retry_after_s, extra=extra)
+    return error_response(worst, retry_after=retry_after, extra=extra)

@@ -95,6 +95,9 @@ class GatewayMetrics:
             "zlog_ingest_request_seconds", "Ingest request latency", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.errors = Counter("zlog_ingest_errors", "Ingest errors, by kind", ["kind"], registry=r)
+        self.source_records = Counter(
+            "zlog_ingest_source_records", "Records stored, by the protocol they came in by", ["source"], registry=r
+        )
         self.spooled = Counter("zlog_ingest_spooled_records", "Records written to the ingest WAL", registry=r)
         self.replayed = Counter("zlog_ingest_replayed_records", "WAL records stored after an outage", registry=r)
         self.wal_pending = Gauge("zlog_ingest_wal_pending_batches", "WAL batches waiting to be stored", registry=r)

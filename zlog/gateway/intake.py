@@ -1,0 +1,194 @@
+"""The produce path every ingest API of the gateway shares: admit, read the body, store, report.
+
+``POST /v1/logs``, the Loki push API, OTLP/HTTP and the Elasticsearch bulk API differ only in how
+they decode a body into records and how they phrase the answer; everything between is here, once.
+
+Invariants:
+- Admission is bounded: a request reserves its body size (ten times the compressed size for
+  gzip/deflate, the maximum when the length is unknown) against ``max_inflight_bytes`` and one of
+  ``max_inflight_requests`` slots before its body is read; beyond either the answer is
+  ``BACKPRESSURE`` (503 + Retry-After), never an unbounded queue.
+- ``read_body`` returns the decompressed body or raises a named ``ZlogError``
+  (``PAYLOAD_TOO_LARGE``, ``REQUEST_TIMEOUT``, ``UNSUPPORTED_MEDIA_TYPE``, ``INVALID_RECORD``).
+- Every record is validated and encoded before anything is sent (``encode_body`` for /v1/logs,
+  ``encode_records`` for the other APIs; both all or nothing); ``store`` then sends with the
+  request's ``Idempotency-Key`` when there is one, so a retry is stored once.
+  It returns an ``Outcome`` saying, per group, what is stored, spooled or failed; it raises
+  ``ZlogError`` only when nothing at all was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from zlog.client import Share
+from zlog.gateway.context import CONTEXT
+from zlog.ingest.records import Group, encode_batch
+from zlog.protocol.errors import Backpressure, ZlogError
+
+SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
+# Storage NACKs that should reach the caller now instead of being retried until the deadline.
+FAIL_FAST = frozenset(("NO_OWNER",))
+MAX_IDEMPOTENCY_KEY = 256
+COMPRESSION_RESERVE = 10  # bytes reserved per compressed byte; the body limit still caps the real size
+# When several partitions fail differently, report the one the caller must act on first.
+_SEVERITY = {"WAL_FULL": 5, "DISK_FULL": 4, "STORAGE_ERROR": 3, "TIMEOUT": 2, "NO_OWNER": 1}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RateLimited(ZlogError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__("RATE_LIMITED", message)
+        self.retry_after = retry_after
+
+
+def retry_after_of(exc: ZlogError, default: int) -> int:
+    return exc.retry_after if isinstance(exc, RateLimited) else default
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a request's records, group by group (a group = one service's records)."""
+
+    total: int
+    groups: dict[str, Group]
+    results: list[Share | ZlogError]
+
+    @property
+    def stored(self) -> list[Share]:
+        return [r for r in self.results if isinstance(r, Share) and not r.spooled]
+
+    @property
+    def spooled(self) -> list[Share]:
+        return [r for r in self.results if isinstance(r, Share) and r.spooled]
+
+    @property
+    def failed(self) -> list[tuple[str, ZlogError]]:
+        return [(svc, r) for svc, r in zip(self.groups, self.results, strict=True) if isinstance(r, ZlogError)]
+
+    @property
+    def stored_count(self) -> int:
+        """Records that are safe: stored, or durably in the gateway's WAL."""
+        return sum(r.count for r in self.results if isinstance(r, Share))
+
+    def worst(self) -> ZlogError | None:
+        errors = [e for _, e in self.failed]
+        return max(errors, key=lambda e: _SEVERITY.get(e.code, 0)) if errors else None
+
+
+def encoding_of(request: web.Request) -> str:
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ZlogError("UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    return encoding
+
+
+async def admitted(request: web.Request, handle: Handler, on_error: Callable[[ZlogError, int], web.StreamResponse],
+                   ) -> web.StreamResponse:
+    """Run ``handle`` inside the in-flight budget; count the answer by status.
+
+    ``on_error(exc, retry_after)`` phrases a refusal in the API's own dialect."""
+    ctx = request.app[CONTEXT]
+    m = ctx.metrics
+    t0 = time.perf_counter()
+    cfg = ctx.cfg.gateway
+    try:
+        encoding = encoding_of(request)
+    except ZlogError as exc:
+        m.requests.labels(status="415").inc()
+        return on_error(exc, cfg.retry_after_s)
+    length = request.content_length
+    compressed = encoding not in ("", "identity")
+    if length is None:
+        reserve = cfg.max_body_bytes
+    else:
+        reserve = min(cfg.max_body_bytes, length * COMPRESSION_RESERVE if compressed else length)
+    if ctx.inflight >= cfg.max_inflight_requests or ctx.inflight_bytes + reserve > cfg.max_inflight_bytes:
+        m.requests.labels(status="503").inc()
+        return on_error(Backpressure("too many ingest requests in progress"), cfg.retry_after_s)
+    ctx.inflight += 1
+    ctx.inflight_bytes += reserve
+    try:
+        response = await handle(request)
+    finally:
+        ctx.inflight -= 1
+        ctx.inflight_bytes -= reserve
+    m.requests.labels(status=str(response.status)).inc()
+    m.request_seconds.observe(time.perf_counter() - t0)
+    return response
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, decompressed (aiohttp inflates gzip/deflate), within the size limit."""
+    ctx = request.app[CONTEXT]
+    cfg = ctx.cfg.gateway
+    try:
+        # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
+        # in-flight slot forever: 512 such connections would otherwise refuse all ingest.
+        body = await asyncio.wait_for(request.read(), cfg.request_timeout_ms / 1000.0)
+    except TimeoutError:
+        raise ZlogError("REQUEST_TIMEOUT", f"the body did not arrive within {cfg.request_timeout_ms} ms") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ZlogError("PAYLOAD_TOO_LARGE", f"request body exceeds {cfg.max_body_bytes} bytes") from None
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a broken gzip stream or a body cut short
+        raise ZlogError("INVALID_RECORD", f"could not read the body: {type(exc).__name__}: {exc}") from None
+    ctx.metrics.bytes.inc(len(body))
+    return body
+
+
+def received_now() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_records(request: web.Request, items: list[Any], *, received_at: int) -> dict[str, Group]:
+    """Validate and encode records built by an intake decoder (structured metadata kept). All or
+    nothing: raises ``InvalidBatch`` naming the offending records."""
+    ctx = request.app[CONTEXT]
+    try:
+        return encode_batch(items, ctx.limits, received_at=received_at, client_ip=ctx.client_ip(request),
+                            node_id=ctx.cfg.cluster.node_id)
+    except ZlogError as exc:
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        raise
+
+
+async def store(request: web.Request, groups: dict[str, Group], total: int, *, source: str) -> Outcome:
+    """Store encoded groups (``total`` records); raises ``ZlogError`` when nothing was sent."""
+    ctx = request.app[CONTEXT]
+    cfg = ctx.cfg.gateway
+    if ctx.limiter is not None:
+        wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
+        if wait > 0:
+            ctx.metrics.errors.labels(kind="RATE_LIMITED").inc()
+            raise RateLimited(f"over {cfg.rate_limit_per_client} records/s for this client", max(1, math.ceil(wait)))
+    timeout = cfg.request_timeout_ms / 1000.0
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ZlogError("BAD_PARAMETER", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+    try:
+        if key is None:
+            results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+        else:
+            results = await ctx.producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
+    except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        raise
+    outcome = Outcome(total, groups, results)
+    ctx.metrics.records.inc(outcome.stored_count)
+    spooled = sum(s.count for s in outcome.spooled)
+    if spooled:
+        ctx.metrics.spooled.inc(spooled)
+    for _, e in outcome.failed:
+        ctx.metrics.errors.labels(kind=e.code).inc()
+    ctx.metrics.source_records.labels(source=source).inc(outcome.stored_count)
+    return outcome
