@@ -1,7 +1,9 @@
 """Log records: parse request bodies, validate, enrich, and encode stored JSON lines.
 
 A stored line is the enriched record in the original project's field order:
-``timestamp, service, level, message, labels, received_at, ingested_node_id, client_ip``.
+``timestamp, service, level, message, labels, received_at, ingested_node_id, client_ip``; a
+record that arrives with structured metadata (Loki's third element, OTLP attributes, the rest of
+an Elasticsearch document) also has ``metadata``, a second flat map of strings, after ``labels``.
 
 Invariants:
 - Pure: no sockets, files or clocks; ``received_at`` and the peer address are arguments.
@@ -177,6 +179,11 @@ def _problem(r: Any, limits: Limits) -> tuple[str, str]:
         bad = _check_labels(labels, limits)
         if bad:
             return "labels", bad
+    meta = r.get("metadata")
+    if meta is not None:
+        bad = _check_labels(meta, limits)
+        if bad:
+            return "metadata", bad
     return "", "contains text that is not valid UTF-8"
 
 
@@ -237,12 +244,18 @@ def encode_batch(
                     labels = None
                 elif len(labels) > 1:
                     labels = dict(sorted(labels.items()))
+                meta = r.get("metadata")
+                if meta is not None and labels is not None:
+                    # Structured metadata (Loki's, OTLP attributes): a second flat map, same limits.
+                    labels = None if _check_labels(meta, limits) is not None else labels
                 if labels is not None:
                     try:
-                        line = dumps(
-                            {"timestamp": ts, "service": service, "level": level, "message": message,
-                             "labels": labels}
-                        )
+                        if meta is None:
+                            line = dumps({"timestamp": ts, "service": service, "level": level, "message": message,
+                                          "labels": labels})
+                        else:
+                            line = dumps({"timestamp": ts, "service": service, "level": level, "message": message,
+                                          "labels": labels, "metadata": dict(sorted(meta.items()))})
                     except orjson.JSONEncodeError:
                         pass
                     else:
