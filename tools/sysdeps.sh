@@ -5,6 +5,7 @@
 #   etcd               the coordination store of replicated clusters
 #   nginx              the load balancer in front of gateways on several hosts
 #   logger, ip         syslog intake tests (util-linux) and the network-namespace hosts (iproute2)
+#   node, npm          the Loki intake tests' JavaScript clients (winston-loki, pino-loki)
 # Installs with apt-get as root or through passwordless sudo; otherwise stops at once with one
 # line naming the command to run. Prints nothing when everything is there.
 set -euo pipefail
@@ -17,6 +18,8 @@ declare -A package=(
     [nginx]=nginx
     [logger]=bsdutils
     [ip]=iproute2
+    [node]=nodejs
+    [npm]=npm
 )
 missing=()
 for program in "${!package[@]}"; do

@@ -150,6 +150,29 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IntakeConfig:
+    """Validation of the foreign ingest APIs (Loki push, OTLP, Elasticsearch bulk), Loki's defaults."""
+
+    max_labels_per_stream: int = 15  # Loki's max_label_names_per_series
+    max_age_ms: int = 7 * 24 * 3600 * 1000  # older entries are refused (Loki's reject_old_samples_max_age)
+    grace_ms: int = 10 * 60 * 1000  # entries further in the future are refused (creation_grace_period)
+    es_version: str = "8.17.0"  # what GET / answers Elasticsearch clients as version.number
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogConfig:
+    """The syslog listener (``zlog syslog``); off unless an address is set."""
+
+    tcp: str = ""  # host:port, e.g. "127.0.0.1:1514"; "" = no TCP listener
+    udp: str = ""  # host:port; "" = no UDP listener
+    metrics_port: int = 9130
+    max_message_bytes: int = 64 * 1024  # a longer message is counted as dropped, never stored cut
+    batch_records: int = 500  # records per produce batch
+    linger_ms: float = 20.0  # how long a partial batch waits for more
+    max_pending: int = 20_000  # records parsed and not yet stored; beyond, new ones are dropped (counted)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json | logfmt
@@ -161,6 +184,8 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    syslog: SyslogConfig = field(default_factory=SyslogConfig)
     log: LogConfig = field(default_factory=LogConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
 

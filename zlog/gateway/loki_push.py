@@ -1,0 +1,112 @@
+"""The Loki push API: ``POST /loki/api/v1/push`` (JSON or protobuf+snappy) and ``POST /api/prom/push``.
+
+Invariants:
+- The produce path is ``/v1/logs``' own (``zlog.gateway.intake``): the same admission bounds,
+  all-or-nothing validation, durability before the answer and ``Idempotency-Key`` handling.
+- ``204`` with an empty body means every entry is stored durably (or spooled in the gateway's
+  fsynced WAL), as Loki answers; a refused push is a ``400`` JSON body naming the stream and the
+  reason, with nothing of it stored; our own trouble is a 5xx (+ Retry-After), never a 400.
+- Content types: ``application/json`` is JSON; ``application/x-protobuf`` or none is protobuf in
+  a snappy block (Loki's rule); anything else is 415. gzip/deflate Content-Encoding is inflated
+  first, within the body limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from zlog.gateway.context import CONTEXT, error_response
+from zlog.gateway.intake import admitted, read_body, received_now, retry_after_of, store
+from zlog.ingest import loki
+from zlog.ingest.records import InvalidBatch
+from zlog.protocol.errors import ZlogError
+
+SOURCE = "loki"
+
+
+def push_limits(request: web.Request) -> loki.PushLimits:
+    ctx = request.app[CONTEXT]
+    limits = ctx.extras.get("loki_limits")
+    if limits is None:
+        g, i = ctx.cfg.gateway, ctx.cfg.intake
+        limits = loki.PushLimits(
+            max_labels_per_stream=min(i.max_labels_per_stream, g.max_labels - 1),  # room for `source`
+            max_label_name_bytes=g.max_label_key_bytes,
+            max_label_value_bytes=g.max_label_value_bytes,
+            max_line_bytes=g.max_message_bytes,
+            max_age_ms=i.max_age_ms,
+            grace_ms=i.grace_ms,
+            max_entries=g.max_records,
+        )
+        ctx.extras["loki_limits"] = limits
+    return limits
+
+
+def _refusal(exc: ZlogError, retry_after: int) -> web.Response:
+    return error_response(exc, retry_after=retry_after)
+
+
+def _decoder(request: web.Request) -> Callable[[bytes], list[loki.Stream]]:
+    ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if ctype == "application/json":
+        return loki.decode_json
+    if ctype in ("application/x-protobuf", "application/protobuf", ""):
+        max_bytes = request.app[CONTEXT].cfg.gateway.max_body_bytes
+        return lambda body: loki.decode_proto(loki.snappy_block(body, max_bytes))
+    raise ZlogError("UNSUPPORTED_MEDIA_TYPE",
+                    f"unsupported Content-Type {ctype!r}: use application/json or application/x-protobuf (snappy)")
+
+
+async def _push(request: web.Request, decode: Callable[[bytes], list[loki.Stream]]) -> web.Response:
+    ctx = request.app[CONTEXT]
+    cfg = ctx.cfg.gateway
+    try:
+        body = await read_body(request)
+        received_at = received_now()
+        records, names = loki.to_records(decode(body), push_limits(request), received_at, SOURCE)
+    except ZlogError as exc:
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        return error_response(exc)
+    try:
+        outcome = await store(request, records, received_at=received_at, source=SOURCE)
+    except InvalidBatch as exc:
+        # zlog's own record checks (encoded size, ...) refused an entry: name its stream, Loki-style.
+        first = exc.errors[0] if exc.errors else None
+        stream = names[first.index] if first is not None else ""
+        reason = f"{first.field or 'entry'}: {first.problem}" if first is not None else exc.message
+        return error_response(loki.PushError(reason, stream))
+    except ZlogError as exc:
+        return error_response(exc, retry_after=retry_after_of(exc, cfg.retry_after_s))
+    worst = outcome.worst()
+    if worst is None:
+        return web.Response(status=204)
+    stored = outcome.stored_count
+    return error_response(worst, retry_after=cfg.retry_after_s, extra={
+        "stored_records": stored, "failed_records": outcome.total - stored,
+        "message": f"{outcome.total - stored} of {outcome.total} entries were not stored ({worst.message}); "
+                   "retry the push (with an Idempotency-Key header to store the rest exactly once)"})
+
+
+async def post_push(request: web.Request) -> web.StreamResponse:
+    async def handle(req: web.Request) -> web.StreamResponse:
+        try:
+            decode = _decoder(req)
+        except ZlogError as exc:
+            return error_response(exc)
+        return await _push(req, decode)
+
+    return await admitted(request, handle, _refusal)
+
+
+async def post_legacy_push(request: web.Request) -> web.StreamResponse:
+    async def handle(req: web.Request) -> web.StreamResponse:
+        return await _push(req, loki.decode_legacy)
+
+    return await admitted(request, handle, _refusal)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/loki/api/v1/push", post_push)
+    app.router.add_post("/api/prom/push", post_legacy_push)
