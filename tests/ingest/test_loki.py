@@ -63,7 +63,7 @@ def test_json_values_metadata_and_numbers() -> None:
     assert recs[1]["metadata"] == {"trace_id": "t", "n": "1.5"}
     assert "metadata" not in recs[0]
     assert names == ['{app="a", n="5", ok="true"}'] * 2
-    groups = encode_batch(recs, Limits(), received_at=NOW_MS, client_ip="::1", node_id="n")
+    groups = encode_batch(recs, Limits(), received_at=NOW_MS, client_ip="::1", node_id="n", with_metadata=True)
     line = json.loads(groups["a"].lines[1])
     assert list(line)[:6] == ["timestamp", "service", "level", "message", "labels", "metadata"]
 

@@ -156,7 +156,7 @@ def encode_records(request: web.Request, items: list[Any], *, received_at: int) 
     ctx = request.app[CONTEXT]
     try:
         return encode_batch(items, ctx.limits, received_at=received_at, client_ip=ctx.client_ip(request),
-                            node_id=ctx.cfg.cluster.node_id)
+                            node_id=ctx.cfg.cluster.node_id, with_metadata=True)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         raise

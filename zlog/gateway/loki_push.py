@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from zlog.gateway.context import CONTEXT, error_response
-from zlog.gateway.intake import admitted, read_body, received_now, retry_after_of, store
+from zlog.gateway.intake import admitted, encode_records, read_body, received_now, retry_after_of, store
 from zlog.ingest import loki
 from zlog.ingest.records import InvalidBatch
 from zlog.protocol.errors import ZlogError
@@ -70,7 +70,8 @@ async def _push(request: web.Request, decode: Callable[[bytes], list[loki.Stream
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc)
     try:
-        outcome = await store(request, records, received_at=received_at, source=SOURCE)
+        groups = encode_records(request, records, received_at=received_at)
+        outcome = await store(request, groups, len(records), source=SOURCE)
     except InvalidBatch as exc:
         # zlog's own record checks (encoded size, ...) refused an entry: name its stream, Loki-style.
         first = exc.errors[0] if exc.errors else None

@@ -155,7 +155,7 @@ def _check_labels(labels: Any, limits: Limits) -> str | None:
     return None
 
 
-def _problem(r: Any, limits: Limits) -> tuple[str, str]:
+def _problem(r: Any, limits: Limits, with_metadata: bool = False) -> tuple[str, str]:
     """Why a record is invalid: (field, problem). The slow path, run only for rejected records."""
     if type(r) is not dict:
         return "", "each record must be a JSON object"
@@ -179,7 +179,7 @@ def _problem(r: Any, limits: Limits) -> tuple[str, str]:
         bad = _check_labels(labels, limits)
         if bad:
             return "labels", bad
-    meta = r.get("metadata")
+    meta = r.get("metadata") if with_metadata else None
     if meta is not None:
         bad = _check_labels(meta, limits)
         if bad:
@@ -194,8 +194,12 @@ def encode_batch(
     received_at: int,
     client_ip: str,
     node_id: str,
+    with_metadata: bool = False,
 ) -> dict[str, Group]:
-    """Validate and encode every record; group the lines by service. All or nothing."""
+    """Validate and encode every record; group the lines by service. All or nothing.
+
+    ``with_metadata``: keep a record's ``metadata`` map (the intake APIs); /v1/logs bodies leave it
+    off, so there, as any unknown key, it is ignored."""
     if len(items) > limits.max_records:
         raise InvalidBatch(f"too many records: {len(items)} > {limits.max_records}")
     suffix = (
@@ -244,7 +248,7 @@ def encode_batch(
                     labels = None
                 elif len(labels) > 1:
                     labels = dict(sorted(labels.items()))
-                meta = r.get("metadata")
+                meta = r.get("metadata") if with_metadata else None
                 if meta is not None and labels is not None:
                     # Structured metadata (Loki's, OTLP attributes): a second flat map, same limits.
                     labels = None if _check_labels(meta, limits) is not None else labels
@@ -273,7 +277,7 @@ def encode_batch(
                         continue
         invalid += 1
         if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append(RecordError(i, *_problem(r, limits)))
+            errors.append(RecordError(i, *_problem(r, limits, with_metadata)))
     if invalid:
         raise InvalidBatch(f"{invalid} of {len(items)} records are invalid; nothing was stored", errors, invalid)
     return groups
