@@ -1,0 +1,91 @@
+"""Followers store the leader's batches byte for byte; truncation keeps exactly a prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zlog.config import StorageConfig
+from zlog.replication.logfiles import BatchReader, Diverged, NotABoundary, apply, truncate
+from zlog.storage import PartitionLog, ProducerBatch
+from zlog.storage import batches as bf
+
+CFG = StorageConfig(segment_bytes=4096)
+
+
+def line(i: int) -> bytes:
+    return b'{"timestamp":%d,"service":"s","message":"record %d"}' % (1000 + i, i)
+
+
+def fill(plog: PartitionLog, batches: int, start: int = 0, pid: bytes = b"p1") -> None:
+    for k in range(start, start + batches):
+        producer = ProducerBatch(pid, (k - start) // 2) if k % 2 == 0 else None
+        plog.append([line(k * 10 + j) for j in range(1 + k % 7)], 1000 + k * 10, producer)
+        plog.commit()
+
+
+def replicate(leader: PartitionLog, follower: PartitionLog, reader: BatchReader, max_bytes: int = 700) -> None:
+    while follower.next_offset < leader.next_offset:
+        apply(follower, reader.read(leader, follower.next_offset, max_bytes))
+
+
+def files(d: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(d.iterdir()):
+        data = p.read_bytes()
+        if p.suffix == ".batches":
+            data = data[bf.ENTRY_SIZE:]  # the header holds each replica's own creation time
+        out[p.name] = data
+    return out
+
+
+def test_a_follower_ends_with_the_leaders_files(tmp_path: Path) -> None:
+    leader = PartitionLog.open(tmp_path / "a", CFG)
+    follower = PartitionLog.open(tmp_path / "b", CFG)
+    reader = BatchReader()
+    fill(leader, 40)
+    replicate(leader, follower, reader)
+    fill(leader, 25, start=40, pid=b"p2")
+    replicate(leader, follower, reader, max_bytes=1)  # one batch per read
+    assert leader.segment_count >= 3
+    assert follower.next_offset == leader.next_offset
+    leader.close()
+    follower.close()
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    again = PartitionLog.open(tmp_path / "b", CFG)  # and the producer table came along
+    assert again.append([line(0)], 0, ProducerBatch(b"p2", 12)).duplicate
+    again.close()
+
+
+def test_reads_start_only_at_batch_boundaries(tmp_path: Path) -> None:
+    leader = PartitionLog.open(tmp_path / "a", CFG)
+    fill(leader, 3)  # batches of 1, 2, 3 records: boundaries 0, 1, 3, 6
+    reader = BatchReader()
+    assert [b.base for b in reader.read(leader, 1, 1 << 20)] == [1, 3]
+    assert reader.read(leader, 6, 1 << 20) == []
+    with pytest.raises(NotABoundary):
+        reader.read(leader, 2, 1 << 20)
+    follower = PartitionLog.open(tmp_path / "b", CFG)
+    with pytest.raises(Diverged):
+        apply(follower, reader.read(leader, 1, 1 << 20))
+    leader.close()
+    follower.close()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 6, 28, 100])
+def test_truncate_keeps_exactly_the_prefix(tmp_path: Path, cut: int) -> None:
+    plog = PartitionLog.open(tmp_path / "a", CFG)
+    fill(plog, 30)
+    boundaries = [b.base for b in BatchReader().read(plog, 0, 1 << 30)]
+    cut = max(b for b in boundaries if b <= cut)
+    before = plog.read(0, 100_000, 1 << 30)
+    plog = truncate(plog, cut, CFG)
+    assert plog.next_offset == cut
+    assert plog.read(0, 100_000, 1 << 30) == before[:cut]
+    fill(plog, 2, start=100, pid=b"p2")  # and it takes appends after the cut (3 + 4 records)
+    assert plog.read(cut, 10, 1 << 20)[0][1] == line(1000)
+    plog.close()
+    reopened = PartitionLog.open(tmp_path / "a", CFG)
+    assert reopened.next_offset == cut + 7
+    reopened.close()

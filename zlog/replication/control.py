@@ -1,0 +1,79 @@
+"""Who should hold which partition: replica placement and the proposals a worker makes to etcd.
+
+Pure: a worker's coordination thread calls ``plan`` with the etcd snapshot it just read and
+executes the proposals as compare-on-revision transactions; losing a race costs nothing but a
+re-read.
+
+Invariants:
+- Replica placement is a pure function of (partition, partitions, workers, R): the first replica
+  is the partition's owner at R = 1, so a replicated cluster leads each partition where an
+  unreplicated one stores it; the others are the next workers round the ring.
+- A leader is only ever chosen from the ISR stored in etcd (no unclean election), and every
+  change of leader bumps the epoch. Only the first live ISR member in replica order proposes
+  itself, so live workers do not race each other for no reason.
+- A worker process that finds itself leader in etcd from an earlier life (restarted within its
+  old lease) claims the partition again with a new epoch: its followers then truncate against
+  a fresh epoch boundary rather than trusting a term whose state this process no longer has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zlog.config import owner_of
+from zlog.replication.coordination import PartitionState, Snapshot
+
+
+def replicas_of(partition: int, partitions: int, workers: int, r: int) -> tuple[int, ...]:
+    first = owner_of(partition, partitions, workers)
+    return tuple((first + i) % workers for i in range(min(r, workers)))
+
+
+def partition_name(partition: int) -> str:
+    return str(partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    name: str
+    state: PartitionState
+    revision: int  # the mod_revision it was computed from (0: create)
+    why: str  # create | elect | reclaim | isr
+
+
+def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[str, int]) -> list[Proposal]:
+    """The proposals worker ``me`` should make now for the partitions it is a replica of
+    (``mine``: name -> replicas); ``won`` holds the epochs this process was granted."""
+    alive = set(snap.workers)
+    out: list[Proposal] = []
+    for name, replicas in mine.items():
+        cur = snap.partitions.get(name)
+        if cur is None:
+            live = [r for r in replicas if r in alive]
+            if live and live[0] == me:
+                out.append(Proposal(name, PartitionState(replicas, me, (me,), 0), 0, "create"))
+            continue
+        state, rev = cur
+        if state.leader == me:
+            if won.get(name) != state.epoch:
+                out.append(Proposal(name, PartitionState(state.replicas, me, state.isr, state.epoch + 1), rev,
+                                    "reclaim"))
+            continue
+        if state.leader is not None and state.leader in alive:
+            continue
+        candidates = [r for r in state.replicas if r in state.isr and r in alive and r != state.leader]
+        if candidates and candidates[0] == me:
+            isr = tuple(sorted({r for r in state.isr if r != state.leader} | {me}))
+            out.append(Proposal(name, PartitionState(state.replicas, me, isr, state.epoch + 1), rev, "elect"))
+    return out
+
+
+def isr_change(snap: Snapshot, me: int, name: str, epoch: int, isr: frozenset[int]) -> Proposal | None:
+    """The leader's ISR shrink or expand as a proposal, if it still leads ``name`` in ``epoch``."""
+    cur = snap.partitions.get(name)
+    if cur is None:
+        return None
+    state, rev = cur
+    if state.leader != me or state.epoch != epoch or set(state.isr) == set(isr):
+        return None
+    return Proposal(name, PartitionState(state.replicas, me, tuple(sorted(isr | {me})), epoch), rev, "isr")

@@ -1,0 +1,181 @@
+"""A replica's log as whole batches: read them for followers, cut the log back for truncation.
+
+A follower must store the same bytes at the same offsets as its leader, batch for batch, so that
+its ``.batches`` files (and with them producer deduplication) are the leader's. The leader reads
+committed batches from each segment's ``.batches`` file (the byte range of every batch, its
+producer id and sequence); the follower appends them through ``PartitionLog.append`` with the same
+producer id and sequence, which assigns the same offsets because its log is the same up to there.
+
+Invariants:
+- ``read_batches`` returns only committed batches (their entries are written after their data
+  and a reader in the same thread never sees a half commit), starting exactly at ``offset``, which
+  must be a batch boundary (a follower's log end always is); at least one batch when one exists.
+- ``truncate`` keeps ``[0, offset)`` and nothing after it: later segments are deleted (newest
+  first, data file first, as retention does), and the segment holding ``offset`` keeps the batch
+  entries below it; reopening the log then cuts its data and rebuilds its indexes (recovery), so a
+  crash at any step leaves a log that opens, with at most more of the old tail to cut next time.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from itertools import islice
+from dataclasses import dataclass
+from pathlib import Path
+
+from zlog.config import StorageConfig
+from zlog.storage import PartitionLog, ProducerBatch
+from zlog.storage import batches as bf
+from zlog.storage.segment import BATCHES, DATA, SUFFIXES, Segment, fsync_dir, stem
+
+
+class NotABoundary(ValueError):
+    """The offset asked for is not where a batch starts on this log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    base: int
+    count: int
+    data: bytes
+    max_ts: int
+    producer_id: bytes
+    sequence: int  # -1: no producer
+    segment: int  # base offset of the leader's segment holding it
+
+
+class _SegmentBatches:
+    """The BATCH entries of one segment's ``.batches`` file, read incrementally."""
+
+    __slots__ = ("bases", "entries", "read_bytes")
+
+    def __init__(self) -> None:
+        self.entries: list[bf.BatchEntry] = []
+        self.bases: list[int] = []
+        self.read_bytes = 0
+
+    def refresh(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            raw = os.pread(fd, 1 << 24, self.read_bytes)
+        finally:
+            os.close(fd)
+        entries, used = bf.decode(raw)
+        self.read_bytes += used
+        for e in entries:
+            if e.kind == bf.BATCH:
+                self.entries.append(e)
+                self.bases.append(e.base_offset)
+
+
+class BatchReader:
+    """Reads whole committed batches of one partition; caches each segment's batch list."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, _SegmentBatches] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def read(self, plog: PartitionLog, offset: int, max_bytes: int) -> list[Batch]:
+        if offset >= plog.next_offset:
+            return []
+        segs = plog.segments
+        i = max(0, bisect_right([s.base for s in segs], offset) - 1)
+        out: list[Batch] = []
+        used = 0
+        while i < len(segs):
+            seg = segs[i]
+            got = self._from_segment(seg, offset, max_bytes - used)
+            out += got
+            used += sum(len(b.data) for b in got)
+            if not got or used >= max_bytes:
+                break
+            offset = got[-1].base + got[-1].count
+            if offset < seg.next_offset:
+                break  # budget reached inside the segment
+            i += 1
+        return out
+
+    def _from_segment(self, seg: Segment, offset: int, budget: int) -> list[Batch]:
+        if offset >= seg.next_offset:
+            return []
+        sb = self._cache.get(seg.base)
+        if sb is None:
+            sb = self._cache[seg.base] = _SegmentBatches()
+        if not sb.bases or sb.bases[-1] + sb.entries[-1].count < seg.next_offset:
+            sb.refresh(seg.path(BATCHES))
+        j = bisect_right(sb.bases, offset) - 1
+        if j < 0 or sb.bases[j] != offset:
+            raise NotABoundary(f"offset {offset} is not the start of a batch in segment {stem(seg.base)}")
+        out: list[bf.BatchEntry] = []
+        pos = sb.entries[j - 1].end_pos if j > 0 else 0
+        end = pos
+        for e in islice(sb.entries, j, None):
+            if e.base_offset >= seg.next_offset or (out and e.end_pos - pos > budget):
+                break
+            end = e.end_pos
+            out.append(e)
+        data = seg.pread(pos, end)
+        batches: list[Batch] = []
+        at = 0
+        start = pos
+        for e in out:
+            n = e.end_pos - start
+            batches.append(Batch(e.base_offset, e.count, data[at:at + n], e.max_ts, e.producer_id,
+                                 e.sequence, seg.base))
+            at += n
+            start = e.end_pos
+        return batches
+
+
+class Diverged(RuntimeError):
+    """A replicated batch did not land where the leader has it: the logs differ below it."""
+
+
+def apply(plog: PartitionLog, batches: list[Batch]) -> int:
+    """Append the leader's batches at the same offsets and commit (fsync per policy); the new log
+    end offset. A new segment starts where the leader's did."""
+    for b in batches:
+        if b.base != plog._next_staged:
+            raise Diverged(f"batch at {b.base} but the log ends at {plog._next_staged}")
+        if b.segment == b.base and plog.active.base != b.base and plog.active.count:
+            plog.commit()
+            plog._roll()  # the leader rolled here (by age or size): keep the same segment files
+        lines = b.data.split(b"\n")
+        lines.pop()  # the batch's trailing newline
+        producer = ProducerBatch(b.producer_id, b.sequence) if b.sequence >= 0 else None
+        r = plog.append(lines, b.max_ts, producer)
+        if r.duplicate or r.base_offset != b.base:
+            raise Diverged(f"batch at {b.base} landed at {r.base_offset} (duplicate: {r.duplicate})")
+    plog.commit()
+    return plog.next_offset
+
+
+def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> PartitionLog:
+    """Close ``plog``, keep ``[0, offset)`` of it, and open it again (returned)."""
+    directory = plog.directory
+    if offset >= plog.next_offset:
+        return plog
+    bases = [s.base for s in plog.segments]
+    plog.close()
+    for base in reversed(bases):
+        if base >= offset and base != bases[0]:
+            for suffix in (DATA, *[s for s in SUFFIXES if s != DATA]):
+                (directory / (stem(base) + suffix)).unlink(missing_ok=True)
+            continue
+        path = directory / (stem(base) + BATCHES)
+        raw = path.read_bytes()
+        entries, _ = bf.decode(raw)
+        keep = sum(1 for e in entries if e.kind != bf.BATCH or e.base_offset + e.count <= offset)
+        with open(path, "r+b") as f:
+            f.truncate(keep * bf.ENTRY_SIZE)
+            f.flush()
+            os.fsync(f.fileno())
+        break
+    fsync_dir(directory)
+    return PartitionLog.open(directory, config)

@@ -1,0 +1,133 @@
+"""The worker's coordination thread: its lease, its etcd snapshot, its proposals.
+
+etcd is reached over blocking HTTP, so it runs off the worker's loop; the loop reads what this
+thread publishes (``snapshot``, ``version``, ``safe_until``) and hands it ISR changes
+(``propose_isr``). Plain attribute reads and writes of whole objects are atomic in CPython,
+which is all the sharing there is.
+
+Invariants:
+- ``safe_until`` (monotonic seconds) is when this worker's lease could first expire, minus a
+  third of the TTL: the moment of the last keepalive *request* plus two thirds of the TTL. etcd
+  counts the TTL from when it received the keepalive, which is later, so once
+  ``time.monotonic() > safe_until`` the worker stops acknowledging before any other worker can
+  have been elected in its place (fencing).
+- ``won`` holds the epochs this process itself obtained by a successful transaction; a
+  leadership in etcd that is not in ``won`` is not acted on (see ``control.plan``).
+- Every etcd failure is logged (once per change of state) and retried on the next turn; the
+  thread never dies of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from zlog.replication.control import Proposal, isr_change, plan
+from zlog.replication.coordination import CoordinationError, Coordinator, Snapshot, WorkerInfo
+
+log = logging.getLogger("zlog.replication")
+
+
+class Membership(threading.Thread):
+    def __init__(self, coord: Coordinator, info: WorkerInfo, mine: dict[str, tuple[int, ...]],
+                 ttl_ms: int, poll_s: float = 0.2) -> None:
+        super().__init__(name="zlog-membership", daemon=True)
+        self.coord = coord
+        self.info = info
+        self.mine = mine
+        self.ttl_s = max(1, round(ttl_ms / 1000))
+        self.poll_s = poll_s
+        self.lease: int | None = None
+        self.safe_until = 0.0
+        self.snapshot: Snapshot | None = None
+        self.version = 0
+        self.won: dict[str, int] = {}
+        self.elections = 0
+        self._isr: queue.SimpleQueue[tuple[str, int, frozenset[int]]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_keepalive = 0.0
+        self._failing = False
+
+    # -- called from the worker loop ------------------------------------------------------
+
+    def fenced(self) -> bool:
+        return time.monotonic() > self.safe_until
+
+    def propose_isr(self, name: str, epoch: int, isr: frozenset[int]) -> None:
+        self._isr.put((name, epoch, isr))
+        self._wake.set()
+
+    def stop(self, revoke: bool = True) -> None:
+        """Stop; revoking the lease lets the other replicas elect a leader at once."""
+        self._stop.set()
+        self._wake.set()
+        self.join(timeout=5)
+        if revoke and self.lease is not None:
+            try:
+                self.coord.revoke(self.lease)
+            except CoordinationError:
+                pass
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._turn()
+                if self._failing:
+                    log.info("etcd reachable again", extra={"worker": self.info.id})
+                    self._failing = False
+            except CoordinationError as exc:
+                if not self._failing:
+                    log.warning("etcd unreachable", extra={"worker": self.info.id, "detail": str(exc)})
+                    self._failing = True
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _keepalive(self) -> None:
+        now = time.monotonic()
+        if self.lease is not None and now - self._last_keepalive < self.ttl_s / 3:
+            return
+        if self.lease is not None and self.coord.keepalive(self.lease) > 0:
+            self._last_keepalive = now
+            self.safe_until = now + self.ttl_s * 2 / 3
+            return
+        if self.lease is not None:
+            log.warning("lease expired; registering again", extra={"worker": self.info.id})
+        lease = self.coord.grant(self.ttl_s)
+        self.coord.register(self.info, lease)
+        self.lease = lease
+        self._last_keepalive = now
+        self.safe_until = now + self.ttl_s * 2 / 3
+
+    def _turn(self) -> None:
+        self._keepalive()
+        snap = self.coord.snapshot()
+        proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won)
+        while True:
+            try:
+                name, epoch, isr = self._isr.get_nowait()
+            except queue.Empty:
+                break
+            p = isr_change(snap, self.info.id, name, epoch, isr)
+            if p is not None:
+                proposals.append(p)
+        changed = False
+        for p in proposals:
+            if self.coord.cas(p.name, p.state, p.revision):
+                changed = True
+                if p.state.leader == self.info.id:
+                    self.won[p.name] = p.state.epoch
+                if p.why in ("elect", "reclaim", "create"):
+                    self.elections += 1
+                log.info("partition state changed", extra={"partition": p.name, "why": p.why,
+                                                           "leader": p.state.leader, "isr": list(p.state.isr),
+                                                           "epoch": p.state.epoch})
+        if changed:
+            snap = self.coord.snapshot()
+        if self.snapshot is None or snap.revision != self.snapshot.revision:
+            self.snapshot = snap
+            self.version += 1
