@@ -185,6 +185,9 @@ async def get_services(request: web.Request) -> web.Response:
     return _json(orjson.dumps({"services": found, "errors": errors}))
 
 
+_REPLICATION_KEYS = ("leader", "replicas", "isr", "leader_epoch", "high_watermark")
+
+
 async def get_partitions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     n = partition_count(ctx)
@@ -198,9 +201,14 @@ async def get_partitions(request: web.Request) -> web.Response:
         if isinstance(r, ZlogError):
             out.append({"partition": p, "owner": owner, "error": r.code, "message": r.message})
             continue
-        out.append({"partition": p, "owner": owner, "lowest_offset": r["lowest_offset"],
-                    "highest_offset": r["next_offset"] - 1, "next_offset": r["next_offset"],
-                    "bytes": r["bytes"], "segments": r["segments"], "max_timestamp": r["max_timestamp"]})
+        entry = {"partition": p, "owner": owner, "lowest_offset": r["lowest_offset"],
+                 "highest_offset": r["next_offset"] - 1, "next_offset": r["next_offset"],
+                 "bytes": r["bytes"], "segments": r["segments"], "max_timestamp": r["max_timestamp"],
+                 # unreplicated (R = 1): the owner is the leader and the only replica
+                 "leader": owner, "replicas": [] if owner is None else [owner],
+                 "isr": [] if owner is None else [owner], "leader_epoch": 0, "high_watermark": r["next_offset"]}
+        entry.update({k: r[k] for k in _REPLICATION_KEYS if k in r})
+        out.append(entry)
     return _json(orjson.dumps({"partitions": out}))
 
 

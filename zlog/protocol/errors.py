@@ -39,6 +39,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("FORBIDDEN", 403, False, "the credential's role may not do this"),
         ErrorKind("NO_OWNER", 503, True, "the partition has no live storage worker"),
         ErrorKind("NOT_OWNER", 503, True, "the worker does not own that partition"),
+        ErrorKind("NOT_ENOUGH_REPLICAS", 503, True, "fewer in-sync replicas than storage.min_insync_replicas (acks=all)"),
         ErrorKind("BACKPRESSURE", 503, True, "the cluster is overloaded; retry later"),
         ErrorKind("OUT_OF_ORDER_SEQUENCE", 503, True, "a producer batch arrived out of sequence"),
         ErrorKind("WORKER_LOST", 503, True, "the storage worker died with the request in flight"),

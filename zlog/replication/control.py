@@ -41,16 +41,19 @@ class Proposal:
     why: str  # create | elect | reclaim | isr
 
 
-def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[str, int]) -> list[Proposal]:
+def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[str, int],
+         eager: bool = True) -> list[Proposal]:
     """The proposals worker ``me`` should make now for the partitions it is a replica of
-    (``mine``: name -> replicas); ``won`` holds the epochs this process was granted."""
+    (``mine``: name -> replicas); ``won`` holds the epochs this process was granted. A new
+    partition is created by its preferred (first) replica, or, once ``eager`` (the preferred one
+    had time to start), by the first live one."""
     alive = set(snap.workers)
     out: list[Proposal] = []
     for name, replicas in mine.items():
         cur = snap.partitions.get(name)
         if cur is None:
             live = [r for r in replicas if r in alive]
-            if live and live[0] == me:
+            if live and live[0] == me and (eager or replicas[0] == me):
                 out.append(Proposal(name, PartitionState(replicas, me, (me,), 0), 0, "create"))
             continue
         state, rev = cur

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from zlog.config import StorageConfig

@@ -46,14 +46,20 @@ def _ms() -> float:
     return time.monotonic() * 1000
 
 
+def replica_partitions(cfg: Config, worker: int) -> list[int]:
+    """The partitions worker ``worker`` holds a replica of."""
+    c = cfg.cluster
+    return [p for p in range(c.partitions)
+            if worker in replicas_of(p, c.partitions, c.workers, cfg.storage.replication_factor)]
+
+
 class ReplicaManager:
     def __init__(self, worker: Any, cfg: Config) -> None:
         self.worker = worker
         self.cfg = cfg
         self.me: int = worker.worker_id
         c = cfg.cluster
-        self.partitions = [p for p in range(c.partitions)
-                           if self.me in replicas_of(p, c.partitions, c.workers, cfg.storage.replication_factor)]
+        self.partitions = replica_partitions(cfg, self.me)
         self.names = {p: partition_name(p) for p in self.partitions}
         self.endpoint = f"tcp://{c.host}:{c.replication_port_base + self.me}"
         self.ctx: zmq.Context[zmq.Socket[bytes]] = worker.ctx
@@ -81,7 +87,7 @@ class ReplicaManager:
     # -- files ----------------------------------------------------------------------------
 
     def epoch_path(self, p: int) -> Path:
-        return Path(self.cfg.cluster.data_dir) / "replication" / f"{self.names[p]}.epochs"
+        return Path(self.worker.storage_dir) / "replication" / f"{self.names[p]}.epochs"
 
     def cache(self, p: int) -> EpochCache:
         c = self.caches.get(p)
@@ -330,7 +336,6 @@ class ReplicaManager:
             if entry is None:
                 continue
             state = entry[0]
-            old = self.states.get(p)
             self.states[p] = state
             leading = (state.leader == self.me and self.membership.won.get(name) == state.epoch
                        and not self.membership.fenced())
@@ -361,7 +366,6 @@ class ReplicaManager:
                     self._ask(f, now)
             else:
                 self.following.pop(p, None)
-            del old
         if claimed:
             self.worker.heartbeat()
 
@@ -373,7 +377,7 @@ class ReplicaManager:
         view = self.view(p)
         st = LeaderState(self.me, state.replicas, frozenset(state.isr), plog.next_offset, plog.next_offset,
                          self.cfg.storage.replica_lag_ms, now, hw=min(view.hw, plog.next_offset))
-        led = self.led_parts[p] = Led(p, self.names[p], state.epoch, st, cache)
+        self.led_parts[p] = Led(p, self.names[p], state.epoch, st, cache)
         view.hw = st.hw
         self.metrics.elections.inc()
         since = self._down_since.pop(p, None)
@@ -381,7 +385,6 @@ class ReplicaManager:
             self.metrics.failover_seconds.observe((now - since) / 1000)
         log.info("leading partition", extra={"partition": p, "epoch": state.epoch, "isr": sorted(st.isr),
                                                "log_end": plog.next_offset, "high_watermark": st.hw})
-        del led
 
     def _step_down(self, p: int) -> None:
         led = self.led_parts.pop(p, None)

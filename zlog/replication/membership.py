@@ -47,9 +47,10 @@ class Membership(threading.Thread):
         self.elections = 0
         self._isr: queue.SimpleQueue[tuple[str, int, frozenset[int]]] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._last_keepalive = 0.0
         self._failing = False
+        self._born = time.monotonic()
 
     # -- called from the worker loop ------------------------------------------------------
 
@@ -62,7 +63,7 @@ class Membership(threading.Thread):
 
     def stop(self, revoke: bool = True) -> None:
         """Stop; revoking the lease lets the other replicas elect a leader at once."""
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
         self.join(timeout=5)
         if revoke and self.lease is not None:
@@ -74,7 +75,7 @@ class Membership(threading.Thread):
     # -- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._turn()
                 if self._failing:
@@ -106,7 +107,8 @@ class Membership(threading.Thread):
     def _turn(self) -> None:
         self._keepalive()
         snap = self.coord.snapshot()
-        proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won)
+        eager = time.monotonic() - self._born > 2 * self.ttl_s
+        proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won, eager)
         while True:
             try:
                 name, epoch, isr = self._isr.get_nowait()

@@ -23,6 +23,9 @@ class BoundedLog:
         self.plog = plog
         self.hw = hw
 
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.plog, name)  # the rest of the reading surface (segments, rollups)
+
     @property
     def next_offset(self) -> int:
         return min(self.hw, self.plog.next_offset)

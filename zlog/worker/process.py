@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -37,6 +37,9 @@ from zlog.protocol.wire import Command
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
+
+if TYPE_CHECKING:
+    from zlog.replication.manager import ReplicaManager
 
 log = logging.getLogger("zlog.worker")
 
@@ -53,6 +56,7 @@ class Reply:
     rid: bytes
     multi: bool
     results: list[bodies.Ack | bodies.Nack | None]
+    acks: str = "all"  # "all": answered once every in-sync replica has it (replicated partitions)
 
 
 @dataclass(slots=True)
@@ -76,9 +80,15 @@ class StorageWorker:
         self.ctx = ctx or zmq.Context.instance()
         self.metrics = WorkerMetrics()
         self.logs: dict[int, PartitionLog] = {}
-        for p in cfg.partitions_of(worker_id):
+        self.repl: ReplicaManager | None = None
+        replicated = cfg.storage.replication_factor > 1
+        if replicated:  # the replication shell (and its etcd client) is loaded only when used
+            from zlog.replication.manager import ReplicaManager, replica_partitions
+        # Replicas of one partition on one host must not share files: each worker its own tree.
+        self.storage_dir = cfg.cluster.data_dir / f"replica-{worker_id}" if replicated else cfg.cluster.data_dir
+        for p in replica_partitions(cfg, worker_id) if replicated else cfg.partitions_of(worker_id):
             t0 = time.monotonic()
-            plog = PartitionLog.open(partition_dir(cfg.cluster.data_dir, p), cfg.storage)
+            plog = PartitionLog.open(partition_dir(self.storage_dir, p), cfg.storage)
             self.logs[p] = plog
             truncated = int(plog.stats.get("recovery_truncated_bytes", 0))
             self.metrics.recovery_truncated.inc(truncated)
@@ -92,6 +102,8 @@ class StorageWorker:
                        cfg.worker_metrics_port(worker_id))
         )
         self.sockets = [self._connect(ep) for ep in cfg.router.back]
+        if replicated:
+            self.repl = ReplicaManager(self, cfg)
         self.stopping = False
         self._last_heartbeat = 0.0
         self._last_retention = time.monotonic() * 1000
@@ -163,21 +175,25 @@ class StorageWorker:
         except wire.MalformedFrame as exc:
             self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=msg.partition)
             return
-        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches))
+        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches), "leader" if obj.get("acks") == "leader" else "all")
         replies.append(reply)
         for i, (p, body) in enumerate(batches):
-            outcome = self._append(p, body)
+            outcome = self._append(p, body, reply.acks)
             if isinstance(outcome, bodies.Nack):
                 self.metrics.errors.labels(kind=outcome.code).inc()
                 reply.results[i] = outcome
             else:
                 pending.append(Pending(reply, i, outcome[0], outcome[1]))
 
-    def _append(self, p: int | None, body: bodies.ProduceBody) -> bodies.Nack | tuple[int, AppendResult]:
+    def _append(self, p: int | None, body: bodies.ProduceBody, acks: str = "all") -> bodies.Nack | tuple[int, AppendResult]:
         """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
         plog = self.logs.get(p) if p is not None else None
         if plog is None or p is None:
             return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
+        if self.repl is not None:
+            refused = self.repl.check_produce(p, acks)
+            if refused is not None:
+                return refused
         if body.tenant not in (None, self.cfg.cluster.tenant):
             return bodies.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
@@ -266,8 +282,12 @@ class StorageWorker:
                            f"worker {self.worker_id} does not own partition {p}", retry=True, partition=p)
                 continue
             self.metrics.requests.labels(command=msg.command.name).inc()
+            # A replicated partition is read below its high watermark only.
+            source: Any = plog if self.repl is None else self.repl.view(p)
             try:
-                body: dict[str, Any] = answer(msg, p, plog, self.cfg.storage)
+                body: dict[str, Any] = answer(msg, p, source, self.cfg.storage)
+                if self.repl is not None and msg.command is Command.STATS:
+                    body.update(self.repl.describe(p))
             except wire.MalformedFrame as exc:
                 self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), exc.code, str(exc),
                            retry=False, partition=p)
@@ -282,7 +302,11 @@ class StorageWorker:
     # -- housekeeping ---------------------------------------------------------------------
 
     def heartbeat(self, command: Command = Command.HEARTBEAT) -> None:
-        frames = wire.encode(command, 0, body=self.ready_body)
+        body = self.ready_body
+        if self.repl is not None:  # claim only the partitions this worker leads now
+            body = bodies.ready_body(bodies.Ready(self.worker_id, self.repl.led(), self.cfg.cluster.node_id,
+                                                  os.getpid(), self.cfg.worker_metrics_port(self.worker_id)))
+        frames = wire.encode(command, 0, body=body)
         for s in self.sockets:
             self._send(s, b"", frames)
 
@@ -293,6 +317,8 @@ class StorageWorker:
             self.refresh_gauges()
         for plog in self.logs.values():
             plog.tick()
+        if self.repl is not None:
+            self.repl.tick()
         if now_ms - self._last_retention >= RETENTION_EVERY_MS:
             self._last_retention = now_ms
             for p, plog in self.logs.items():
@@ -308,6 +334,8 @@ class StorageWorker:
             m.segments.labels(partition=label).set(plog.segment_count)
             m.highest_offset.labels(partition=label).set(plog.next_offset - 1)
             m.lowest_offset.labels(partition=label).set(plog.lowest_offset)
+        if self.repl is not None:
+            self.repl.gauges()
 
     def drain(self, socks: list[zmq.Socket[bytes]]) -> None:
         pending: list[Pending] = []
@@ -321,8 +349,11 @@ class StorageWorker:
                 self.on_message(sock, frames, pending, replies)
         if pending:
             self.commit(pending)
+            if self.repl is not None:
+                self.repl.after_commit({x.partition for x in pending})
         for reply in replies:
-            self.answer(reply)
+            if self.repl is None or not self.repl.hold(reply):
+                self.answer(reply)
         if self._reads:
             self.serve_reads()
 
@@ -334,19 +365,30 @@ class StorageWorker:
         poller = zmq.Poller()
         for s in self.sockets:
             poller.register(s, zmq.POLLIN)
+        if self.repl is not None:
+            self.repl.poller = poller
+            for s in self.repl.sockets():
+                poller.register(s, zmq.POLLIN)
+        routers = set(self.sockets)
         self.heartbeat(Command.READY)
         self._last_heartbeat = time.monotonic() * 1000
-        tick = min(self.cfg.router.heartbeat_ms, 100)
+        tick = min(self.cfg.router.heartbeat_ms, 100 if self.repl is None else 20)
         while not self.stopping:
             events = poller.poll(tick)
             if events:
-                self.drain([s for s, _ in events])
+                ours = [s for s, _ in events if s in routers]
+                if ours:
+                    self.drain(ours)
+                if self.repl is not None and len(ours) < len(events):
+                    self.repl.on_events([s for s, _ in events if s not in routers])
             self.housekeeping(time.monotonic() * 1000)
         self.shutdown()
 
     def shutdown(self) -> None:
         # Finish what already arrived, then leave: routers NACK anything sent after this point.
         self.drain(self.sockets)
+        if self.repl is not None:
+            self.repl.close()  # held acknowledgements are NACKed, the lease revoked: others elect now
         self.heartbeat(Command.DISCONNECT)
         for plog in self.logs.values():
             plog.close()
