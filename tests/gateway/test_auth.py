@@ -1,13 +1,214 @@
-"""The auth middleware on a real gateway: every request gets a valid tenant, or a named refusal."""
+"""The auth middleware on real gateways: every endpoint, with and without each credential.
+
+One cluster runs in token mode; a second gateway process on the same router runs in basic
+mode; a third module-level cluster runs with auth off (X-Scope-OrgID rules).
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client as http_client
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests._cluster import Cluster, http
+from tests._cluster import Cluster, free_port, free_ports, http, wait_until
+from zlog.security import credentials
+
+RECORD = json.dumps([{"service": "auth-svc", "message": "hello", "level": "INFO"}]).encode()
+
+# (method, path, body): every route of the gateway. Expected status per credential comes from
+# the role the route needs (zlog/security/roles.py): write for POST /v1/logs, read for the GETs.
+ENDPOINTS = [
+    ("POST", "/v1/logs", RECORD),
+    ("GET", "/v1/logs?limit=5", None),
+    ("GET", "/v1/logs/export?limit=5", None),
+    ("GET", "/v1/query?service=auth-svc&limit=5", None),
+    ("GET", "/v1/services", None),
+    ("GET", "/v1/partitions", None),
+    ("GET", "/v1/partitions/0/records?offset=0", None),
+    ("GET", "/", None),
+    ("GET", "/ui/app.js", None),
+    ("GET", "/v1/tail?service=auth-svc", None),
+]
+OPEN = [("GET", "/healthz"), ("GET", "/ready"), ("GET", "/metrics")]
+
+
+@dataclass
+class Creds:
+    write: str
+    read: str
+    admin: str
+    other: str  # a write token of another tenant
+    revoked: str
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Creds]]:
+    root = Path(tmp_path_factory.mktemp("auth-token"))
+    path = root / "credentials.json"
+    c = credentials.Credentials()
+    c = credentials.add_tenant(c, "acme", 1)
+    c = credentials.add_tenant(c, "globex", 1)
+    c, write = credentials.create_token(c, "acme", "write", 1)
+    c, read = credentials.create_token(c, "acme", "read", 1)
+    c, admin = credentials.create_token(c, "acme", "admin", 1)
+    c, other = credentials.create_token(c, "globex", "write", 1)
+    c, revoked = credentials.create_token(c, "acme", "admin", 1)
+    c = credentials.set_user(c, "alice", "acme", "read", "correct horse battery", 1)
+    c = credentials.set_user(c, "bob", "acme", "write", "another long password", 1)
+    credentials.save(path, c)
+    extra = f'\n[auth]\nmode = "token"\ncredentials_file = "{path}"\n'
+    with Cluster(root, partitions=2, workers=1, toml_extra=extra) as cluster:
+        yield cluster, Creds(write, read, admin, other, revoked)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def call(cluster_url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    h = {"Content-Type": "application/json", **headers} if body else headers
+    if path.startswith("/v1/tail"):
+        return stream_status(cluster_url, path, h)
+    return http(method, cluster_url + path, body, h, timeout=10)
+
+
+def stream_status(cluster_url: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """Status and headers of a streaming answer (SSE), and its body only when it is an error."""
+    host, port = cluster_url.removeprefix("http://").split(":")
+    conn = http_client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read() if resp.status >= 400 else b""
+        return resp.status, dict(resp.headers), data
+    finally:
+        conn.close()
+
+
+def expected(role: str | None, method: str, path: str) -> int:
+    if role is None:
+        return 401
+    needed = "write" if method == "POST" else "read"
+    return 200 if role in ("admin", needed) else 403
+
+
+@pytest.mark.parametrize("who", ["none", "bad", "write", "read", "admin"])
+def test_every_endpoint_with_each_token(token_cluster: tuple[Cluster, Creds], who: str) -> None:
+    cluster, creds = token_cluster
+    headers = {
+        "none": {},
+        "bad": bearer("zlog_AAAAAAAAAAAA_" + "x" * 43),
+        "write": bearer(creds.write),
+        "read": bearer(creds.read),
+        "admin": bearer(creds.admin),
+    }[who]
+    role = None if who in ("none", "bad") else who
+    for method, path, body in ENDPOINTS:
+        status, resp_headers, data = call(cluster.url, method, path, body, headers)
+        assert status == expected(role, method, path), (who, method, path, status, data[:300])
+        assert "script-src 'self'" in resp_headers.get("Content-Security-Policy", ""), (path, resp_headers)
+        assert resp_headers.get("X-Content-Type-Options") == "nosniff"
+        if status in (401, 403):
+            err = json.loads(data)
+            assert err["error"] == ("UNAUTHORIZED" if status == 401 else "FORBIDDEN")
+            for secret in (creds.write, creds.read, creds.admin):
+                assert secret.encode() not in data and secret[-43:].encode() not in data
+        if status == 401:
+            assert resp_headers.get("WWW-Authenticate", "").startswith("Bearer")
+    for method, path in OPEN:
+        status, _, data = call(cluster.url, method, path, None, headers)
+        assert status == 200, (who, path, data[:200])
+
+
+def test_a_basic_credential_is_refused_in_token_mode(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, _ = token_cluster
+    status, _, _ = call(cluster.url, "GET", "/v1/services", None, basic("alice", "correct horse battery"))
+    assert status == 401
+
+
+def test_the_tenant_comes_from_the_token(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, creds = token_cluster
+    # Naming its own tenant is fine; another is refused unless the credential is admin.
+    assert call(cluster.url, "POST", "/v1/logs", RECORD, {**bearer(creds.write), "X-Scope-OrgID": "acme"})[0] == 200
+    status, _, data = call(cluster.url, "POST", "/v1/logs", RECORD, {**bearer(creds.write), "X-Scope-OrgID": "globex"})
+    assert status == 403 and b"FORBIDDEN" in data
+    assert call(cluster.url, "GET", "/v1/services", None, {**bearer(creds.admin), "X-Scope-OrgID": "globex"})[0] == 200
+    status, _, data = call(cluster.url, "GET", "/v1/services", None, {**bearer(creds.admin), "X-Scope-OrgID": "../x"})
+    assert status == 400 and b"INVALID_TENANT" in data
+
+
+def test_revocation_takes_effect_on_sighup_without_a_restart(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, creds = token_cluster
+    assert call(cluster.url, "GET", "/v1/services", None, bearer(creds.revoked))[0] == 200  # now cached
+    path = Path(cluster.root) / "credentials.json"
+    c = credentials.revoke_token(credentials.load(path), creds.revoked)
+    c, fresh = credentials.create_token(c, "acme", "read", 2)
+    credentials.save(path, c)
+    pid = cluster.procs["gateway-0"].pid
+    assert call(cluster.url, "GET", "/v1/services", None, bearer(fresh))[0] == 401  # not loaded yet
+    cluster.signal("gateway-0", signal.SIGHUP)
+    wait_until(lambda: call(cluster.url, "GET", "/v1/services", None, bearer(creds.revoked))[0] == 401,
+               timeout=10, what="the revoked token to be refused")
+    # The negative answer for `fresh` was forgotten with the reload.
+    assert call(cluster.url, "GET", "/v1/services", None, bearer(fresh))[0] == 200
+    assert cluster.procs["gateway-0"].pid == pid and cluster.procs["gateway-0"].alive()
+    # A damaged file on reload keeps the credentials in force.
+    path.write_text("{not json")
+    cluster.signal("gateway-0", signal.SIGHUP)
+    wait_until(lambda: "credentials not reloaded" in cluster.logs("gateway-0"), timeout=10, what="the reload refusal")
+    assert call(cluster.url, "GET", "/v1/services", None, bearer(fresh))[0] == 200
+    credentials.save(path, c)
+
+
+def _extra_gateway(cluster: Cluster, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    log = Path(cluster.root) / f"gateway-extra-{port}.stderr"
+    full = dict(cluster.env, ZLOG_GATEWAY_PORT=str(port), ZLOG_GATEWAY_METRICS_PORT_BASE=str(free_ports(1)),
+                ZLOG_GATEWAY_WAL="false", **env)
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "zlog", "gateway", "--index", "1"], env=full,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cluster.root)
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def test_basic_mode_users(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, creds = token_cluster
+    proc, url, log = _extra_gateway(cluster, {"ZLOG_AUTH_MODE": "basic"})
+    try:
+        wait_until(lambda: http("GET", url + "/healthz", timeout=2)[0] == 200, timeout=30, what="basic gateway")
+        status, headers, _ = call(url, "GET", "/v1/services", None, {})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert call(url, "GET", "/v1/services", None, basic("alice", "correct horse battery"))[0] == 200
+        assert call(url, "GET", "/v1/services", None, basic("alice", "wrong password here"))[0] == 401
+        assert call(url, "GET", "/v1/services", None, basic("mallory", "correct horse battery"))[0] == 401
+        assert call(url, "POST", "/v1/logs", RECORD, basic("alice", "correct horse battery"))[0] == 403
+        assert call(url, "POST", "/v1/logs", RECORD, basic("bob", "another long password"))[0] == 200
+        assert call(url, "GET", "/v1/services", None, bearer(creds.admin))[0] == 401  # wrong scheme for the mode
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert "password" not in log.read_text().lower().replace("password)", "")
+
+
+def test_auth_off_refuses_to_listen_beyond_loopback(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, _ = token_cluster
+    proc, _, log = _extra_gateway(cluster, {"ZLOG_AUTH_MODE": "none", "ZLOG_GATEWAY_HOST": "0.0.0.0"})
+    assert proc.wait(30) == 2
+    text = log.read_text()
+    assert "refuses to start" in text and "auth.allow_insecure" in text
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +228,4 @@ def test_mode_none_refuses_an_invalid_scope_header(open_cluster: Cluster, value:
 def test_mode_none_takes_a_valid_scope_header_or_the_default(open_cluster: Cluster) -> None:
     assert http("GET", open_cluster.url + "/v1/services", headers={"X-Scope-OrgID": "acme"})[0] == 200
     assert http("GET", open_cluster.url + "/v1/services")[0] == 200
+    assert os.environ.get("ZLOG_AUTH_MODE") is None

@@ -57,6 +57,10 @@ class ClusterConfig:
     workers: int = 2
     data_dir: Path = Path("data")
     tenant: str = "default"
+    # CurveZMQ on every socket between producers, routers and workers (docs/security.md);
+    # without it every zmq endpoint must be on loopback.
+    curve: bool = False
+    keys_dir: Path | None = None  # default: <data_dir>/keys (zlog keys generate)
     # Replication (storage.replication_factor > 1): etcd endpoints ("http://host:port"); none =
     # the local etcd `zlog up` runs, on etcd_listen:etcd_client_port. host is what a worker
     # advertises to its peers (replicas go to distinct hosts when workers name theirs).

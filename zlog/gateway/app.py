@@ -27,9 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zlog.client import AsyncProducer
 from zlog.config import Config
-from zlog.gateway import export, loki_push, read_api, stats_api, tail, ui
+from zlog.gateway import auth, export, loki_push, read_api, stats_api, tail, ui
 from zlog.gateway import server as http_server
-from zlog.gateway.auth import authenticate
+from zlog.gateway.auth import AUTH, authenticate, check_listen, is_loopback
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
 from zlog.gateway.ingest import post_logs
 from zlog.gateway.server import refusal_body
@@ -39,6 +39,8 @@ from zlog.ops.metrics import serve
 from zlog.ops.runtime import freeze_startup_garbage, tune_malloc
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
+from zlog.security import credentials
+from zlog.security.credentials import CredentialsError
 
 log = logging.getLogger("zlog.gateway")
 
@@ -115,6 +117,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     ctx = GatewayContext.create(cfg, producer, index)
     app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json, authenticate])
     app[CONTEXT] = ctx
+    auth.setup(app, cfg)
     app.router.add_post("/v1/logs", post_logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ready", ready)
@@ -158,6 +161,18 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
         pass
     host = host or cfg.gateway.host
     port = port or cfg.gateway.port
+    refusal = check_listen(cfg, host)
+    if refusal:
+        log.error("gateway refuses to start", extra={"reason": refusal})
+        return 2
+    if cfg.auth.mode == "none" and not is_loopback(host):
+        log.warning("authentication is off and the gateway listens beyond loopback (auth.allow_insecure)",
+                    extra={"host": host})
+    try:
+        credentials.load(credentials.path_of(cfg)) if cfg.auth.mode != "none" else None
+    except CredentialsError as exc:
+        log.error("gateway refuses to start: bad credentials file", extra={"reason": str(exc)})
+        return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = loop.run_until_complete(make_app(cfg, index))
@@ -176,7 +191,8 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
-    log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(),
+    loop.add_signal_handler(signal.SIGHUP, app[AUTH].reload)
+    log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(), "auth": cfg.auth.mode,
                                         "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})
     try:
         loop.run_until_complete(http_server.serve(app, host, port, stop,

@@ -1,29 +1,93 @@
 """Who is calling: the gateway middleware that gives every request a tenant and a role.
 
-After this middleware, ``request["tenant"]`` is a valid tenant id and ``request["role"]`` one
+After ``authenticate``, ``request["tenant"]`` is a valid tenant id and ``request["role"]`` one
 of ``write``, ``read``, ``admin``; handlers read the tenant through ``tenant_of(request)``.
 
 Invariants:
-- With ``auth.mode = "none"`` the tenant is ``X-Scope-OrgID`` when present (validated by
-  ``zlog.tenants.ids``: an invalid one is a 400, never a fallback to the default) or
-  ``cluster.tenant``; the role is ``admin`` (nobody is asked, so nobody is refused).
-- No handler runs for a request whose tenant is not a valid id.
+- ``auth.mode = "none"``: the tenant is ``X-Scope-OrgID`` when present (validated by
+  ``zlog.tenants.ids``; an invalid one is a 400, never a fallback) or ``cluster.tenant``; the
+  role is ``admin``. ``run`` refuses a non-loopback listen address then, unless
+  ``auth.allow_insecure``.
+- ``token`` / ``basic``: every request outside ``auth.open_paths`` carries a valid credential
+  of that scheme or gets 401 with ``WWW-Authenticate``; a credential whose role may not do the
+  request gets 403. The tenant is the credential's; ``X-Scope-OrgID`` may only repeat it (an
+  ``admin`` credential may name any tenant).
+- No answer echoes a presented credential, and none is logged: refusals name the problem only.
+- Slow checks (scrypt) run in threads, at most ``CHECKS_AT_ONCE`` at a time with at most
+  ``MAX_WAITING`` queued; beyond that the answer is 503 at once, so a flood of wrong
+  credentials cannot queue unbounded work. Verified credentials are cached (``Verifier``).
+- ``reload`` (SIGHUP) swaps the credentials whole, or keeps the old ones when the file is bad.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from zlog.config import Config
+from zlog.gateway import headers
 from zlog.gateway.context import CONTEXT, error_response
 from zlog.protocol.errors import ZlogError
+from zlog.security import credentials, roles
+from zlog.security.credentials import CredentialsError, Principal
+from zlog.security.verifier import Presented, Verifier, parse_authorization
 from zlog.tenants import ids
+
+log = logging.getLogger("zlog.gateway.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TENANT = "tenant"
 ROLE = "role"
+PRINCIPAL = "principal"
+CHECKS_AT_ONCE = 2
+MAX_WAITING = 64
+_SCHEME = {"token": "bearer", "basic": "basic"}
+_CHALLENGE = {"token": 'Bearer realm="zlog"', "basic": 'Basic realm="zlog", charset="UTF-8"'}
+
+
+@dataclass(slots=True)
+class AuthState:
+    """One per gateway process: the mode, the credentials in force, the check queue."""
+
+    cfg: Config
+    verifier: Verifier
+    open_paths: frozenset[str]
+    waiting: int = 0
+    checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CHECKS_AT_ONCE))
+
+    @classmethod
+    def create(cls, cfg: Config) -> AuthState:
+        creds = credentials.load(credentials.path_of(cfg)) if cfg.auth.mode != "none" else credentials.Credentials()
+        return cls(cfg, Verifier(creds, cfg.auth.cache_s), frozenset(cfg.auth.open_paths))
+
+    def reload(self) -> bool:
+        if self.cfg.auth.mode == "none":
+            return True
+        path = credentials.path_of(self.cfg)
+        try:
+            creds = credentials.load(path)
+        except CredentialsError as exc:
+            log.error("credentials not reloaded; the previous ones stay in force", extra={"detail": str(exc)})
+            return False
+        self.verifier.replace(creds)
+        log.info("credentials reloaded", extra={"path": str(path), "tokens": len(creds.tokens),
+                                                 "users": len(creds.users)})
+        return True
+
+
+AUTH = web.AppKey("zlog_auth", AuthState)
+
+
+def setup(app: web.Application, cfg: Config) -> None:
+    """Install what the middleware needs, and the security headers of every answer."""
+    app[AUTH] = AuthState.create(cfg)
+    headers.setup(app)
 
 
 def tenant_of(request: web.Request) -> str:
@@ -40,12 +104,86 @@ def role_of(request: web.Request) -> str:
     return str(request.get(ROLE, "admin"))
 
 
+def _refuse(code: str, message: str, mode: str) -> web.Response:
+    resp = error_response(ZlogError(code, message))
+    if code == "UNAUTHORIZED":
+        resp.headers["WWW-Authenticate"] = _CHALLENGE[mode]
+    return resp
+
+
+async def _principal(state: AuthState, presented: Presented) -> Principal | web.Response | None:
+    v = state.verifier
+    hit = v.cached(presented)
+    if isinstance(hit, Principal):
+        return hit
+    if hit is False:
+        return None
+    if not v.needs_hashing(presented):
+        return None
+    if state.waiting >= MAX_WAITING:
+        return error_response(ZlogError("BACKPRESSURE", "too many credential checks in progress"))
+    state.waiting += 1
+    try:
+        async with state.checks:
+            generation = v.generation
+            return await asyncio.get_running_loop().run_in_executor(None, v.check, presented, generation)
+    finally:
+        state.waiting -= 1
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    try:
-        request[TENANT] = ids.from_header(request.headers.get(ids.TENANT_HEADER), ctx.cfg.cluster.tenant)
-    except ZlogError as exc:
-        return error_response(exc)
-    request[ROLE] = "admin"
+    state = request.app.get(AUTH)
+    mode = state.cfg.auth.mode if state is not None else "none"
+    header_tenant = request.headers.get(ids.TENANT_HEADER)
+    if state is None or mode == "none" or request.path in state.open_paths:
+        try:
+            request[TENANT] = ids.from_header(header_tenant, ctx.cfg.cluster.tenant)
+        except ZlogError as exc:
+            return error_response(exc)
+        request[ROLE] = "admin" if mode == "none" else "read"
+        return await handler(request)
+    presented = parse_authorization(request.headers.get("Authorization"))
+    if presented is None or presented.scheme != _SCHEME[mode]:
+        want = "a bearer token" if mode == "token" else "a user and password (HTTP basic)"
+        return _refuse("UNAUTHORIZED", f"this API needs {want} in the Authorization header", mode)
+    principal = await _principal(state, presented)
+    if isinstance(principal, web.Response):
+        return principal
+    if principal is None:
+        return _refuse("UNAUTHORIZED", "the credential is not valid", mode)
+    tenant = principal.tenant
+    if header_tenant is not None:
+        try:
+            named = ids.validate(header_tenant)
+        except ZlogError as exc:
+            return error_response(exc)
+        if named != tenant and principal.role != "admin":
+            return _refuse("FORBIDDEN", "this credential may act only for its own tenant", mode)
+        tenant = named
+    needed = roles.required_role(request.method, request.path)
+    if not roles.allows(principal.role, needed):
+        return _refuse("FORBIDDEN", f"a {principal.role} credential may not do this (it needs {needed})", mode)
+    request[TENANT] = tenant
+    request[ROLE] = principal.role
+    request[PRINCIPAL] = principal.name
     return await handler(request)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(cfg: Config, host: str) -> str | None:
+    """Why the gateway must not listen on ``host`` with this configuration, or None."""
+    if cfg.auth.mode == "none" and not is_loopback(host) and not cfg.auth.allow_insecure:
+        return (f"auth.mode is none and gateway.host is {host}: anyone who can reach it could read and "
+                "write every tenant's logs. Set auth.mode to token or basic (docs/security.md), listen on "
+                "127.0.0.1, or set auth.allow_insecure = true to accept that")
+    return None

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", parents=[common], help="run the whole cluster under supervisord (foreground)")
     sub.add_parser("etcd", parents=[common],
                    help="run the local etcd a replicated cluster uses (exits at once when none is needed)")
+    from zlog.ops.security_cli import add_parsers
+
+    add_parsers(sub, common)
     return parser
 
 
@@ -146,6 +149,8 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.ops.cluster", "up")(cfg, args)
     if cmd == "etcd":
         return _target("zlog.replication.etcd_server", "run")(cfg)
+    if cmd in ("tenant", "token", "user", "keys"):
+        return _target("zlog.ops.security_cli", "run")(cfg, args)
     raise ConfigError(f"unknown command {cmd!r}")
 
 

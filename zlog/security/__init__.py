@@ -1,0 +1,1 @@
+"""Security: credentials (salted hashes), roles, and CurveZMQ keys (docs/security.md)."""

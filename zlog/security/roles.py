@@ -1,0 +1,32 @@
+"""Which role a request needs: a pure table of (method, path) -> ``write`` | ``read`` | ``admin``.
+
+Invariants:
+- ``admin`` may do everything; ``write`` only sends records (the intake endpoints); ``read``
+  only reads (every GET/HEAD, and the POST forms of Loki's query endpoints).
+- Anything not named here needs ``admin``: an endpoint added later is closed until it is placed.
+"""
+
+from __future__ import annotations
+
+# Endpoints that store records (POST): zlog's own, Loki push, OTLP/HTTP logs, Elasticsearch bulk.
+WRITE_PATHS = frozenset(("/v1/logs", "/loki/api/v1/push", "/api/prom/push", "/otlp/v1/logs", "/v1/otlp/logs",
+                         "/_bulk"))
+WRITE_SUFFIXES = ("/_bulk",)
+# Loki's query API also accepts POST with a form body; those requests only read.
+READ_POST_PREFIXES = ("/loki/api/v1/", "/api/prom/")
+READ_METHODS = frozenset(("GET", "HEAD"))
+
+
+def required_role(method: str, path: str) -> str:
+    method = method.upper()
+    if method == "POST" and (path in WRITE_PATHS or path.endswith(WRITE_SUFFIXES)):
+        return "write"
+    if method in READ_METHODS:
+        return "read"
+    if method == "POST" and path.startswith(READ_POST_PREFIXES):
+        return "read"
+    return "admin"
+
+
+def allows(role: str, needed: str) -> bool:
+    return role == "admin" or role == needed
