@@ -34,6 +34,8 @@ ENDPOINTS = [
     ("GET", "/v1/services", None),
     ("GET", "/v1/partitions", None),
     ("GET", "/v1/partitions/0/records?offset=0", None),
+    ("GET", "/v1/stats/volume?step=1m", None),
+    ("GET", "/v1/stats/values?field=service", None),
     ("GET", "/", None),
     ("GET", "/ui/app.js", None),
     ("GET", "/v1/tail?service=auth-svc", None),
