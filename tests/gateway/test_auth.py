@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,14 @@ from tests._cluster import Cluster, free_port, free_ports, http, wait_until
 from zlog.security import credentials
 
 RECORD = json.dumps([{"service": "auth-svc", "message": "hello", "level": "INFO"}]).encode()
+LOKI = json.dumps({"streams": [{"stream": {"service_name": "auth-svc"},
+                                "values": [[str(time.time_ns()), "hello loki"]]}]}).encode()
 
 # (method, path, body): every route of the gateway. Expected status per credential comes from
 # the role the route needs (zlog/security/roles.py): write for POST /v1/logs, read for the GETs.
 ENDPOINTS = [
     ("POST", "/v1/logs", RECORD),
+    ("POST", "/loki/api/v1/push", LOKI),
     ("GET", "/v1/logs?limit=5", None),
     ("GET", "/v1/logs/export?limit=5", None),
     ("GET", "/v1/query?service=auth-svc&limit=5", None),
@@ -104,7 +108,9 @@ def expected(role: str | None, method: str, path: str) -> int:
     if role is None:
         return 401
     needed = "write" if method == "POST" else "read"
-    return 200 if role in ("admin", needed) else 403
+    if role not in ("admin", needed):
+        return 403
+    return 204 if path.startswith("/loki/") else 200
 
 
 @pytest.mark.parametrize("who", ["none", "bad", "write", "read", "admin"])
