@@ -8,6 +8,8 @@ Invariants:
 - Bounded: body bytes (after decompression too), records per request, and requests in flight
   (beyond which the answer is 503 + Retry-After instead of queueing without limit); the
   admission, body and store steps are ``zlog.gateway.intake``'s, shared with the other ingest APIs.
+- A body that is OTLP (``application/x-protobuf``, or a JSON object with ``resourceLogs``) is
+  answered by ``zlog.gateway.otlp``, so a collector or SDK pointed at the gateway's root URL works.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from zlog.client import Share
+from zlog.gateway import otlp
 from zlog.gateway.context import CONTEXT, error_response
 from zlog.gateway.intake import Outcome, admitted, read_body, received_now, retry_after_of, store
 from zlog.ingest.body import encode_body
@@ -56,6 +59,9 @@ async def _ingest(request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
     except ZlogError as exc:
         return error_response(exc)
+    if otlp.is_otlp(content_type, body):
+        # An OTLP exporter given only the gateway's base URL posts here, its default path.
+        return await otlp.export(request, body)
     received_at = received_now()
     try:
         total, groups = encode_body(body, content_type, ctx.limits, received_at=received_at,
