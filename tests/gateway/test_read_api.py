@@ -166,6 +166,21 @@ def test_fetch_by_offset_across_segments(cluster: Cluster) -> None:
     assert get(cluster, f"/v1/partitions/{p}/records", [("limit", "0")])[0] == 400
 
 
+def test_context_window_across_a_segment_boundary(cluster: Cluster) -> None:
+    """What the viewer's "show context" asks: N before and after an offset, in one FETCH."""
+    p = partition_for("billing", 4)
+    bases = sorted(int(f.stem) for f in (cluster.data_dir / str(p)).glob("*.jsonl"))
+    stored = cluster.stored_records(p)
+    for b in bases[1:3]:  # a record just past a segment start: half its context is in the previous segment
+        for anchor in (b, b - 1):
+            status, body = get(cluster, f"/v1/partitions/{p}/records", [("offset", str(anchor - 5)), ("limit", "11")])
+            assert status == 200, body
+            assert [r["offset"] for r in body["records"]] == list(range(anchor - 5, anchor + 6))
+            assert [{k: v for k, v in r.items() if k not in ("partition", "offset")} for r in body["records"]] == \
+                [stored[o] for o in range(anchor - 5, anchor + 6)]
+            assert body["next_offset"] == anchor + 6
+
+
 def test_partitions_and_services(cluster: Cluster) -> None:
     status, body = get(cluster, "/v1/partitions")
     assert status == 200

@@ -1,20 +1,34 @@
-// zlog log viewer: plain JS, no build step. The page URL holds the filters, so a view can be shared.
-// Talks to the gateway's read API only: /v1/services, /v1/logs (search + paging), /v1/tail (SSE).
+// zlog log explorer: plain JS modules, no build step. The page URL holds the filters, so a view can
+// be shared. Talks to the gateway's read API only: /v1/services, /v1/logs (search + paging),
+// /v1/tail (SSE), /v1/stats/volume (chart), /v1/stats/values (facets), /v1/partitions/{p}/records
+// (context) and /v1/logs/export (download).
 "use strict";
+
+import { VolumeChart } from "./chart.js";
+import { ContextView } from "./context.js";
+import { badge, fetchJson, fmtTime, h, highlighted } from "./dom.js";
+import { Facets, labelKeys } from "./facets.js";
+import { apiParams, chipLabel, fromUrl, KNOWN_LEVELS, toUrl } from "./filters.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
   form: $("filters"), service: $("service"), levels: $("levels"), search: $("search"), range: $("range"),
   limit: $("limit"), auto: $("auto"), live: $("live"), refresh: $("refresh"), rows: $("rows"),
-  summary: $("summary"), error: $("error"), empty: $("empty"), older: $("older"),
+  summary: $("summary"), error: $("error"), empty: $("empty"), older: $("older"), chips: $("chips"),
+  download: $("download"), exportLimit: $("export-limit"),
 };
-const state = { cursor: null, tailCursor: null, source: null, timer: null, seq: 0, shown: 0, live: 0 };
-const LEVEL_CLASS = {
-  debug: "debug", trace: "debug", info: "info", notice: "info", warn: "warn", warning: "warn",
-  error: "error", err: "error", fatal: "error", critical: "error", crit: "error", panic: "error",
+const state = {
+  cursor: null, tailCursor: null, source: null, timer: null, seq: 0, shown: 0, live: 0,
+  extra: [],          // [{key, value}]: label.<k>, level (uncommon spellings), -service, -level, -label.<k>
+  until: "",          // set with a custom (dragged) range
+  records: [],
+  refetch: null,
 };
 
-// -- filters <-> URL <-> API parameters ---------------------------------------------------
+const chart = new VolumeChart($("chart"), { onSelect: (from, to) => setRange(String(from), String(to)) });
+const facets = new Facets($("facets"), { onPick: pick });
+
+// -- the form <-> a filter object ---------------------------------------------------------
 
 function readForm() {
   return {
@@ -22,8 +36,22 @@ function readForm() {
     levels: [...els.levels.querySelectorAll("input:checked")].map((i) => i.value),
     q: els.search.value.trim(),
     since: els.range.value,
+    until: state.until,
     limit: els.limit.value,
+    extra: state.extra,
+    auto: els.auto.checked,
+    live: els.live.checked,
   };
+}
+
+function setCustomRange(since, until) {
+  let opt = els.range.querySelector("option.custom");
+  const custom = since && ![...els.range.options].some((o) => o.value === since && !o.classList.contains("custom"));
+  if (!custom) { opt?.remove(); return; }
+  if (!opt) { opt = new Option("", ""); opt.className = "custom"; els.range.add(opt); }
+  opt.value = since;
+  const t = (v) => (/^\d+$/.test(v) ? fmtTime(Number(v)).slice(5, 19) : v);
+  opt.textContent = until ? `${t(since)} → ${t(until)}` : `since ${t(since)}`;
 }
 
 function writeForm(f) {
@@ -33,128 +61,167 @@ function writeForm(f) {
   els.service.value = f.service || "";
   for (const box of els.levels.querySelectorAll("input")) box.checked = f.levels.includes(box.value);
   els.search.value = f.q || "";
+  setCustomRange(f.since, f.until);
   els.range.value = f.since || "";
+  state.until = f.until || "";
   els.limit.value = f.limit || "100";
+  state.extra = f.extra || [];
+  els.auto.checked = !!f.auto;
+  els.live.checked = !!f.live;
+  renderChips();
 }
 
-function fromUrl() {
-  const p = new URLSearchParams(location.search);
-  els.auto.checked = p.get("auto") === "1";
-  els.live.checked = p.get("live") === "1";
-  return { service: p.get("service") || "", levels: p.getAll("level"), q: p.get("q") || "",
-           since: p.get("since") || "", limit: p.get("limit") || "100" };
+function setRange(since, until) {
+  const f = readForm();
+  writeForm({ ...f, since, until });
+  run();
 }
 
-function toUrl(f) {
-  const p = new URLSearchParams();
-  if (f.service) p.set("service", f.service);
-  for (const lv of f.levels) p.append("level", lv);
-  if (f.q) p.set("q", f.q);
-  if (f.since) p.set("since", f.since);
-  if (f.limit !== "100") p.set("limit", f.limit);
-  if (els.auto.checked) p.set("auto", "1");
-  if (els.live.checked) p.set("live", "1");
-  const qs = p.toString();
-  history.replaceState(null, "", qs ? "?" + qs : location.pathname);
-}
-
-function apiParams(f) {
-  const p = new URLSearchParams();
-  if (f.service) p.set("service", f.service);
-  for (const lv of f.levels) {
-    p.append("level", lv);
-    if (lv === "WARN") p.append("level", "WARNING");
+/** A facet click: include the value (replacing the service), or exclude it with shift. */
+function pick(field, value, exclude) {
+  const f = readForm();
+  const was = activeState(field, value);
+  if (was) { unpick(f, field, value); return; } // a second click on an active value removes it
+  const key = exclude ? "-" + field : field;
+  let extra = f.extra.filter((e) => !(e.key.replace(/^-/, "") === field && e.value === value));
+  if (!exclude && field === "service") {
+    f.service = value;
+  } else if (!exclude && field === "level" && KNOWN_LEVELS.includes(value.toUpperCase())) {
+    const lv = value.toUpperCase() === "WARNING" ? "WARN" : value.toUpperCase();
+    if (!f.levels.includes(lv)) f.levels = [...f.levels, lv];
+  } else {
+    if (!exclude && field.startsWith("label.")) extra = extra.filter((e) => e.key !== field); // one value per label
+    if (exclude && field === "service" && f.service === value) f.service = "";
+    if (exclude && field === "level") f.levels = f.levels.filter((lv) => lv.toLowerCase() !== value.toLowerCase());
+    extra = [...extra, { key, value }];
   }
-  const re = /^\/(.+)\/$/.exec(f.q);
-  if (re) p.set("regex", re[1]);
-  else if (f.q) p.set("contains", f.q);
-  if (f.since) p.set("since", f.since);
-  return p;
+  writeForm({ ...f, extra });
+  run();
+}
+
+function unpick(f, field, value) {
+  if (field === "service" && f.service === value) f.service = "";
+  if (field === "level") {
+    f.levels = f.levels.filter((lv) => !(lv.toLowerCase() === value.toLowerCase() ||
+                                         (lv === "WARN" && value.toLowerCase() === "warning")));
+  }
+  const extra = f.extra.filter((e) => !(e.key.replace(/^-/, "") === field && e.value === value));
+  writeForm({ ...f, extra });
+  run();
+}
+
+/** Whether a facet value is already a filter: "include", "exclude" or "". */
+function activeState(field, value) {
+  const f = readForm();
+  if (field === "service" && f.service === value) return "include";
+  if (field === "level" && f.levels.some((lv) => lv.toLowerCase() === value.toLowerCase() ||
+      (lv === "WARN" && value.toLowerCase() === "warning"))) return "include";
+  for (const e of f.extra) {
+    if (e.value !== value) continue;
+    if (e.key === field) return "include";
+    if (e.key === "-" + field) return "exclude";
+  }
+  return "";
+}
+
+function renderChips() {
+  const chips = state.extra.map((e, i) => h("span", { class: "fchip" + (e.key.startsWith("-") ? " neg" : "") },
+    chipLabel(e), h("button", { type: "button", title: "remove this filter", "aria-label": "remove filter",
+                                onclick: () => { state.extra = state.extra.filter((_, j) => j !== i); renderChips(); run(); } },
+                    "×")));
+  if (state.until || /^\d+$/.test(els.range.value)) {
+    chips.push(h("span", { class: "fchip time" }, "time: ", els.range.selectedOptions[0]?.textContent || "",
+      h("button", { type: "button", title: "back to the last hour", "aria-label": "reset time range",
+                    onclick: () => setRange("1h", "") }, "×")));
+  }
+  els.chips.replaceChildren(...chips);
+  els.chips.hidden = chips.length === 0;
 }
 
 // -- rendering ----------------------------------------------------------------------------
 
-const pad = (n, w = 2) => String(n).padStart(w, "0");
-function fmtTime(ms) {
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-         `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
-}
-
-function esc(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
-function highlight(text, q) {
-  if (!q || q.startsWith("/")) return esc(text);
-  const parts = String(text).split(q);
-  return parts.map(esc).join(`<mark>${esc(q)}</mark>`);
-}
-
-function levelStyle(level) {
-  const cls = LEVEL_CLASS[String(level || "").toLowerCase()];
-  return cls ? ` lv-${cls}` : "";
-}
-
 function rowFor(rec, q, fresh) {
-  const tr = document.createElement("tr");
-  tr.className = "row" + (fresh ? " new" : "");
-  tr.dataset.key = `${rec.partition}:${rec.offset}`;
-  tr.innerHTML =
-    `<td class="time" title="received ${esc(fmtTime(rec.received_at || rec.timestamp))}">${esc(fmtTime(rec.timestamp))}</td>` +
-    `<td><span class="badge${levelStyle(rec.level)}">${esc(rec.level || "—")}</span></td>` +
-    `<td class="svc" title="${esc(rec.service)}">${esc(rec.service)}</td>` +
-    `<td class="msg" title="${esc(rec.message)}">${highlight(rec.message, q)}</td>` +
-    `<td class="num">${rec.partition} · ${rec.offset}</td>`;
+  const tr = h("tr", { class: "row" + (fresh ? " new" : ""), dataset: { key: `${rec.partition}:${rec.offset}` } },
+    h("td", { class: "time", title: `received ${fmtTime(rec.received_at || rec.timestamp)}` }, fmtTime(rec.timestamp)),
+    h("td", {}, badge(rec.level)),
+    h("td", { class: "svc", title: rec.service }, rec.service),
+    h("td", { class: "msg", title: rec.message }, ...highlighted(rec.message, q)),
+    h("td", { class: "num" }, `${rec.partition} · ${rec.offset}`));
   tr.record = rec;
   return tr;
 }
 
 function detailFor(rec) {
-  const tr = document.createElement("tr");
-  tr.className = "detail";
-  const labels = Object.entries(rec.labels || {})
-    .map(([k, v]) => `<span class="chip"><b>${esc(k)}=</b>${esc(v)}</span>`).join("");
-  tr.innerHTML = `<td colspan="5">` +
-    (labels ? `<div class="labels">${labels}</div>` : "") +
-    `<p class="message">${esc(rec.message)}</p>` +
-    `<pre class="json">${esc(JSON.stringify(rec, null, 2))}</pre>` +
-    `<div class="actions"><button type="button" class="btn" data-act="copy">Copy JSON</button>` +
-    `<button type="button" class="btn" data-act="service">Only ${esc(rec.service)}</button></div></td>`;
-  tr.querySelector('[data-act="copy"]').onclick = () => navigator.clipboard?.writeText(JSON.stringify(rec));
-  tr.querySelector('[data-act="service"]').onclick = () => {
-    writeForm({ ...readForm(), service: rec.service });
-    run();
+  const ctxSlot = h("div", { class: "ctx-slot" });
+  const labels = Object.entries(rec.labels || {}).map(([k, v]) => h("span", {
+    class: "chip", title: "click: only this · shift-click: exclude",
+    onclick: (ev) => pick(`label.${k}`, v, ev.shiftKey),
+  }, h("b", {}, `${k}=`), v));
+  const showContext = async (btn) => {
+    if (ctxSlot.firstChild) { ctxSlot.replaceChildren(); btn.textContent = "Show context"; return; }
+    btn.textContent = "Hide context";
+    const view = new ContextView(rec, readForm().q);
+    ctxSlot.replaceChildren(view.el);
+    await view.open();
   };
-  return tr;
+  return h("tr", { class: "detail" }, h("td", { colspan: 5 },
+    labels.length ? h("div", { class: "labels" }, ...labels) : null,
+    h("p", { class: "message" }, rec.message),
+    h("pre", { class: "json" }, JSON.stringify(rec, null, 2)),
+    h("div", { class: "actions" },
+      h("button", { type: "button", class: "btn", "data-act": "context", onclick: (ev) => showContext(ev.currentTarget) },
+        "Show context"),
+      h("button", { type: "button", class: "btn", "data-act": "copy",
+                    onclick: () => navigator.clipboard?.writeText(JSON.stringify(rec)) }, "Copy JSON"),
+      h("button", { type: "button", class: "btn", "data-act": "service", onclick: () => pick("service", rec.service, false) },
+        `Only ${rec.service}`),
+      h("button", { type: "button", class: "btn", "data-act": "not-service",
+                    onclick: () => pick("service", rec.service, true) }, `Not ${rec.service}`)),
+    ctxSlot));
 }
 
-function toggleDetail(tr) {
+function toggleDetail(tr, open) {
   const next = tr.nextElementSibling;
-  if (next && next.classList.contains("detail")) {
-    next.remove();
-    tr.classList.remove("open");
-  } else {
-    tr.after(detailFor(tr.record));
-    tr.classList.add("open");
-  }
+  const isOpen = !!(next && next.classList.contains("detail"));
+  if (open === undefined) open = !isOpen;
+  if (isOpen && !open) { next.remove(); tr.classList.remove("open"); }
+  if (!isOpen && open) { tr.after(detailFor(tr.record)); tr.classList.add("open"); }
+}
+
+function closeDetails() {
+  for (const d of els.rows.querySelectorAll("tr.detail")) d.remove();
+  for (const r of els.rows.querySelectorAll("tr.open")) r.classList.remove("open");
+}
+
+function select(tr) {
+  for (const r of els.rows.querySelectorAll("tr.sel")) r.classList.remove("sel");
+  if (!tr) return;
+  tr.classList.add("sel");
+  tr.scrollIntoView({ block: "nearest" });
+}
+
+function moveSelection(delta) {
+  const rows = [...els.rows.querySelectorAll("tr.row")];
+  if (!rows.length) return;
+  const cur = rows.findIndex((r) => r.classList.contains("sel"));
+  const next = rows[Math.max(0, Math.min(rows.length - 1, cur < 0 ? 0 : cur + delta))];
+  const hadDetail = cur >= 0 && rows[cur].classList.contains("open");
+  if (hadDetail && rows[cur] !== next) { toggleDetail(rows[cur], false); toggleDetail(next, true); }
+  select(next);
 }
 
 function setSummary(text) { els.summary.textContent = text; }
 function setError(text) { els.error.hidden = !text; els.error.textContent = text || ""; }
+function updateEmpty() { els.empty.hidden = els.rows.querySelector("tr.row") !== null; }
 
-function updateEmpty() {
-  els.empty.hidden = els.rows.querySelector("tr.row") !== null;
+function updateDownload(f) {
+  const p = apiParams(f);
+  const n = Math.max(1, Math.min(1_000_000, Number(els.exportLimit.value) || 10_000));
+  p.set("limit", String(n));
+  els.download.href = "/v1/logs/export?" + p;
 }
 
 // -- data ---------------------------------------------------------------------------------
-
-async function fetchJson(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(body.message || `${resp.status} ${resp.statusText}`);
-  return body;
-}
 
 async function loadServices() {
   try {
@@ -170,31 +237,54 @@ async function loadServices() {
   }
 }
 
+async function loadVolume(f, seq) {
+  const p = apiParams(f);
+  // "All time" has no start: chart at least the last hour, and back to the oldest row shown.
+  if (!f.since) {
+    const oldest = Math.min(Date.now() - 3_600_000, ...state.records.map((r) => r.timestamp));
+    p.set("since", String(oldest));
+  }
+  p.set("step", "auto");
+  p.set("by", "level");
+  try {
+    const body = await fetchJson("/v1/stats/volume?" + p);
+    if (seq === state.seq) chart.set(body);
+  } catch (err) {
+    if (seq === state.seq) chart.set(null, `volume: ${err.message}`);
+  }
+}
+
 async function run(append = false) {
   const f = readForm();
   toUrl(f);
+  updateDownload(f);
   const seq = ++state.seq;
   const p = apiParams(f);
   p.set("limit", f.limit);
   if (append && state.cursor) p.set("cursor", state.cursor);
   setError("");
-  if (!append) setSummary("Searching…");
+  if (!append) {
+    setSummary("Searching…");
+    if (f.since) loadVolume(f, seq);
+  }
   try {
     const body = await fetchJson("/v1/logs?" + p);
     if (seq !== state.seq) return; // a newer search superseded this one
     if (!append) {
       els.rows.replaceChildren();
       state.shown = 0;
+      state.records = [];
       state.tailCursor = body.tail_cursor || null;
     }
     const frag = document.createDocumentFragment();
     for (const rec of body.records) frag.append(rowFor(rec, f.q, false));
     els.rows.append(frag);
+    state.records.push(...body.records);
     state.shown += body.records.length;
     state.cursor = body.cursor;
     els.older.hidden = !body.more;
     const scanned = body.scanned_records ? ` · scanned ${body.scanned_records.toLocaleString()} records` : "";
-    setSummary(`${state.shown.toLocaleString()} records${body.more ? " (more available)" : ""} · ${body.took_ms} ms${scanned}` +
+    setSummary(`${state.shown.toLocaleString()} rows${body.more ? " (more available)" : ""} · ${body.took_ms} ms${scanned}` +
                (state.live ? ` · ${state.live} live` : ""));
     // A partition whose worker is down is left out of the answer: say so instead of hiding it.
     setError(body.partial
@@ -202,7 +292,12 @@ async function run(append = false) {
         " did not answer."
       : "");
     updateEmpty();
-    if (!append) restartTail();
+    if (!append) {
+      if (!f.since) loadVolume(f, seq);
+      const excluded = f.extra.filter((e) => e.key.startsWith("-")).map((e) => [e.key.slice(1), e.value]);
+      facets.load(apiParams(f), labelKeys(state.records), activeState, excluded);
+      restartTail();
+    }
   } catch (err) {
     if (seq === state.seq) { setError(err.message); setSummary(""); }
   }
@@ -214,6 +309,11 @@ function stopTail() {
   if (state.source) state.source.close();
   state.source = null;
   delete document.body.dataset.live;
+}
+
+function refetchVolumeSoon() {
+  if (state.refetch) return;
+  state.refetch = setTimeout(() => { state.refetch = null; loadVolume(readForm(), state.seq); }, 2000);
 }
 
 function restartTail() {
@@ -231,6 +331,7 @@ function restartTail() {
     const key = `${rec.partition}:${rec.offset}`;
     if (els.rows.querySelector(`tr[data-key="${key}"]`)) return;
     els.rows.prepend(rowFor(rec, f.q, true));
+    if (!chart.bump(rec)) refetchVolumeSoon();
     state.live += 1;
     state.shown += 1;
     const rows = els.rows.querySelectorAll("tr.row");
@@ -239,7 +340,7 @@ function restartTail() {
       if (next && next.classList.contains("detail")) next.remove();
       rows[i].remove();
     }
-    setSummary(`${Math.min(state.shown, limit).toLocaleString()} records · ${state.live} live`);
+    setSummary(`${Math.min(state.shown, limit).toLocaleString()} rows · ${state.live} live`);
     updateEmpty();
   };
   src.onerror = () => {
@@ -251,7 +352,8 @@ function restartTail() {
 
 function setAuto() {
   clearInterval(state.timer);
-  state.timer = els.auto.checked ? setInterval(() => { if (!els.live.checked && !els.rows.querySelector("tr.detail")) run(); }, 5000) : null;
+  state.timer = els.auto.checked
+    ? setInterval(() => { if (!els.live.checked && !els.rows.querySelector("tr.detail")) run(); }, 5000) : null;
 }
 
 // -- wiring -------------------------------------------------------------------------------
@@ -259,24 +361,34 @@ function setAuto() {
 let debounce = null;
 els.search.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => run(), 300); });
 els.form.addEventListener("submit", (ev) => { ev.preventDefault(); clearTimeout(debounce); run(); });
-for (const el of [els.service, els.range, els.limit]) el.addEventListener("change", () => run());
+els.range.addEventListener("change", () => { state.until = els.range.selectedOptions[0]?.classList.contains("custom") ? state.until : ""; setCustomRange(els.range.value, state.until); renderChips(); run(); });
+for (const el of [els.service, els.limit]) el.addEventListener("change", () => run());
 els.levels.addEventListener("change", () => run());
 els.refresh.addEventListener("click", () => { loadServices(); run(); });
 els.older.addEventListener("click", () => run(true));
 els.auto.addEventListener("change", () => { setAuto(); toUrl(readForm()); });
 els.live.addEventListener("change", () => { state.live = 0; toUrl(readForm()); run(); });
+els.exportLimit.addEventListener("input", () => updateDownload(readForm()));
 els.rows.addEventListener("click", (ev) => {
+  if (ev.target.closest("tr.detail")) return;
   const tr = ev.target.closest("tr.row");
-  if (tr && !window.getSelection().toString()) toggleDetail(tr);
+  if (tr && !window.getSelection().toString()) { select(tr); toggleDetail(tr); }
 });
 document.addEventListener("keydown", (ev) => {
   const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
-  if (ev.key === "/" && !typing) { ev.preventDefault(); els.search.focus(); }
-  else if (ev.key === "r" && !typing && !ev.ctrlKey && !ev.metaKey) run();
-  else if (ev.key === "Escape") {
-    for (const d of els.rows.querySelectorAll("tr.detail")) d.remove();
-    for (const r of els.rows.querySelectorAll("tr.open")) r.classList.remove("open");
-  }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.key === "Escape") {
+    if (typing) document.activeElement.blur();
+    closeDetails();
+  } else if (typing) {
+    return;
+  } else if (ev.key === "/") { ev.preventDefault(); els.search.focus(); els.search.select(); }
+  else if (ev.key === "j") moveSelection(1);
+  else if (ev.key === "k") moveSelection(-1);
+  else if (ev.key === "Enter" || ev.key === "o") {
+    const tr = els.rows.querySelector("tr.sel");
+    if (tr) toggleDetail(tr);
+  } else if (ev.key === "r") run();
 });
 const bar = document.querySelector(".bar");
 const sizeBar = () => document.documentElement.style.setProperty("--bar-h", bar.offsetHeight + "px");
