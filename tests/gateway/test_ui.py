@@ -33,9 +33,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 
-# wait_for_function evaluates strings, which the viewer's Content-Security-Policy forbids;
-# tests/security/test_csp.py runs the viewer under its policy.
-BYPASS_CSP = True
+# Every page runs under the gateway's Content-Security-Policy: waits are given as functions
+# (compiled by the browser's debugger, never eval) and a CSP violation fails the test.
 SERVICES = ["auth_service", "billing", "checkout", "search"]
 LEVELS = ["INFO", "WARN", "ERROR", "DEBUG"]
 MESSAGES = ["user login successful", "token refresh failed: expired", "payment captured",
@@ -75,6 +74,7 @@ def page(browser: Any) -> Iterator[Any]:
     pg = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     try:
         yield pg
         assert errors == []
@@ -93,24 +93,25 @@ def row_records(page: Any) -> list[dict[str, Any]]:
 def wait_rows(page: Any, cond: str) -> None:
     """Wait until the table's records (``recs``) satisfy a JS condition."""
     page.wait_for_function(
-        f"(() => {{ const recs = [...document.querySelectorAll('#rows tr.row')].map(r => r.record);"
-        f" return recs.length > 0 && ({cond}); }})()", timeout=10_000)
+        f"() => {{ const recs = [...document.querySelectorAll('#rows tr.row')].map(r => r.record);"
+        f" return recs.length > 0 && ({cond}); }}", timeout=10_000)
 
 
 def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 800}, bypass_csp=BYPASS_CSP)
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
             page.goto(cluster.url + "/?live=1")
             rows = page.locator("#rows tr.row")
             rows.first.wait_for(timeout=10_000)
             assert rows.count() == 60
 
             options = page.locator("#service option")
-            page.wait_for_function("document.querySelectorAll('#service option').length > 4", timeout=10_000)
+            page.wait_for_function("() => document.querySelectorAll('#service option').length > 4", timeout=10_000)
             assert set(SERVICES) <= set(options.all_inner_texts())
 
             # Live tail: a record posted now shows up without a reload.
@@ -124,7 +125,7 @@ def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None
             # The search box narrows the table (server-side contains) and lands in the URL.
             page.fill("#search", "token refresh")
             page.wait_for_function(
-                "[...document.querySelectorAll('#rows tr.row')].length > 0 && "
+                "() => [...document.querySelectorAll('#rows tr.row')].length > 0 && "
                 "[...document.querySelectorAll('#rows tr.row')].every(r => r.textContent.includes('token refresh'))",
                 timeout=10_000)
             narrowed = rows.count()
@@ -200,7 +201,7 @@ def test_chart_bars_follow_the_counts_and_a_drag_narrows_the_range(cluster: Clus
     page.mouse.move((x0 + x1) / 2, y, steps=4)
     page.mouse.move(x1, y, steps=4)
     page.mouse.up()
-    page.wait_for_function("new URLSearchParams(location.search).has('until')", timeout=5_000)
+    page.wait_for_function("() => new URLSearchParams(location.search).has('until')", timeout=5_000)
     q = query(page)
     lo, hi = int(q["since"][0]), int(q["until"][0])
     assert api["start_ms"] <= since < lo < hi <= api["end_ms"] + api["step_ms"]
@@ -212,7 +213,7 @@ def test_chart_bars_follow_the_counts_and_a_drag_narrows_the_range(cluster: Clus
     narrowed = volume(cluster, {"since": str(lo), "until": str(hi)})
     assert narrowed["total"] >= len(in_range) and narrowed["step_ms"] <= api["step_ms"]
     page.wait_for_function(
-        "[...document.querySelectorAll('svg.plot rect.bar')].reduce((a, r) => a + Number(r.dataset.count), 0)"
+        "() => [...document.querySelectorAll('svg.plot rect.bar')].reduce((a, r) => a + Number(r.dataset.count), 0)"
         f" === {narrowed['total']}", timeout=5_000)
     assert page.locator(".fchip.time").count() == 1
 
@@ -274,7 +275,7 @@ def test_context_opens_around_the_line_and_grows(cluster: Cluster, page: Any) ->
     assert texts == [stored[o]["message"] for o in offsets]
     if low > 0:
         page.locator('.context [data-act="above"]').click()
-        page.wait_for_function(f"document.querySelector('.context .ctx-line').dataset.offset === '{max(0, low - 20)}'",
+        page.wait_for_function(f"() => document.querySelector('.context .ctx-line').dataset.offset === '{max(0, low - 20)}'",
                                timeout=5_000)
 
 
