@@ -134,3 +134,51 @@ def test_leaders_killed_under_acks_all_lose_nothing(tmp_path: Path) -> None:
                     assert counts[s] == 1, f"acknowledged record {s} stored {counts[s]} times"
                     assert seqs[off] == s, f"record {s} not at its acknowledged offset {off}"
                 assert len({data_digest(tmp_path, w, p) for w in range(3)}) == 1
+
+
+@pytest.mark.cluster
+def test_acks_all_needs_min_insync_replicas_and_acks_leader_does_not(tmp_path: Path) -> None:
+    with EtcdServer(tmp_path / "etcd") as etcd:
+        env = {
+            "ZLOG_STORAGE_REPLICATION_FACTOR": "2",
+            "ZLOG_CLUSTER_ETCD": etcd.endpoint,
+            "ZLOG_CLUSTER_REPLICATION_PORT_BASE": str(free_ports(2)),
+            "ZLOG_CLUSTER_LEASE_TTL_MS": "1000",
+            "ZLOG_STORAGE_REPLICA_LAG_MS": "800",
+        }
+        coord = Coordinator((etcd.endpoint,), "/zlog")
+        with Cluster(tmp_path, partitions=2, workers=2, env_extra=env) as c:
+            wait_until(lambda: len(coord.snapshot().partitions) == 2
+                       and all(len(s.isr) == 2 for s, _ in coord.snapshot().partitions.values()),
+                       timeout=20, what="full ISRs")
+            svc = service_for(0, 2)
+            rec = [{"timestamp": int(time.time() * 1000), "service": svc, "message": "hello"}]
+            assert c.post(rec)[0] == 200
+            status, parts = c.get("/v1/partitions")
+            p0 = parts["partitions"][0]
+            assert status == 200 and p0["leader"] == 0 and p0["replicas"] == [0, 1] and p0["isr"] == [0, 1]
+            assert p0["leader_epoch"] >= 0 and p0["high_watermark"] == 1
+            assert c.post(rec, path="/v1/logs?acks=most")[0] == 400
+
+            c.kill("storage-1")
+            wait_until(lambda: coord.snapshot().partitions["0"][0].isr == (0,), timeout=10, what="the ISR to shrink")
+            status, headers, raw = http_post(c, rec, "")
+            assert status == 503 and int(headers["Retry-After"]) >= 1, raw
+            err = json.loads(raw)
+            assert "NOT_ENOUGH_REPLICAS" in json.dumps(err)
+            status, _, raw = http_post(c, rec, "?acks=leader")
+            assert status == 200, raw
+
+            c.start("storage-1", wait=False)
+            wait_until(lambda: coord.snapshot().partitions["0"][0].isr == (0, 1), timeout=20, what="the ISR to grow")
+            wait_until(lambda: c.post(rec)[0] == 200, timeout=10, what="acks=all writes again")
+            wait_until(lambda: len(replica_lines(tmp_path, 1, 0)) == len(replica_lines(tmp_path, 0, 0)) == 3,
+                       timeout=10, what="the follower to catch up")
+            assert replica_lines(tmp_path, 0, 0) == replica_lines(tmp_path, 1, 0)
+
+
+def http_post(c: Cluster, records: list[dict[str, object]], query: str) -> tuple[int, dict[str, str], bytes]:
+    from tests._cluster import http
+
+    return http("POST", c.url + "/v1/logs" + query, json.dumps(records).encode(),
+                {"Content-Type": "application/json"})

@@ -30,6 +30,7 @@ def test_a_laggard_is_proposed_out_and_bounds_hw_until_committed() -> None:
     s.fetched(2, 40, 10)
     assert s.hw == 40
     assert s.wanted_isr(900) == {0, 1, 2}  # within the lag window
+    s.fetched(1, 100, 1100)
     want = s.wanted_isr(1200)
     assert want == {0, 1}
     assert s.hw == 40  # a proposal alone changes nothing visible
@@ -77,3 +78,12 @@ def test_the_leader_never_leaves_its_isr() -> None:
     assert 0 in s.isr
     s.set_isr(frozenset({1}))
     assert s.isr == {0, 1}
+
+
+def test_a_silent_follower_leaves_even_when_nothing_is_written() -> None:
+    s = leader(isr={0, 1, 2})
+    s.appended(10)
+    s.fetched(1, 10, 100)
+    s.fetched(2, 10, 100)
+    s.fetched(2, 10, 900)  # 2 keeps polling, 1 went quiet (dead) while the log stood still
+    assert s.wanted_isr(1500) == {0, 2}

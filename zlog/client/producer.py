@@ -82,7 +82,11 @@ class AsyncProducer:
         node_id: str = "",
         limits: Limits | None = None,
         coalesce: bool = True,
+        acks: str = "all",
     ) -> None:
+        if acks not in ("all", "leader"):
+            raise ValueError("acks must be 'all' or 'leader'")
+        self.acks = acks
         self.routers = list(routers)
         self.linger_s = linger_ms / 1000.0
         self.max_batch_records = max_batch_records
@@ -121,6 +125,7 @@ class AsyncProducer:
                 await asyncio.sleep(0.1)
         self.partitions = int(meta["partitions"])
         self.sender = Sender(self.client, owners_of(meta, self.partitions), coalesce=self.coalesce)
+        self.sender.acks = self.acks
         self.partitioner = Partitioner(self.partitions)
         self._states = [PartitionState(_new_producer_id()) for _ in range(self.partitions)]
 

@@ -35,6 +35,7 @@ class Sender:
         self.client = client
         self.owners = owners
         self.coalesce = coalesce
+        self.acks = "all"  # "leader": a replicated partition acknowledges after the leader's own commit
         self._outbox: dict[int, list[tuple[Batch, asyncio.Future[bodies.Ack | ZlogError]]]] = {}
         self._outbox_scheduled = False
         self._refreshing = False
@@ -49,7 +50,8 @@ class Sender:
         return await self.direct(b, socket_index, remaining)
 
     def _body(self, b: Batch) -> bytes:
-        return bodies.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None)
+        return bodies.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None,
+                                   acks=self.acks)
 
     async def direct(self, b: Batch, socket_index: int, remaining: float) -> Outcome:
         """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
@@ -97,7 +99,7 @@ class Sender:
                 f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
             return
         body = bodies.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
-                                         b.sequence if b.producer_id else None) for b, _ in items])
+                                         b.sequence if b.producer_id else None) for b, _ in items], self.acks)
         outcomes: list[bodies.Ack | ZlogError]
         try:
             fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)

@@ -137,8 +137,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("storage.max_record_bytes must be >= 64")
     if not 1 <= s.replication_factor <= c.workers:
         raise ConfigError("storage.replication_factor must be 1..cluster.workers")
-    if not 0 <= s.min_insync_replicas <= s.replication_factor or s.replica_lag_ms < 1:
-        raise ConfigError("storage.min_insync_replicas must be 0..replication_factor, replica_lag_ms >= 1")
+    if not 0 <= s.min_insync_replicas <= s.replication_factor or s.replica_lag_ms < 500:
+        raise ConfigError("storage.min_insync_replicas must be 0..replication_factor, replica_lag_ms >= 500")
     if c.lease_ttl_ms < 1000:
         raise ConfigError("cluster.lease_ttl_ms must be >= 1000 (etcd leases count whole seconds)")
     g = cfg.gateway

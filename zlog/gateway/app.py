@@ -109,10 +109,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(ctx.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def new_producer(cfg: Config, acks: str) -> AsyncProducer:
+    return AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
+                         delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
+                         linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches, acks=acks)
+
+
 async def make_app(cfg: Config, index: int = 0) -> web.Application:
-    producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
-                             delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
-                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches)
+    producer = new_producer(cfg, cfg.gateway.acks)
     await producer.start(timeout=30.0)
     ctx = GatewayContext.create(cfg, producer, index)
     app = web.Application(client_max_size=cfg.gateway.max_body_bytes, middlewares=[errors_as_json, authenticate])
@@ -138,8 +142,11 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
                       cfg.gateway.request_timeout_ms / 1000.0)
         producer.spool = spool.hook
         spool_task = asyncio.ensure_future(spool.run())
+    ctx.extras["spool_hook"] = None if spool is None else spool.hook
 
     async def close_producer(app: web.Application) -> None:
+        for other in list(ctx.extras.get("producers", {}).values()):
+            await other.close(timeout=cfg.gateway.request_timeout_ms / 1000.0)
         await producer.close(timeout=cfg.gateway.request_timeout_ms / 1000.0)
         if spool is not None and spool_task is not None:
             spool.stop()

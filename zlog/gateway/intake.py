@@ -28,14 +28,14 @@ from typing import Any
 
 from aiohttp import web
 
-from zlog.client import Share
+from zlog.client import AsyncProducer, Share
 from zlog.gateway.context import CONTEXT
 from zlog.ingest.records import Group, InvalidBatch, RecordError, encode_batch
 from zlog.protocol.errors import Backpressure, ZlogError
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 # Storage NACKs that should reach the caller now instead of being retried until the deadline.
-FAIL_FAST = frozenset(("NO_OWNER",))
+FAIL_FAST = frozenset(("NO_OWNER", "NOT_ENOUGH_REPLICAS"))
 MAX_IDEMPOTENCY_KEY = 256
 COMPRESSION_RESERVE = 10  # bytes reserved per compressed byte; the body limit still caps the real size
 # When several partitions fail differently, report the one the caller must act on first.
@@ -191,6 +191,35 @@ def encode_partial(request: web.Request, items: list[Any], *, received_at: int,
     return groups, refused
 
 
+async def producer_for(request: web.Request) -> AsyncProducer:
+    """The producer of the request's ``acks`` (``?acks=all|leader``, default ``gateway.acks``): the
+    process's own, or a second one started on first use (batches of different acks never share
+    a PRODUCE message, so one request's guarantee never weakens another's)."""
+    ctx = request.app[CONTEXT]
+    acks = request.query.get("acks", ctx.cfg.gateway.acks)
+    if acks not in ("all", "leader"):
+        raise ZlogError("BAD_PARAMETER", "acks must be all or leader")
+    if acks == ctx.cfg.gateway.acks:
+        return ctx.producer
+    others: dict[str, AsyncProducer] = ctx.extras.setdefault("producers", {})
+    other = others.get(acks)
+    if other is None:
+        from zlog.gateway.app import new_producer
+
+        other = new_producer(ctx.cfg, acks)
+        await other.start(timeout=cfg_timeout(ctx))
+        other.spool = ctx.extras.get("spool_hook")
+        kept = others.setdefault(acks, other)
+        if kept is not other:  # another request started one meanwhile
+            await other.close(timeout=1.0)
+        return kept
+    return other
+
+
+def cfg_timeout(ctx: Any) -> float:
+    return float(ctx.cfg.gateway.request_timeout_ms) / 1000.0
+
+
 async def store(request: web.Request, groups: dict[str, Group], total: int, *, source: str) -> Outcome:
     """Store encoded groups (``total`` records); raises ``ZlogError`` when nothing was sent."""
     ctx = request.app[CONTEXT]
@@ -204,11 +233,12 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ZlogError("BAD_PARAMETER", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+    producer = await producer_for(request)
     try:
         if key is None:
-            results = await ctx.producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+            results = await producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
         else:
-            results = await ctx.producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
+            results = await producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
     except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
         ctx.metrics.errors.labels(kind=exc.code).inc()
         raise

@@ -46,6 +46,7 @@ def produce_body(
     producer_id: bytes | None = None,
     sequence: int | None = None,
     tenant: str | None = None,
+    acks: str | None = None,
 ) -> bytes:
     obj: dict[str, Any] = {"records": list(records), "max_ts": max_timestamp}
     if producer_id is not None:
@@ -53,6 +54,8 @@ def produce_body(
         obj["seq"] = sequence
     if tenant is not None:
         obj["tenant"] = tenant
+    if acks == "leader":  # absent means "all": a replicated partition answers once the ISR has it
+        obj["acks"] = acks
     return msgpack.packb(obj, use_bin_type=True)
 
 
@@ -80,7 +83,8 @@ def produce_from(obj: dict[str, Any]) -> ProduceBody:
     return ProduceBody(records, _int(obj, "max_ts", 0), pid, seq, tenant)
 
 
-def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes | None, int | None]]) -> bytes:
+def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes | None, int | None]],
+                       acks: str | None = None) -> bytes:
     """Several partitions' batches in one PRODUCE, for partitions with the same owner (Kafka's
     produce request): ``(partition, records, max_ts, producer id, sequence)`` each. The route
     frame names the first partition; the worker answers one ACK with a result per batch."""
@@ -91,7 +95,10 @@ def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes 
             item["pid"] = pid
             item["seq"] = seq
         items.append(item)
-    return msgpack.packb({"batches": items}, use_bin_type=True)
+    obj: dict[str, Any] = {"batches": items}
+    if acks == "leader":
+        obj["acks"] = acks
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 def parse_multi_produce(obj: dict[str, Any]) -> list[tuple[int, ProduceBody]]:

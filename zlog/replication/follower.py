@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from zlog.replication.messages import Request
 
 TIMEOUT_MS = 2000
-WAIT_MS = 500
+WAIT_MS = 250  # a live follower fetches at least this often: keep storage.replica_lag_ms well above
 
 
 @dataclass(slots=True)

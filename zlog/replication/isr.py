@@ -11,7 +11,8 @@ Invariants:
   included) and never goes back during a term: an acknowledged (acks=all) record is below it,
   so every ISR member has it and any leader chosen from the ISR has it.
 - A follower leaves the ISR once it has not been caught up to the leader's log end for more
-  than ``lag_ms`` (Kafka's replica.lag.time.max.ms); it rejoins once its fetch offset reaches
+  than ``lag_ms`` (Kafka's replica.lag.time.max.ms): behind, or silent (it fetches at least
+  every long-poll wait while it lives, and each fetch at the log end renews it); it rejoins once its fetch offset reaches
   the high watermark and the start of the current epoch. Both are *proposals* (``wanted_isr``):
   until ``set_isr`` commits one, a shrinking ISR still bounds the high watermark, so a proposal
   that loses its etcd transaction never made anything visible early.
@@ -82,7 +83,7 @@ class LeaderState:
         """The ISR this leader would like etcd to hold now (equal to ``isr`` if no change)."""
         want = set(self.isr)
         for r, f in self.followers.items():
-            if r in want and f.leo < self.leo and now_ms - f.caught_up_ms > self.lag_ms:
+            if r in want and now_ms - f.caught_up_ms > self.lag_ms:
                 want.discard(r)
             elif r not in want and f.leo >= max(self.hw, self.epoch_start) and (
                     f.leo >= self.leo or now_ms - f.caught_up_ms <= self.lag_ms):
