@@ -315,7 +315,8 @@ def test_export_refuses_bad_limits(cluster: Cluster) -> None:
 
 
 def test_ui_is_served(cluster: Cluster) -> None:
-    status, headers, data = http("GET", cluster.url + "/")
+    # A browser's Accept; without text/html the root answers Elasticsearch clients (gateway.elastic).
+    status, headers, data = http("GET", cluster.url + "/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert status == 200 and headers["Content-Type"].startswith("text/html") and b"<html" in data.lower()
     for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
         status, headers, _ = http("GET", cluster.url + "/ui/" + name)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from zlog.gateway import elastic
 from zlog.protocol.errors import ZlogError
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
@@ -21,6 +22,10 @@ UI_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", 
 
 
 async def get_index(request: web.Request) -> web.StreamResponse:
+    # One root URL for two callers: a browser (Accept: text/html) gets the viewer, an
+    # Elasticsearch client its product check (zlog.gateway.elastic).
+    if elastic.wants_elasticsearch(request):
+        return await elastic.root(request)
     return _static("index.html")
 
 

@@ -21,6 +21,8 @@ def required_role(method: str, path: str) -> str:
     method = method.upper()
     if method == "POST" and (path in WRITE_PATHS or path.endswith(WRITE_SUFFIXES)):
         return "write"
+    if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch clients send PUT /_bulk
+        return "write"
     if method in READ_METHODS:
         return "read"
     if method == "POST" and path.startswith(READ_POST_PREFIXES):

@@ -1,0 +1,162 @@
+"""The Elasticsearch-compatible API: ``_bulk`` and the calls clients and shippers make at start.
+
+Endpoints: ``POST``/``PUT`` ``/_bulk`` and ``/{index}/_bulk``; ``GET``/``HEAD /`` for a client
+(a browser, whose ``Accept`` names ``text/html``, gets the viewer); ``GET /_license``,
+``/_cat/templates``, ``/_index_template[/{name}]``, ``/_ilm/policy/...``, ``/_ingest/pipeline/...``
+and ``PUT`` of templates as harmless answers, so Filebeat, Logstash and Vector start.
+
+Invariants:
+- Every answer of this API, errors included, carries ``X-Elastic-Product: Elasticsearch``: the
+  official clients check it on the first successful answer of any call, not only ``GET /``.
+- The produce path is ``/v1/logs``' own (``zlog.gateway.intake``). ``200`` with ``errors:
+  false`` means every item is stored durably; an item that failed says why in its own entry
+  (``400`` for its content, ``429`` when storage could not take it now, so shippers retry it),
+  and nothing of a failed item is stored.
+- A body that breaks the bulk framing is a ``400`` for the whole request, nothing stored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from zlog.client import Share
+from zlog.gateway.context import CONTEXT
+from zlog.gateway.intake import admitted, encode_partial, read_body, received_now, retry_after_of, store
+from zlog.ingest import elastic
+from zlog.protocol.errors import ZlogError
+
+PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
+NDJSON_TYPES = ("application/x-ndjson", "application/vnd.elasticsearch+x-ndjson", "application/json",
+                "application/vnd.elasticsearch+json", "")
+
+
+def es_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json",
+                        headers={**PRODUCT, **(headers or {})})
+
+
+def _failure(exc: ZlogError, retry_after: int) -> web.Response:
+    status = exc.http_status
+    headers = {}
+    if exc.retry or status in (429, 503):
+        status, kind = 429, "es_rejected_execution_exception"  # shippers back off and retry on 429
+        headers["Retry-After"] = str(retry_after)
+    elif isinstance(exc, elastic.BulkError):
+        kind = exc.kind
+    else:
+        kind = {413: "content_too_long_exception", 415: "media_type_header_exception"}.get(
+            status, "illegal_argument_exception")
+    return es_json(elastic.error_body(kind, exc.message, status), status, headers)
+
+
+def wants_elasticsearch(request: web.Request) -> bool:
+    """``GET /`` from a client rather than a browser (browsers ask for text/html)."""
+    return "text/html" not in request.headers.get("Accept", "")
+
+
+async def root(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    info = {
+        "name": ctx.cfg.cluster.node_id,
+        "cluster_name": "zlog",
+        "cluster_uuid": "zlog-" + ctx.cfg.cluster.node_id,
+        "version": {"number": ctx.cfg.intake.es_version, "build_flavor": "default", "build_type": "zlog",
+                    "lucene_version": "9.12.0", "minimum_wire_compatibility_version": "7.17.0",
+                    "minimum_index_compatibility_version": "7.0.0"},
+        "tagline": "You Know, for Search",
+    }
+    return es_json(info)
+
+
+async def license_(request: web.Request) -> web.Response:
+    return es_json({"license": {"status": "active", "type": "basic", "uid": "zlog", "mode": "basic"}})
+
+
+async def empty_list(request: web.Request) -> web.Response:
+    return es_json([])
+
+
+async def index_templates(request: web.Request) -> web.Response:
+    return es_json({"index_templates": []})
+
+
+async def empty_object(request: web.Request) -> web.Response:
+    return es_json({})
+
+
+async def acknowledged(request: web.Request) -> web.Response:
+    return es_json({"acknowledged": True})
+
+
+async def _bulk(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    cfg = ctx.cfg.gateway
+    t0 = time.perf_counter()
+    ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if ctype not in NDJSON_TYPES:
+        return _failure(ZlogError("UNSUPPORTED_MEDIA_TYPE", f"Content-Type header [{ctype}] is not supported"),
+                        cfg.retry_after_s)
+    try:
+        body = await read_body(request)
+        received_at = received_now()
+        items = elastic.parse_bulk(body, request.match_info.get("index", ""), received_at)
+    except ZlogError as exc:
+        ctx.metrics.errors.labels(kind=exc.code).inc()
+        return _failure(exc, cfg.retry_after_s)
+    mapped = [it for it in items if it.record is not None]
+    groups, refused = encode_partial(request, [it.record for it in mapped], received_at=received_at)
+    for bad in refused:
+        it = mapped[bad.index]
+        it.record, it.status, it.error_type = None, 400, "document_parsing_exception"
+        it.reason = f"{bad.field + ': ' if bad.field else ''}{bad.problem}"
+    results: dict[str, Share | ZlogError] = {}
+    if groups:
+        try:
+            outcome = await store(request, groups, sum(len(g.lines) for g in groups.values()),
+                                  source=elastic.SOURCE)
+        except ZlogError as exc:
+            return _failure(exc, retry_after_of(exc, cfg.retry_after_s))
+        results = dict(zip(outcome.groups, outcome.results, strict=True))
+    answers = []
+    offsets: dict[str, int] = {}
+    for it in items:
+        if it.record is not None:
+            r = results[it.record["service"]]
+            if isinstance(r, ZlogError):
+                it.status, it.error_type, it.reason = 429, "es_rejected_execution_exception", f"{r.code}: {r.message}"
+            else:
+                it.status = 201
+                svc = it.record["service"]
+                offsets[svc] = offsets.get(svc, -1) + 1
+                seq = r.offset + offsets[svc] if r.offset >= 0 else -1
+                answers.append(elastic.item_answer(it, seq))
+                continue
+        answers.append(elastic.item_answer(it, -1))
+    took = int((time.perf_counter() - t0) * 1000)
+    return es_json({"took": took, "errors": any(it.status >= 300 for it in items), "items": answers})
+
+
+async def post_bulk(request: web.Request) -> web.StreamResponse:
+    return await admitted(request, _bulk, _failure)
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    for path in ("/_bulk", "/{index}/_bulk"):
+        r.add_post(path, post_bulk)
+        r.add_put(path, post_bulk)
+    r.add_get("/_license", license_)
+    r.add_get("/_xpack", empty_object)
+    r.add_get("/_cat/templates", empty_list)
+    r.add_get("/_cat/templates/{name}", empty_list)
+    r.add_get("/_index_template", index_templates)
+    r.add_get("/_index_template/{name}", index_templates)
+    r.add_put("/_index_template/{name}", acknowledged)
+    r.add_get("/_ilm/policy/{name}", empty_object)
+    r.add_put("/_ilm/policy/{name}", acknowledged)
+    r.add_get("/_ingest/pipeline/{name}", empty_object)
+    r.add_put("/_ingest/pipeline/{name}", acknowledged)

@@ -1,0 +1,217 @@
+"""The Elasticsearch bulk API's body (NDJSON action + source lines) to zlog records, and its answers.
+
+Mapping of a document (dotted keys and nested objects are the same field, as Elasticsearch
+treats them: ``{"service": {"name": "a"}}`` is ``service.name``):
+- ``timestamp``: ``@timestamp`` or ``timestamp``: RFC 3339 text (an offset is honoured; none
+  means UTC, as Elasticsearch assumes) or epoch milliseconds; missing -> the receive time.
+- ``message``: ``message``, else ``log``, else ``msg``; a document with none of them is stored
+  whole, as JSON, so nothing of it is lost.
+- ``service``: ``service.name``, else ``service`` (a string), else ``app``, else the index name.
+- ``level``: ``log.level``, else ``level``, ``severity``, ``loglevel``, in zlog's canonical names.
+- ``labels``: ``index`` (the target index) and ``source="elasticsearch"``.
+- ``metadata``: every other field, flattened to dotted keys; arrays and non-strings as JSON text;
+  ``_id``, the action's or the one generated for it (the id the answer reports).
+
+Invariants:
+- Pure: bytes in, items out; ids and the clock are arguments.
+- A body that breaks the bulk framing (an action line that is not JSON or not one of
+  index/create/update/delete, an action without its source line) raises ``BulkError`` and
+  nothing is stored, as Elasticsearch refuses such a request whole. A document that cannot be
+  mapped fails alone, answered in its own item, and the others are stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from zlog.ingest import levels
+from zlog.ingest.timestamps import parse_rfc3339
+from zlog.protocol.errors import ZlogError
+
+SOURCE = "elasticsearch"
+ACTIONS = frozenset(("index", "create", "update", "delete"))
+STORED_ACTIONS = frozenset(("index", "create"))
+_TIMESTAMP_KEYS = ("@timestamp", "timestamp")
+_MESSAGE_KEYS = ("message", "log", "msg")
+_SERVICE_KEYS = ("service.name", "service", "app")
+_LEVEL_KEYS = ("log.level", "level", "severity", "loglevel")
+DEFAULT_INDEX = "logs"
+
+
+class BulkError(ZlogError):
+    """The bulk body as a whole is malformed: 400 with Elasticsearch's error shape, nothing stored."""
+
+    def __init__(self, reason: str, kind: str = "illegal_argument_exception") -> None:
+        super().__init__("INVALID_RECORD", reason)
+        self.kind = kind
+
+
+@dataclass(slots=True)
+class Item:
+    """One action of the bulk body: what it asked for and, once mapped, its record or its error."""
+
+    action: str
+    index: str
+    doc_id: str
+    record: dict[str, Any] | None = None
+    status: int = 0  # set for an item that fails before storage
+    error_type: str = ""
+    reason: str = ""
+
+
+def new_id() -> str:
+    """An Elasticsearch-style 20-character URL-safe id."""
+    return base64.urlsafe_b64encode(os.urandom(15)).decode()
+
+
+def flatten(doc: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {} if out is None else out
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            flatten(v, key + ".", out)
+        else:
+            out[key] = v
+    return out
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
+
+
+def _timestamp_ms(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("a boolean is not a date")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v)
+    if isinstance(v, str):
+        if v.isdigit():
+            return int(v)
+        return parse_rfc3339(v, default_offset_s=0) // 1_000_000
+    raise ValueError(f"cannot read a date from {type(v).__name__}")
+
+
+def map_document(doc: dict[str, Any], index: str, doc_id: str, received_ms: int) -> dict[str, Any]:
+    """A source document -> a /v1/logs record (with metadata). ValueError names a field it cannot read."""
+    fields = flatten(doc)
+    ts = received_ms
+    for k in _TIMESTAMP_KEYS:
+        if k in fields:
+            try:
+                ts = _timestamp_ms(fields.pop(k))
+            except ValueError as exc:
+                raise ValueError(f"failed to parse field [{k}]: {exc}") from None
+            break
+    message = None
+    for k in _MESSAGE_KEYS:
+        if isinstance(fields.get(k), str) and fields[k]:
+            message = fields.pop(k)
+            break
+    if message is None:
+        message = orjson.dumps(doc).decode()
+    service = None
+    for k in _SERVICE_KEYS:
+        if isinstance(fields.get(k), str) and fields[k]:
+            service = fields.pop(k)
+            break
+    level = ""
+    for k in _LEVEL_KEYS:
+        if isinstance(fields.get(k), str):
+            level = levels.from_text(fields.pop(k))
+            break
+    meta = {k: _text(v) for k, v in fields.items()}
+    if doc_id:
+        meta["_id"] = doc_id
+    rec: dict[str, Any] = {"timestamp": ts, "service": service or index, "level": level, "message": message,
+                           "labels": {"index": index, "source": SOURCE}}
+    if meta:
+        rec["metadata"] = meta
+    return rec
+
+
+def parse_bulk(body: bytes, default_index: str, received_ms: int) -> list[Item]:
+    """Split and map a bulk body. Raises BulkError for a body Elasticsearch would refuse whole."""
+    lines = body.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    items: list[Item] = []
+    n = 0
+    while n < len(lines):
+        raw = lines[n]
+        n += 1
+        if not raw.strip():
+            continue
+        try:
+            action_obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BulkError(f"Malformed action/metadata line [{n}]: {exc}", "x_content_parse_exception") from None
+        if not isinstance(action_obj, dict) or len(action_obj) != 1:
+            raise BulkError(f"Malformed action/metadata line [{n}], expected an object with one action",
+                            "illegal_argument_exception")
+        ((action, meta),) = action_obj.items()
+        if action not in ACTIONS or not isinstance(meta, dict):
+            raise BulkError(f"Malformed action/metadata line [{n}], expected one of [create, delete, index, "
+                            f"update] but found [{str(action)[:40]}]")
+        index = meta.get("_index") or default_index or DEFAULT_INDEX
+        doc_id = meta.get("_id")
+        doc_id = str(doc_id) if doc_id not in (None, "") else ""
+        if not isinstance(index, str):
+            raise BulkError(f"action/metadata line [{n}]: _index must be a string")
+        item = Item(action, index, doc_id)
+        items.append(item)
+        if action == "delete":
+            item.status, item.error_type = 400, "illegal_argument_exception"
+            item.reason = "delete is not supported: zlog's logs are append-only"
+            continue
+        if n >= len(lines):
+            raise BulkError(f"action/metadata line [{n}] ({action}) has no source line after it",
+                            "action_request_validation_exception")
+        source = lines[n]
+        n += 1
+        if action == "update":
+            item.status, item.error_type = 400, "illegal_argument_exception"
+            item.reason = "update is not supported: zlog's logs are append-only"
+            continue
+        if not item.doc_id:
+            item.doc_id = new_id()
+        try:
+            doc = orjson.loads(source)
+        except orjson.JSONDecodeError as exc:
+            item.status, item.error_type = 400, "document_parsing_exception"
+            item.reason = f"failed to parse the source on line [{n}]: {exc}"
+            continue
+        if not isinstance(doc, dict):
+            item.status, item.error_type = 400, "document_parsing_exception"
+            item.reason = f"the source on line [{n}] is not a JSON object"
+            continue
+        try:
+            item.record = map_document(doc, index, item.doc_id, received_ms)
+        except ValueError as exc:
+            item.status, item.error_type, item.reason = 400, "document_parsing_exception", str(exc)
+    if not items:
+        raise BulkError("Validation Failed: 1: no requests added;", "action_request_validation_exception")
+    return items
+
+
+def item_answer(item: Item, seq_no: int) -> dict[str, Any]:
+    """One entry of ``items``, in Elasticsearch's shape."""
+    body: dict[str, Any] = {"_index": item.index, "_id": item.doc_id or None, "status": item.status}
+    if item.status in (200, 201):
+        body.update(_version=1, result="created", _shards={"total": 1, "successful": 1, "failed": 0},
+                    _seq_no=seq_no, _primary_term=1)
+    else:
+        body["error"] = {"type": item.error_type, "reason": item.reason, "index": item.index}
+    return {item.action: body}
+
+
+def error_body(kind: str, reason: str, status: int) -> dict[str, Any]:
+    """Elasticsearch's request-level error shape."""
+    cause = {"type": kind, "reason": reason}
+    return {"error": {"root_cause": [cause], **cause}, "status": status}
