@@ -86,6 +86,9 @@ def query(page: Any) -> dict[str, list[str]]:
     return urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
 
 
+CHART_SUM = "[...document.querySelectorAll('svg.plot rect.bar')].reduce((a, r) => a + Number(r.dataset.count), 0)"
+
+
 def row_records(page: Any) -> list[dict[str, Any]]:
     return page.evaluate("[...document.querySelectorAll('#rows tr.row')].map(r => r.record)")
 
@@ -116,11 +119,15 @@ def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None
 
             # Live tail: a record posted now shows up without a reload.
             page.locator("body[data-live=open]").wait_for(state="attached", timeout=10_000)
+            page.locator("svg.plot rect.bar").first.wait_for(timeout=10_000)
+            charted = page.evaluate(CHART_SUM)
             status, _ = cluster.post([{"service": "checkout", "level": "ERROR",
                                        "message": "card declined by issuer (live)", "labels": {"region": "us-east"}}])
             assert status == 200
             page.locator("#rows tr.row", has_text="card declined by issuer").wait_for(timeout=5_000)
             assert rows.count() == 61
+            # ... and the chart counts it (its bucket bumped, or the chart refetched past its end).
+            page.wait_for_function(f"() => ({CHART_SUM}) === {charted + 1}", timeout=5_000)
 
             # The search box narrows the table (server-side contains) and lands in the URL.
             page.fill("#search", "token refresh")
@@ -141,6 +148,8 @@ def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None
             out = REPO / "test-artifacts"
             out.mkdir(exist_ok=True)
             page.locator("#rows tr.row", has_text="card declined").first.click()
+            page.locator('tr.detail [data-act="context"]').click()
+            page.locator(".context .ctx-line.anchor").wait_for(timeout=10_000)
             page.screenshot(path=str(out / "ui.png"))
             if os.environ.get("ZLOG_UI_SCREENSHOT"):
                 shutil.copy(out / "ui.png", os.environ["ZLOG_UI_SCREENSHOT"])

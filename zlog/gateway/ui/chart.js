@@ -134,6 +134,7 @@ export class VolumeChart {
     // Time labels, about one per 110 px, on round bucket boundaries.
     const every = Math.max(1, Math.ceil((110 / plotW) * (span / step))) * step;
     for (let t = Math.ceil(d.domain0 / every) * every; t < d.domain1; t += every) {
+      if (x(t) < AXIS_Y + 24 || x(t) > width - 24) continue; // clear of the count labels and the edge
       kids.push(s("text", { class: "axis", x: x(t), y: HEIGHT + 13, "text-anchor": "middle" }, fmtTick(t, span)));
     }
     this.sel = s("rect", { class: "sel", x: 0, y: 0, width: 0, height: HEIGHT, visibility: "hidden" });
