@@ -49,7 +49,8 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 
 async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backward: bool, limit: int,
-                     cursor: Cursor | None, errors: dict[int, ZlogError] | None = None) -> tuple[PageMerge, int, int]:
+                     cursor: Cursor | None, errors: dict[int, ZlogError] | None = None,
+                     logql: str | None = None) -> tuple[PageMerge, int, int]:
     """Fill one page; returns the merge (records, cursor) and the records and bytes scanned.
 
     A partition whose owner cannot answer (a retryable error) is left out and named in
@@ -68,6 +69,8 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
         bodies = []
         for p, start in wanted.items():
             body: dict[str, Any] = {"filter": fbody, "backward": backward, "limit": remaining}
+            if logql is not None:  # a LogQL log query, run beside the data (zlog.worker.reads)
+                body["logql"] = logql
             if start is not None:
                 body["start"] = start
             bodies.append(ask(ctx, Command.SEARCH, p, body))

@@ -65,8 +65,27 @@ def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
     match = compile_filter(spec.filter)
     loads = orjson.loads
     add = counts.add
-    if spec.logql is not None:
-        raise BadParameter("logql", "LogQL pipelines are not served by this worker yet")
+    if spec.logql is not None or by == "stream":
+        from zlog.loki.pipeline import compile_log_query, label_key, stream_labels  # LogQL, only when asked
+
+        if spec.logql is not None:
+            run = compile_log_query(spec.logql)
+        else:
+            def run(line: bytes) -> tuple[str, str] | None:
+                rec = loads(line)
+                return (label_key(stream_labels(rec)), "") if type(rec) is dict else None
+
+        def note_logql(line: bytes) -> bool:
+            ts = _timestamp(line)
+            if ts < lo or ts > hi or (match is not None and not match(line)):
+                return False
+            out = run(line)
+            if out is not None:
+                key, text = out
+                add(key, (ts - lo) // width, len(text.encode()) if bytes_ else 1)
+            return False
+
+        return note_logql
 
     def note(line: bytes) -> bool:
         ts = _timestamp(line)

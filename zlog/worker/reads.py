@@ -7,7 +7,7 @@ Bodies (msgpack maps; every key optional unless said otherwise):
 - FETCH  ``{offset (required), max_records, max_bytes}`` -> ``{partition, records: [[offset, line]],
   next_offset, lowest_offset, high_watermark}``. ``next_offset`` is where the next fetch starts.
 - SEARCH ``{filter: {services, levels, contains, regex, labels, since, until}, backward, start,
-  limit, budget}`` -> ``{partition, records, next, scanned_records, scanned_bytes,
+  limit, budget, logql}`` (``logql``: a LogQL log query every record must also match) -> ``{partition, records, next, scanned_records, scanned_bytes,
   lowest_offset, high_watermark}``. ``next`` resumes the scan (None: nothing left that way).
   A forward scan that reached the end answers ``next = high_watermark`` (new records will come).
 - STATS  ``{services: bool}`` -> ``{partition, lowest_offset, next_offset, bytes, segments,
@@ -39,7 +39,7 @@ from zlog.config import StorageConfig
 from zlog.protocol import wire
 from zlog.protocol.errors import BadParameter
 from zlog.protocol.wire import Command
-from zlog.read.query import MAX_LIMIT, Filter, compile_filter
+from zlog.read.query import MAX_LIMIT, Filter, Predicate, compile_filter
 from zlog.storage import PartitionLog
 
 MAX_RECORDS = 10_000
@@ -96,6 +96,22 @@ def fetch(partition: int, plog: PartitionLog, body: dict[str, Any]) -> dict[str,
     }
 
 
+def _with_logql(predicate: Predicate | None, text: Any) -> Predicate:
+    """The filter's predicate and a LogQL log query's (zlog.loki.pipeline), both required."""
+    from zlog.loki.pipeline import compile_log_query  # the LogQL layer, only when asked
+
+    if type(text) is not str:
+        raise _bad("logql must be a string")
+    try:
+        run = compile_log_query(text)
+    except BadParameter as exc:
+        raise _bad(exc.message) from None
+    if predicate is None:
+        return lambda line: run(line) is not None
+    first = predicate
+    return lambda line: first(line) and run(line) is not None
+
+
 def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
     try:
         flt = Filter.from_body(body.get("filter"))
@@ -108,9 +124,12 @@ def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
     limit = _int(body, "limit", 100, 1, MAX_LIMIT)
     budget = _int(body, "budget", storage.scan_budget_bytes, 1, 1 << 40)
     budget = min(budget, storage.scan_budget_bytes)
+    predicate = compile_filter(flt)
+    if body.get("logql") is not None:
+        predicate = _with_logql(predicate, body["logql"])
     try:
         result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
-                           predicate=compile_filter(flt), limit=limit, budget_bytes=budget)
+                           predicate=predicate, limit=limit, budget_bytes=budget)
     except BadParameter as exc:  # a pattern that ran out of time on some record
         raise _bad(exc.message) from None
     records = _bounded(result.records, MAX_REPLY_BYTES)

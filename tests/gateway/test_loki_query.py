@@ -1,0 +1,155 @@
+"""Loki's query API end to end on real processes: shapes as Loki documents them, counts checked exactly."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from tests._cluster import Cluster, http
+
+SERVICES = ["auth_service", "billing", "search"]
+LEVELS = ["INFO", "ERROR", "WARN"]
+NOW_MS = int(time.time() * 1000)
+T0 = (NOW_MS - 1_800_000) // 60_000 * 60_000  # half an hour ago, on a minute
+N = 600
+
+pytestmark = pytest.mark.cluster
+
+
+def make(i: int) -> dict[str, Any]:
+    status = [200, 404, 500, 503][i % 4]
+    return {"timestamp": T0 + i * 2_500, "service": SERVICES[i % 3], "level": LEVELS[i % 5 % 3],
+            "message": orjson.dumps({"msg": f"req {i}" + (" token expired" if i % 6 == 0 else ""),
+                                     "status": status, "user": {"id": f"u{i % 4}"}}).decode(),
+            "labels": {"region": ["eu", "us"][i % 2]}}
+
+
+RECORDS = [make(i) for i in range(N)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("lokiq"), env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": "32768",
+                                                            "ZLOG_STORAGE_SCAN_BUDGET_BYTES": "16384"})
+    with c:
+        for i in range(0, N, 150):
+            status, body = c.post(RECORDS[i:i + 150])
+            assert status == 200, body
+        yield c
+
+
+def get(c: Cluster, path: str, params: list[tuple[str, str]]) -> tuple[int, Any]:
+    status, _, data = http("GET", c.url + path + "?" + urllib.parse.urlencode(params))
+    return status, orjson.loads(data)
+
+
+def ns(ms: int) -> str:
+    return str(ms * 1_000_000)
+
+
+RANGE = [("start", ns(T0)), ("end", ns(T0 + N * 2_500))]
+
+
+def test_log_query_streams_shape_and_order(cluster: Cluster) -> None:
+    status, body = get(cluster, "/loki/api/v1/query_range",
+                       [("query", '{service="auth_service", level="ERROR"} |= "token"'), *RANGE, ("limit", "1000")])
+    assert status == 200, body
+    assert body["status"] == "success" and body["data"]["resultType"] == "streams"
+    assert "summary" in body["data"]["stats"]
+    want = [r for r in RECORDS if r["service"] == "auth_service" and r["level"] == "ERROR" and "token" in r["message"]]
+    (stream,) = body["data"]["result"]
+    assert stream["stream"] == {"service": "auth_service", "level": "ERROR", "region": stream["stream"]["region"]}
+    got = [(int(t), line) for t, line in stream["values"]]
+    assert got == sorted(((r["timestamp"] * 1_000_000, r["message"]) for r in want), reverse=True)
+    assert all(isinstance(t, str) for t, _ in stream["values"])
+
+
+def test_log_query_limit_forward_json_filter_and_line_format(cluster: Cluster) -> None:
+    q = '{service=~"auth_service|billing"} | json | status >= 500 and user_id="u3" | line_format "{{.msg}} -> {{.status}}"'
+    status, body = get(cluster, "/loki/api/v1/query_range", [("query", q), *RANGE, ("limit", "7"), ("direction", "forward")])
+    assert status == 200, body
+    want = [r for r in RECORDS if r["service"] in ("auth_service", "billing")
+            and orjson.loads(r["message"])["status"] >= 500 and orjson.loads(r["message"])["user"]["id"] == "u3"][:7]
+    got = sorted((int(t), line, s["stream"]["status"]) for s in body["data"]["result"] for t, line in s["values"])
+    assert got == [(r["timestamp"] * 1_000_000, f'{orjson.loads(r["message"])["msg"]} -> '
+                    f'{orjson.loads(r["message"])["status"]}', str(orjson.loads(r["message"])["status"])) for r in want]
+
+
+def test_metric_query_range_matrix_counts(cluster: Cluster) -> None:
+    q = 'sum by (level) (count_over_time({region="eu"} |= "req" [1m]))'
+    start, end = T0 + 60_000, T0 + 20 * 60_000
+    status, body = get(cluster, "/loki/api/v1/query_range", [("query", q), ("start", ns(start)), ("end", ns(end)),
+                                                             ("step", "60")])
+    assert status == 200, body
+    data = body["data"]
+    assert data["resultType"] == "matrix"
+    got = {s["metric"]["level"]: {t: int(v) for t, v in s["values"]} for s in data["result"]}
+    want: dict[str, dict[int, int]] = {}
+    for t in range(start, end + 1, 60_000):
+        c = Counter(r["level"] for r in RECORDS if r["labels"]["region"] == "eu" and t - 60_000 < r["timestamp"] <= t)
+        for lv, n in c.items():
+            want.setdefault(lv, {})[t // 1000] = n
+    assert got == want
+    for s in data["result"]:
+        assert all(isinstance(t, int) and isinstance(v, str) for t, v in s["values"])
+
+
+def test_instant_health_check_and_topk(cluster: Cluster) -> None:
+    status, body = get(cluster, "/loki/api/v1/query", [("query", "vector(1)+vector(1)"), ("time", str(NOW_MS // 1000))])
+    assert status == 200, body
+    assert body["data"]["resultType"] == "vector"
+    assert body["data"]["result"] == [{"metric": {}, "value": [NOW_MS // 1000, "2"]}]
+    status, body = get(cluster, "/loki/api/v1/query", [("query", "1 + 2 * 3"), ("time", "1700000000")])
+    assert body["data"] == {"resultType": "scalar", "result": [1700000000, "7"], "stats": body["data"]["stats"]}
+    at = T0 + N * 2_500
+    q = 'topk(2, sum by (service) (rate({region=~".+"}[30m])))'
+    status, body = get(cluster, "/loki/api/v1/query", [("query", q), ("time", ns(at))])
+    assert status == 200, body
+    counts = Counter(r["service"] for r in RECORDS if at - 1_800_000 < r["timestamp"] <= at)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    got = sorted((s["metric"]["service"], float(s["value"][1])) for s in body["data"]["result"])
+    want = sorted((svc, n / 1800) for svc, n in top)
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert [g[1] for g in got] == pytest.approx([w[1] for w in want])
+
+
+def test_labels_values_series_and_index_stats(cluster: Cluster) -> None:
+    status, body = get(cluster, "/loki/api/v1/labels", RANGE)
+    assert status == 200 and body == {"status": "success", "data": ["level", "region", "service"]}
+    status, body = get(cluster, "/loki/api/v1/label/service/values", RANGE)
+    assert body["data"] == sorted(SERVICES)
+    status, body = get(cluster, "/loki/api/v1/label/level/values", [*RANGE, ("query", '{service="billing"}')])
+    assert body["data"] == sorted({r["level"] for r in RECORDS if r["service"] == "billing"})
+    status, body = get(cluster, "/loki/api/v1/series", [*RANGE, ("match[]", '{service="search"}'),
+                                                        ("match[]", '{level="WARN", region="eu"}')])
+    assert status == 200, body
+    want = {(r["service"], r["level"], r["labels"]["region"]) for r in RECORDS
+            if r["service"] == "search" or (r["level"] == "WARN" and r["labels"]["region"] == "eu")}
+    assert sorted((s["service"], s["level"], s["region"]) for s in body["data"]) == sorted(want)
+    status, body = get(cluster, "/loki/api/v1/index/stats", [*RANGE, ("query", '{service="billing"}')])
+    assert status == 200, body
+    billing = [r for r in RECORDS if r["service"] == "billing"]
+    assert body["entries"] == len(billing) and body["streams"] == len({(r["level"], r["labels"]["region"]) for r in billing})
+    assert body["bytes"] == sum(len(r["message"].encode()) for r in billing)
+    status, body = get(cluster, "/loki/api/v1/status/buildinfo", [])
+    assert status == 200 and body["version"]
+
+
+@pytest.mark.parametrize(("query", "needle"), [
+    ('{service="x"', "col 13"),
+    ('{service="x"} | pattern "<a>"', "unsupported pipeline stage | pattern"),
+    ("quantile_over_time(0.5, {a=\"b\"} | unwrap x [1m])", "unsupported function quantile_over_time"),
+    ('{service="x"}[5m]', "needs a function"),
+])
+def test_bad_queries_are_400_naming_the_problem(cluster: Cluster, query: str, needle: str) -> None:
+    status, body = get(cluster, "/loki/api/v1/query_range", [("query", query)])
+    assert status == 400, body
+    assert needle in body["message"], body
+    status, body = get(cluster, "/loki/api/v1/query", [("query", '{service="x"}')])
+    assert status == 400 and "instant query" in body["message"]
