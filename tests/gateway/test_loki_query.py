@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import urllib.parse
 from collections import Counter
@@ -153,3 +155,34 @@ def test_bad_queries_are_400_naming_the_problem(cluster: Cluster, query: str, ne
     assert needle in body["message"], body
     status, body = get(cluster, "/loki/api/v1/query", [("query", '{service="x"}')])
     assert status == 400 and "instant query" in body["message"]
+
+
+def test_tail_over_websocket_sends_history_then_live_entries_once(cluster: Cluster) -> None:
+    import aiohttp
+
+    async def run() -> list[tuple[int, str]]:
+        got: list[tuple[int, str]] = []
+        url = cluster.url.replace("http", "ws") + "/loki/api/v1/tail?" + urllib.parse.urlencode(
+            {"query": '{service="search"} |= "live"', "start": ns(NOW_MS - 60_000), "limit": "10"})
+        async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+            live = [{"timestamp": int(time.time() * 1000) + i, "service": "search", "level": "INFO",
+                     "message": f"live {i}"} for i in range(5)]
+            for rec in live:  # one at a time: each is its own commit, and the tail must see every one
+                status, _, _ = await asyncio.to_thread(http, "POST", cluster.url + "/v1/logs",
+                                                       orjson.dumps([rec]), {"Content-Type": "application/json"})
+                assert status == 200
+            while len(got) < 5:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                body = orjson.loads(msg.data)
+                assert set(body) == {"streams", "dropped_entries"}
+                for stream in body["streams"]:
+                    assert stream["stream"] == {"service": "search", "level": "INFO"}
+                    got += [(int(t), line) for t, line in stream["values"]]
+            with contextlib.suppress(asyncio.TimeoutError):  # nothing more, nothing twice
+                extra = await asyncio.wait_for(ws.receive(), 1.2)
+                raise AssertionError(f"unexpected {extra}")
+        return got
+
+    got = asyncio.run(run())
+    assert sorted(line for _, line in got) == [f"live {i}" for i in range(5)]

@@ -27,7 +27,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from zlog.client import AsyncProducer
 from zlog.config import Config
-from zlog.gateway import auth, elastic, export, loki_push, loki_query, otlp, read_api, stats_api, tail, ui
+from zlog.gateway import (
+    auth,
+    elastic,
+    export,
+    loki_push,
+    loki_query,
+    loki_tail,
+    otlp,
+    read_api,
+    stats_api,
+    tail,
+    ui,
+)
 from zlog.gateway import server as http_server
 from zlog.gateway.auth import AUTH, authenticate, check_listen, is_loopback
 from zlog.gateway.context import CONTEXT, GatewayContext, error_response
@@ -135,6 +147,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     otlp.setup(app)
     elastic.setup(app)
     loki_query.setup(app)
+    loki_tail.setup(app)
 
     spool_task: asyncio.Task[None] | None = None
     spool: Spool | None = None

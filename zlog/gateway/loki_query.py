@@ -41,6 +41,7 @@ from zlog.loki.requests import (
 )
 from zlog.protocol.errors import BadParameter
 from zlog.read.counting import MAX_BUCKETS, Counts, CountSpec
+from zlog.read.paging import Cursor, PageMerge
 from zlog.read.query import Filter
 
 LABELS_DEFAULT_NS = 6 * 3_600_000_000_000
@@ -58,7 +59,7 @@ async def _params(request: web.Request) -> dict[str, str]:
     return out
 
 
-def _parse(text: str) -> ast.Query:
+def parse_query(text: str) -> ast.Query:
     try:
         return parse(text)
     except LogQLError as exc:
@@ -86,16 +87,22 @@ def _ns(rec: dict[str, Any]) -> int:
 # -- log queries ---------------------------------------------------------------------------
 
 
-async def log_streams(ctx: GatewayContext, q: ast.LogQuery, start_ns: int, end_ns: int, limit: int,
-                      backward: bool) -> tuple[list[dict[str, Any]], int, int]:
-    """The newest (or oldest) ``limit`` entries in ``[start, end)`` grouped into Loki streams."""
+async def log_streams(ctx: GatewayContext, q: ast.LogQuery, start_ns: int, end_ns: int | None, limit: int,
+                      backward: bool, cursor: Cursor | None = None) -> tuple[list[dict[str, Any]], PageMerge, int, int]:
+    """The newest (or oldest) ``limit`` entries in ``[start, end)`` grouped into Loki streams, and the
+    merge that found them (its cursors resume the search)."""
     base = prefilter(q)
-    flt = Filter(services=base.services, since_ms=ns_to_ms(start_ns), until_ms=ns_to_ms(end_ns - 1))
+    flt = Filter(services=base.services, since_ms=ns_to_ms(start_ns),
+                 until_ms=None if end_ns is None else ns_to_ms(end_ns - 1))
     merge, scanned, scanned_bytes = await run_search(ctx, flt, scope(flt, partition_count(ctx)), backward, limit,
-                                                     None, logql=q.text())
+                                                     cursor, logql=q.text())
+    return to_streams(q, [line for _, _, line in merge.out], backward), merge, scanned, scanned_bytes
+
+
+def to_streams(q: ast.LogQuery, lines: list[bytes], backward: bool) -> list[dict[str, Any]]:
     run = compile_log(q)
     streams: dict[bytes, tuple[dict[str, str], list[tuple[int, str]]]] = {}
-    for _, _, line in merge.out:
+    for line in lines:
         rec = orjson.loads(line)
         out = run(rec)
         if out is None:
@@ -107,7 +114,7 @@ async def log_streams(ctx: GatewayContext, q: ast.LogQuery, start_ns: int, end_n
     for labels, values in streams.values():
         values.sort(key=lambda v: v[0], reverse=backward)
         result.append({"stream": labels, "values": [[str(ts), text] for ts, text in values]})
-    return result, scanned, scanned_bytes
+    return result
 
 
 # -- metric queries ------------------------------------------------------------------------
@@ -157,9 +164,9 @@ async def get_query_range(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     t0 = time.perf_counter()
     r = range_request(await _params(request), _now_ns())
-    q = _parse(r.query)
+    q = parse_query(r.query)
     if isinstance(q, ast.LogQuery):
-        result, lines, nbytes = await log_streams(ctx, q, r.start_ns, r.end_ns, r.limit, r.backward)
+        result, _, lines, nbytes = await log_streams(ctx, q, r.start_ns, r.end_ns, r.limit, r.backward)
         entries = sum(len(s["values"]) for s in result)
         return _ok({"resultType": "streams", "result": result, "stats": _stats(t0, entries, lines, nbytes)})
     times = _times(r)
@@ -179,7 +186,7 @@ async def get_query(request: web.Request) -> web.Response:
     at = parse_time(params.get("time"), "time", _now_ns())
     parse_limit(params.get("limit"))
     parse_direction(params.get("direction"))
-    q = _parse(text)
+    q = parse_query(text)
     if isinstance(q, ast.LogQuery):
         raise BadParameter("query", "log queries are not supported as an instant query type, please change your "
                                     "query to a range query type")
@@ -207,7 +214,7 @@ async def _streams(ctx: GatewayContext, params: dict[str, str], selector: str | 
     base = Filter()
     logql = None
     if selector:
-        q = _parse(selector)
+        q = parse_query(selector)
         if not isinstance(q, ast.LogQuery):
             raise BadParameter("query", "expected a stream selector such as {service=\"api\"}")
         base, logql = prefilter(q), q.text()
