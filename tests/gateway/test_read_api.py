@@ -342,6 +342,11 @@ def test_storage_failure_is_not_a_400(cluster: Cluster) -> None:
         assert missing == {2, 3}  # worker 1's partitions
         assert body["records"] and all(r["partition"] in (0, 1) for r in body["records"])
         assert {u["error"] for u in body["unavailable"]} <= {"NO_OWNER", "TIMEOUT", "WORKER_LOST"}
+        # A download never leaves partitions out silently: 503/504 before the first byte.
+        status, _, data = export(cluster, [("limit", "50")])
+        assert status in (503, 504) and json.loads(data)["error"] in ("NO_OWNER", "TIMEOUT", "WORKER_LOST"), data
+        status, _, data = export(cluster, [("service", "billing"), ("limit", "3")])
+        assert status == 200 and len(data.splitlines()) == 3  # one served partition is all it needs
     finally:
         cluster.start("storage-1")
 

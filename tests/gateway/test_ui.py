@@ -12,6 +12,7 @@ tests hold the page to those answers and to the records posted, never to a copy 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import time
@@ -100,62 +101,52 @@ def wait_rows(page: Any, cond: str) -> None:
         f" return recs.length > 0 && ({cond}); }}", timeout=10_000)
 
 
-def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster) -> None:
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
-            page.goto(cluster.url + "/?live=1")
-            rows = page.locator("#rows tr.row")
-            rows.first.wait_for(timeout=10_000)
-            assert rows.count() == 60
+def test_viewer_lists_services_tails_live_and_searches(cluster: Cluster, page: Any) -> None:
+    page.goto(cluster.url + "/?live=1")
+    rows = page.locator("#rows tr.row")
+    rows.first.wait_for(timeout=10_000)
+    assert rows.count() == 60
 
-            options = page.locator("#service option")
-            page.wait_for_function("() => document.querySelectorAll('#service option').length > 4", timeout=10_000)
-            assert set(SERVICES) <= set(options.all_inner_texts())
+    options = page.locator("#service option")
+    page.wait_for_function("() => document.querySelectorAll('#service option').length > 4", timeout=10_000)
+    assert set(SERVICES) <= set(options.all_inner_texts())
 
-            # Live tail: a record posted now shows up without a reload.
-            page.locator("body[data-live=open]").wait_for(state="attached", timeout=10_000)
-            page.locator("svg.plot rect.bar").first.wait_for(timeout=10_000)
-            charted = page.evaluate(CHART_SUM)
-            status, _ = cluster.post([{"service": "checkout", "level": "ERROR",
-                                       "message": "card declined by issuer (live)", "labels": {"region": "us-east"}}])
-            assert status == 200
-            page.locator("#rows tr.row", has_text="card declined by issuer").wait_for(timeout=5_000)
-            assert rows.count() == 61
-            # ... and the chart counts it (its bucket bumped, or the chart refetched past its end).
-            page.wait_for_function(f"() => ({CHART_SUM}) === {charted + 1}", timeout=5_000)
+    # Live tail: a record posted now shows up without a reload.
+    page.locator("body[data-live=open]").wait_for(state="attached", timeout=10_000)
+    page.locator("svg.plot rect.bar").first.wait_for(timeout=10_000)
+    charted = page.evaluate(CHART_SUM)
+    status, _ = cluster.post([{"service": "checkout", "level": "ERROR",
+                               "message": "card declined by issuer (live)", "labels": {"region": "us-east"}}])
+    assert status == 200
+    page.locator("#rows tr.row", has_text="card declined by issuer").wait_for(timeout=5_000)
+    assert rows.count() == 61
+    # ... and the chart counts it (its bucket bumped, or the chart refetched past its end).
+    page.wait_for_function(f"() => ({CHART_SUM}) === {charted + 1}", timeout=5_000)
 
-            # The search box narrows the table (server-side contains) and lands in the URL.
-            page.fill("#search", "token refresh")
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('#rows tr.row')].length > 0 && "
-                "[...document.querySelectorAll('#rows tr.row')].every(r => r.textContent.includes('token refresh'))",
-                timeout=10_000)
-            narrowed = rows.count()
-            assert 0 < narrowed < 61
-            assert "q=token+refresh" in page.url
+    # The search box narrows the table (server-side contains) and lands in the URL.
+    page.fill("#search", "token refresh")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#rows tr.row')].length > 0 && "
+        "[...document.querySelectorAll('#rows tr.row')].every(r => r.textContent.includes('token refresh'))",
+        timeout=10_000)
+    narrowed = rows.count()
+    assert 0 < narrowed < 61
+    assert "q=token+refresh" in page.url
 
-            # An expanded detail row shows labels and the full JSON.
-            rows.first.click()
-            assert page.locator("tr.detail .chip", has_text="region").count() == 1
+    # An expanded detail row shows labels and the full JSON.
+    rows.first.click()
+    assert page.locator("tr.detail .chip", has_text="region").count() == 1
 
-            page.fill("#search", "")
-            page.locator("#rows tr.row", has_text="card declined").first.wait_for(timeout=10_000)
-            out = REPO / "test-artifacts"
-            out.mkdir(exist_ok=True)
-            page.locator("#rows tr.row", has_text="card declined").first.click()
-            page.locator('tr.detail [data-act="context"]').click()
-            page.locator(".context .ctx-line.anchor").wait_for(timeout=10_000)
-            page.screenshot(path=str(out / "ui.png"))
-            if os.environ.get("ZLOG_UI_SCREENSHOT"):
-                shutil.copy(out / "ui.png", os.environ["ZLOG_UI_SCREENSHOT"])
-            assert errors == []
-        finally:
-            browser.close()
+    page.fill("#search", "")
+    page.locator("#rows tr.row", has_text="card declined").first.wait_for(timeout=10_000)
+    out = REPO / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.locator("#rows tr.row", has_text="card declined").first.click()
+    page.locator('tr.detail [data-act="context"]').click()
+    page.locator(".context .ctx-line.anchor").wait_for(timeout=10_000)
+    page.screenshot(path=str(out / "ui.png"))
+    if os.environ.get("ZLOG_UI_SCREENSHOT"):
+        shutil.copy(out / "ui.png", os.environ["ZLOG_UI_SCREENSHOT"])
 
 
 def bars(page: Any) -> list[dict[str, Any]]:
@@ -326,3 +317,17 @@ def test_fields_are_text_never_markup(cluster: Cluster, page: Any) -> None:
     assert page.evaluate("document.querySelectorAll('img, td.msg b, .ctx-line b, p.message b, .facets i:not(.fill)').length") == 0
     assert evil in page.locator("#rows tr.row td.msg").first.inner_text()
     assert page.locator("tr.detail .chip", has_text="<k>=<v>").count() == 1
+
+
+def test_download_saves_the_current_result_as_ndjson(cluster: Cluster, page: Any) -> None:
+    page.goto(cluster.url + "/?level=ERROR&-service=search")
+    wait_rows(page, "recs.every(r => r.level === 'ERROR' && r.service !== 'search')")
+    page.fill("#export-limit", "7")
+    with page.expect_download(timeout=10_000) as info:
+        page.click("#download")
+    path = info.value.path()
+    got = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert info.value.suggested_filename.endswith(".ndjson")
+    assert len(got) == 7 and all(r["level"] == "ERROR" and r["service"] != "search" for r in got)
+    assert [(r["partition"], r["offset"]) for r in got] == \
+        [(r["partition"], r["offset"]) for r in row_records(page)[:7]]  # the table's first rows, in order
