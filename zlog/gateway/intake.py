@@ -30,7 +30,8 @@ from aiohttp import web
 
 from zlog.client import AsyncProducer, Share
 from zlog.gateway.context import CONTEXT
-from zlog.ingest.records import Group, InvalidBatch, RecordError, encode_batch
+from zlog.ingest import partial
+from zlog.ingest.records import Group, RecordError, encode_batch
 from zlog.protocol.errors import Backpressure, ZlogError
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
@@ -165,29 +166,12 @@ def encode_records(request: web.Request, items: list[Any], *, received_at: int) 
 def encode_partial(request: web.Request, items: list[Any], *, received_at: int,
                    ) -> tuple[dict[str, Group], list[RecordError]]:
     """For APIs that accept part of a request (OTLP's partial_success, the bulk API's per-item
-    answers): the valid records encoded, and the refused ones with why. The per-record slow path
-    runs only when the whole batch is refused."""
+    answers): the valid records encoded, and the refused ones with why."""
     ctx = request.app[CONTEXT]
-    kw: dict[str, Any] = {"received_at": received_at, "client_ip": ctx.client_ip(request),
-                          "node_id": ctx.cfg.cluster.node_id, "with_metadata": True}
-    try:
-        return encode_batch(items, ctx.limits, **kw), []
-    except InvalidBatch:
-        pass
-    groups: dict[str, Group] = {}
-    refused: list[RecordError] = []
-    for i, item in enumerate(items):
-        try:
-            one = encode_batch([item], ctx.limits, **kw)
-        except InvalidBatch as exc:
-            e = exc.errors[0] if exc.errors else RecordError(0, "", exc.message)
-            refused.append(RecordError(i, e.field, e.problem))
-            continue
-        for service, g in one.items():
-            into = groups.setdefault(service, Group())
-            into.lines.extend(g.lines)
-            into.max_timestamp = max(into.max_timestamp, g.max_timestamp)
-    ctx.metrics.errors.labels(kind="INVALID_RECORD").inc(len(refused))
+    groups, refused = partial.encode_partial(items, ctx.limits, received_at=received_at,
+                                             client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
+    if refused:
+        ctx.metrics.errors.labels(kind="INVALID_RECORD").inc(len(refused))
     return groups, refused
 
 

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("up", parents=[common], help="run the whole cluster under supervisord (foreground)")
+    sub.add_parser("syslog", parents=[common],
+                   help="run the syslog listener (syslog.tcp / syslog.udp; docs/shippers.md)")
     sub.add_parser("etcd", parents=[common],
                    help="run the local etcd a replicated cluster uses (exits at once when none is needed)")
     from zlog.ops.security_cli import add_parsers
@@ -147,6 +149,8 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.ops.status", "run")(cfg, args)
     if cmd == "up":
         return _target("zlog.ops.cluster", "up")(cfg, args)
+    if cmd == "syslog":
+        return _target("zlog.syslog.listener", "run")(cfg)
     if cmd == "etcd":
         return _target("zlog.replication.etcd_server", "run")(cfg)
     if cmd in ("tenant", "token", "user", "keys"):

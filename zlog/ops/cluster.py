@@ -178,6 +178,11 @@ def place_extra_programs(cfg: Config, data_dir: Path, conf: Path) -> None:
         target.write_bytes((conf.parent / "supervisord-etcd.conf").read_bytes())
     else:
         target.unlink(missing_ok=True)
+    target = extra / "syslog.conf"
+    if cfg.syslog.tcp or cfg.syslog.udp:
+        target.write_bytes((conf.parent / "supervisord-syslog.conf").read_bytes())
+    else:
+        target.unlink(missing_ok=True)
 
 
 def _port_free(host: str, port: int) -> bool:

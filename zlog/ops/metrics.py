@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -109,6 +110,37 @@ class GatewayMetrics:
         self.query_seconds = Histogram(
             "zlog_query_request_seconds", "Read request latency", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
         )
+
+
+class SyslogMetrics:
+    """Per listener (tcp, udp): messages parsed, stored and dropped, and why they were dropped."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = _registry(registry)
+        self.messages = Counter("zlog_syslog_messages", "Syslog messages, by listener and outcome "
+                                "(parsed, stored, dropped)", ["listener", "outcome"], registry=r)
+        self.drops = Counter("zlog_syslog_dropped", "Syslog messages dropped, by listener and reason",
+                             ["listener", "reason"], registry=r)
+        self._msg: dict[tuple[str, str], Any] = {}
+        self._drop: dict[tuple[str, str], Any] = {}
+        self.stored_total = 0
+
+    def _count(self, table: dict[tuple[str, str], Any], counter: Counter, key: tuple[str, str], n: int) -> None:
+        child = table.get(key)
+        if child is None:  # labels() costs more than the increment: look each series up once
+            child = table[key] = counter.labels(*key)
+        child.inc(n)
+
+    def parsed(self, listener: str) -> None:
+        self._count(self._msg, self.messages, (listener, "parsed"), 1)
+
+    def stored(self, listener: str, n: int = 1) -> None:
+        self.stored_total += n
+        self._count(self._msg, self.messages, (listener, "stored"), n)
+
+    def dropped(self, listener: str, reason: str, n: int = 1) -> None:
+        self._count(self._msg, self.messages, (listener, "dropped"), n)
+        self._count(self._drop, self.drops, (listener, reason), n)
 
 
 def serve(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:

@@ -1,0 +1,129 @@
+"""The syslog listener in a real cluster, fed by util-linux ``logger`` (RFC 5424 / 3164, TCP / UDP)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._cluster import Cluster, free_port, http, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tcp, udp, metrics = free_port(), free_port(), free_port()
+    c = Cluster(tmp_path_factory.mktemp("syslog"), toml_extra=f"""
+[syslog]
+tcp = "127.0.0.1:{tcp}"
+udp = "127.0.0.1:{udp}"
+metrics_port = {metrics}
+max_message_bytes = 8192
+linger_ms = 5
+""")
+    c.procs["syslog"] = c._proc("syslog", ["syslog"])
+    c.tcp, c.udp, c.syslog_metrics = tcp, udp, metrics  # type: ignore[attr-defined]
+    with c:
+        wait_until(lambda: http("GET", f"http://127.0.0.1:{metrics}/metrics", timeout=1)[0] == 200,
+                   what="the syslog listener")
+        yield c
+
+
+def records(cluster: Cluster, service: str) -> list[dict[str, Any]]:
+    q = urllib.parse.urlencode({"service": service, "limit": "1000", "direction": "forward", "since": "0"})
+    status, body = cluster.get("/v1/logs?" + q)
+    assert status == 200, body
+    return sorted(body["records"], key=lambda r: (r["timestamp"], r["message"]))
+
+
+def exactly(cluster: Cluster, service: str, n: int) -> list[dict[str, Any]]:
+    wait_until(lambda: len(records(cluster, service)) >= n, timeout=15, what=f"{n} records of {service}")
+    time.sleep(0.2)
+    got = records(cluster, service)
+    assert len(got) == n, [r["message"] for r in got]
+    return got
+
+
+def metric(cluster: Cluster, name: str, **labels: str) -> float:
+    _, _, data = http("GET", f"http://127.0.0.1:{cluster.syslog_metrics}/metrics")  # type: ignore[attr-defined]
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in data.decode().splitlines():
+        if line.startswith(name + "{"):
+            got = ",".join(sorted(line[line.index("{") + 1:line.index("}")].split(",")))
+            if got == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def logger(cluster: Cluster, *args: str, lines: list[str], tmp_path: Path) -> None:
+    src = tmp_path / f"{uuid.uuid4().hex}.txt"
+    src.write_text("\n".join(lines) + "\n")
+    udp = "-d" in args
+    port = cluster.udp if udp else cluster.tcp  # type: ignore[attr-defined]
+    cmd = ["logger", "-n", "127.0.0.1", "-P", str(port), *args, "-f", str(src)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+CASES = [
+    ("rfc5424-tcp-octets", ["--rfc5424", "-T", "--octet-count"]),
+    ("rfc5424-tcp-lf", ["--rfc5424", "-T"]),
+    ("rfc5424-udp", ["--rfc5424", "-d"]),
+    ("rfc3164-tcp", ["--rfc3164", "-T"]),
+    ("rfc3164-udp", ["--rfc3164", "-d"]),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), CASES)
+def test_logger_messages_are_stored_exactly(cluster: Cluster, tmp_path: Path, name: str, args: list[str]) -> None:
+    app = f"{name}-{uuid.uuid4().hex[:6]}"
+    extra = ["--sd-id", "zlog@32473", "--sd-param", 'shard="7"', "--msgid", "M1"] if "--rfc5424" in args else []
+    lines = [f"line {i} of {name}" for i in range(20)]
+    before = time.time()
+    logger(cluster, *args, "-t", app, "-p", "local3.warning", *extra, lines=lines, tmp_path=tmp_path)
+    after = time.time()
+    got = exactly(cluster, app, 20)
+    assert sorted(r["message"] for r in got) == sorted(lines)
+    r0 = got[0]
+    assert (r0["service"], r0["level"]) == (app, "WARN")
+    assert r0["labels"]["facility"] == "local3" and r0["labels"]["source"] == "syslog"
+    assert r0["labels"]["host"].split(".")[0] == socket.gethostname().split(".")[0]
+    if "--rfc5424" in args:
+        # RFC 5424 carries microseconds and an offset: the exact time logger stamped, to the ms.
+        assert all(int(before * 1000) - 1 <= r["timestamp"] <= int(after * 1000) for r in got)
+        assert r0["metadata"]["zlog@32473.shard"] == "7" and r0["metadata"]["msgid"] == "M1"
+        assert "procid" not in r0["metadata"] or r0["metadata"]["procid"].isdigit()
+    else:
+        # RFC 3164: seconds, local time, no zone: read in this receiver's zone.
+        assert all(int(before) * 1000 <= r["timestamp"] <= int(after) * 1000 for r in got)
+
+
+def test_bad_and_oversized_messages_are_counted_never_stored(cluster: Cluster) -> None:
+    app = f"bad-{uuid.uuid4().hex[:6]}"
+    dropped = metric(cluster, "zlog_syslog_dropped_total", listener="tcp", reason="too_long")
+    invalid = metric(cluster, "zlog_syslog_dropped_total", listener="tcp", reason="invalid_utf8")
+    no_pri = metric(cluster, "zlog_syslog_dropped_total", listener="udp", reason="no_pri")
+    with socket.create_connection(("127.0.0.1", cluster.tcp)) as s:  # type: ignore[attr-defined]
+        big = f"<14>1 - - {app} - - - ".encode() + b"x" * (1024 * 1024)
+        s.sendall(b"%d " % len(big) + big)  # octet counted, 1 MB: skipped to its end
+        s.sendall(f"<14>1 - - {app} - - - ".encode() + b"\xff\xfe bad utf-8\n")
+        s.sendall(f"<14>1 - - {app} - - - after the bad ones\n".encode())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.sendto(b"no pri at all", ("127.0.0.1", cluster.udp))  # type: ignore[attr-defined]
+    got = exactly(cluster, app, 1)
+    assert got[0]["message"] == "after the bad ones"
+    wait_until(lambda: metric(cluster, "zlog_syslog_dropped_total", listener="udp", reason="no_pri") == no_pri + 1,
+               what="the UDP drop to be counted")
+    assert metric(cluster, "zlog_syslog_dropped_total", listener="tcp", reason="too_long") == dropped + 1
+    assert metric(cluster, "zlog_syslog_dropped_total", listener="tcp", reason="invalid_utf8") == invalid + 1
+    stored = metric(cluster, "zlog_syslog_messages_total", listener="tcp", outcome="stored")
+    parsed = metric(cluster, "zlog_syslog_messages_total", listener="tcp", outcome="parsed")
+    assert stored == parsed > 0
