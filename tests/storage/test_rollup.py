@@ -1,4 +1,5 @@
-"""Rollups kept as the log appends: exact per slot, saved on roll, rebuilt on open, forgotten by retention."""
+"""Rollups: exact per slot, counted incrementally in bounded steps, saved for closed segments, rebuilt
+when their files are missing or wrong, forgotten by retention."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def expected(lines: list[bytes]) -> Counter[tuple[int, str, str]]:
 
 
 def rolled(plog: PartitionLog) -> Counter[tuple[int, str, str]]:
+    assert plog.rollup.catch_up(plog.segments, 1 << 40)
     out: Counter[tuple[int, str, str]] = Counter()
     for slot, svc, lvl, c in plog.rollup.rows(s.base for s in plog.segments):
         out[(slot, svc, lvl)] += c
@@ -56,10 +58,24 @@ def test_rollup_counts_every_record_across_rolls_and_reopen(tmp_path: Path, cloc
         assert rolled(plog) == expected(lines)
 
 
+def test_catch_up_is_bounded_and_incremental(tmp_path: Path, clock: FakeClock) -> None:
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as plog:
+        lines = fill(plog, 60)
+        steps = 0
+        while not plog.rollup.catch_up(plog.segments, 300):  # a few blocks per step
+            steps += 1
+        assert steps > 3
+        more = [line(i) for i in range(60, 70)]
+        plog.append(more, max(orjson.loads(x)["timestamp"] for x in more))
+        plog.commit()
+        assert rolled(plog) == expected(lines + more)  # only the new records were counted again
+
+
 def test_rollup_rebuilt_when_missing_torn_or_stale(tmp_path: Path, clock: FakeClock) -> None:
     cfg = tiny()
     with PartitionLog.open(tmp_path, cfg, clock=clock) as plog:
         lines = fill(plog, 80)
+        rolled(plog)
     files = sorted(tmp_path.glob("*.rollup"))
     files[0].unlink()
     files[1].write_bytes(files[1].read_bytes()[:7])  # torn

@@ -263,7 +263,6 @@ class PartitionLog:
             self._synced(now, time.perf_counter() - t0)
         else:
             self._unsynced = True
-        self.rollup.add(seg.base, group)
         for b in group:
             if b.sequence >= 0:
                 self.producers.restore(b.producer_id, b.sequence, b.base_offset, b.count)
@@ -312,7 +311,6 @@ class PartitionLog:
             raise _io_error(exc, f"{self.directory}: cannot roll a segment", 0) from exc
         self.segments.append(new)
         self._bases.append(base)
-        self.rollup.seal(old.base)
         self.stats["segments_rolled"] += 1
 
     def tick(self) -> None:

@@ -1,21 +1,23 @@
-"""Per-segment rollups: how many records per (10-second slot, service, level), kept as the log appends.
+"""Per-segment rollups: how many records per (10-second slot, service, level), kept incrementally.
 
-A partition keeps one ``SegmentRollup`` per segment. The active segment's grows with every
-committed batch (``Rollup.add``, called by ``PartitionLog`` after a successful write); when the
-segment is rolled it is sealed and saved beside it as ``<base>.rollup`` (``Rollup.seal``). On open,
-a closed segment's file is loaded when it covers exactly the segment's record count, and rebuilt
-from the segment's records otherwise; the active segment's is always rebuilt from its records, so
+A partition keeps one ``SegmentRollup`` per segment, covering a prefix of its records. Counting is
+off the append path (a worker stores bytes without parsing them, and counting costs about as much
+as the rest of an append): ``catch_up`` counts what was committed since the last call, a bounded
+number of bytes at a time, when the worker is idle and before a rollup answers a count, so every
+record is counted once in its life. A closed segment counted whole is saved beside it as
+``<base>.rollup``; on open those files are loaded when they cover exactly the segment's record
+count (else the segment is counted again), and the active segment is counted from its records, so
 recovery (which may cut the active segment) and the rollup always agree.
 
-A slot is ``timestamp // 10_000``: counting the slot of a whole batch is one C-level regex pass
-over the stored bytes (the slot is the timestamp's digits but the last four) plus a Counter update,
-so appends pay well under a microsecond per record.
+A slot is ``timestamp // 10_000``: counting a run of lines is one C-level regex pass over the
+stored bytes (the slot is the timestamp's digits but the last four) plus a Counter update.
 
 Invariants:
 - A rollup is a cache: the segment is the truth. Every record of a segment is counted exactly once
   (a line the fast pattern does not read is parsed with orjson; an unreadable one counts under
   service "" and level "" at slot 0).
-- ``<base>.rollup`` is written whole (temp file, rename); a torn or stale file is rebuilt.
+- ``<base>.rollup`` is written whole (temp file, rename); a torn or stale file is counted again.
+- Bounded: one ``catch_up`` reads about its byte budget (at least one scan chunk).
 - Retention forgets a deleted segment's rollup with its files.
 """
 
@@ -32,15 +34,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from zlog.storage.segment import Segment, Staged
+    from zlog.storage.segment import Segment
 
 log = logging.getLogger("zlog.storage")
 
 SLOT_MS = 10_000
 SUFFIX = "rollup"
-_REBUILD_BUDGET = 4 * 1024 * 1024
 # The stored line's head, as zlog.ingest.records writes it; the slot is all digits but the last four.
-_HEAD = re.compile(rb'(?:^|\n)\{"timestamp":(\d+)\d{4},"service":"((?:[^"\\]|\\.)*)","level":"((?:[^"\\]|\\.)*)"')
+_HEAD = re.compile(rb'\{"timestamp":(\d+)\d{4},"service":"([^"\\]*)","level":"([^"\\]*)"')
 
 Cell = tuple[bytes, bytes, bytes]  # slot digits, service (as stored), level (as stored)
 
@@ -125,15 +126,12 @@ class Rollup:
 
     @classmethod
     def open(cls, directory: Path, segments: list[Segment]) -> Rollup:
+        """Load the saved rollups of closed segments; the rest is counted by ``catch_up``."""
         self = cls(directory)
-        for i, seg in enumerate(segments):
-            closed = i < len(segments) - 1
-            r = self._load(seg) if closed else None
-            if r is None:
-                r = rebuild(seg)
-                if closed:
-                    self._save(seg.base, r)
-            self.segments[seg.base] = r
+        for seg in segments[:-1]:
+            r = self._load(seg)
+            if r is not None:
+                self.segments[seg.base] = r
         return self
 
     def _load(self, seg: Segment) -> SegmentRollup | None:
@@ -155,17 +153,24 @@ class Rollup:
         except OSError as exc:  # a cache: the next open rebuilds it
             log.warning("%s: cannot save rollup: %s", path, exc)
 
-    def add(self, base: int, batches: Iterable[Staged]) -> None:
-        r = self.segments.get(base)
-        if r is None:
-            r = self.segments[base] = SegmentRollup()
-        for b in batches:
-            r.add(b.data, b.count)
-
-    def seal(self, base: int) -> None:
-        r = self.segments.get(base)
-        if r is not None:
-            self._save(base, r)
+    def catch_up(self, segments: list[Segment], budget_bytes: int) -> bool:
+        """Count records not yet counted, oldest segment first, reading about ``budget_bytes``;
+        True when every committed record is counted. A closed segment counted whole is saved."""
+        used = 0
+        for i, seg in enumerate(segments):
+            r = self.segments.get(seg.base)
+            if r is None:
+                r = self.segments[seg.base] = SegmentRollup()
+            closed = i < len(segments) - 1
+            if r.records < seg.count:
+                if used >= budget_bytes:
+                    return False
+                used += _count(seg, r, budget_bytes - used)
+                if r.records < seg.count:
+                    return False
+                if closed:
+                    self._save(seg.base, r)
+        return True
 
     def forget(self, base: int) -> None:
         self.segments.pop(base, None)
@@ -182,18 +187,14 @@ class Rollup:
                 yield from r.rows()
 
 
-def rebuild(seg: Segment) -> SegmentRollup:
-    """Count a segment's records from its data (the segment is the truth)."""
+def _count(seg: Segment, r: SegmentRollup, budget: int) -> int:
+    """Count ``seg``'s records from ``r.records`` on, reading about ``budget`` bytes; bytes read."""
     from zlog.storage import scan as scanning
 
-    r = SegmentRollup()
     buf: list[bytes] = []
-    start: int | None = seg.base
-    while start is not None and start < seg.next_offset and seg.count:
-        # buf.append returns None: the scan keeps no record and hands every line to the buffer.
-        res = scanning.scan([seg], 0, start, False, None, buf.append, 1, _REBUILD_BUDGET)  # type: ignore[arg-type]
-        if buf:
-            r.add(b"\n".join(buf) + b"\n", len(buf))
-            buf.clear()
-        start = res.next
-    return r
+    start = seg.base + r.records
+    # buf.append returns None: the scan keeps no record and hands every line to the buffer.
+    res = scanning.scan([seg], 0, start, False, None, buf.append, 1, max(budget, 1))  # type: ignore[arg-type]
+    if buf:
+        r.add(b"\n".join(buf) + b"\n", len(buf))
+    return res.scanned_bytes

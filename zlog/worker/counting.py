@@ -5,7 +5,9 @@ high_watermark}``. ``next`` resumes a scan (None: this partition is done).
 
 Two sources, one answer:
 - rollups (``zlog.storage.rollup``) when they answer the spec exactly (``rollup_eligible``): whole
-  10-second slots, by or filtered on service and level only; one reply, no record read;
+  10-second slots, by or filtered on service and level only. Records committed since the rollup
+  last caught up are counted first, a scan budget per request (the reply then has no counts and a
+  ``next``, so the gateway asks again); once covered, one reply from the rollup, no record read;
 - otherwise a backward scan from the newest record down to the range's start (the time index
   skips what is older), counting every match and keeping none, bounded by the storage scan
   budget per reply; the gateway resumes from ``next``.
@@ -107,8 +109,13 @@ def answer(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
     if start is not None and (type(start) is not int or start < 0):
         raise wire.MalformedFrame("BAD_BODY", "start must be an integer >= 0")
     hw = plog.next_offset
-    if start is None and rollup_eligible(spec, SLOT_MS):
-        counts, nxt = from_rollup(plog, spec), None
+    if rollup_eligible(spec, SLOT_MS):
+        # The rollup answers once it covers every committed record; until then each request
+        # counts a budget's worth more and asks to be called again (``next``: the high watermark).
+        if plog.rollup.catch_up(plog.segments, storage.scan_budget_bytes):
+            counts, nxt = from_rollup(plog, spec), None
+        else:
+            counts, nxt = Counts(), hw
     else:
         counts = Counts()
         # The window's own bounds are the counter's business; the filter's are folded into them.

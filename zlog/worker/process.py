@@ -45,6 +45,7 @@ log = logging.getLogger("zlog.worker")
 
 DRAIN_PER_TURN = 4096
 RETENTION_EVERY_MS = 30_000
+IDLE_ROLLUP_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -326,6 +327,13 @@ class StorageWorker:
                 if deleted:
                     log.info("retention deleted segments", extra={"partition": p, "segments": deleted})
 
+    def idle(self) -> None:
+        """A turn with nothing to do: count a little of what the rollups have not seen yet
+        (zlog.storage.rollup), so that volume queries find them caught up."""
+        for plog in self.logs.values():
+            if not plog.rollup.catch_up(plog.segments, IDLE_ROLLUP_BYTES):
+                return  # one partition's budget per idle turn keeps the next message waiting little
+
     def refresh_gauges(self) -> None:
         m = self.metrics
         for p, plog in self.logs.items():
@@ -382,6 +390,8 @@ class StorageWorker:
                 if self.repl is not None and len(ours) < len(events):
                     self.repl.on_events([s for s, _ in events if s not in routers])
             self.housekeeping(time.monotonic() * 1000)
+            if not events:
+                self.idle()
         self.shutdown()
 
     def shutdown(self) -> None:
