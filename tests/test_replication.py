@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -154,14 +156,27 @@ def test_acks_all_needs_min_insync_replicas_and_acks_leader_does_not(tmp_path: P
             svc = service_for(0, 2)
             rec = [{"timestamp": int(time.time() * 1000), "service": svc, "message": "hello"}]
             assert c.post(rec)[0] == 200
+            leader = coord.snapshot().partitions["0"][0].leader
+            assert leader is not None
+            follower = 1 - leader
             status, parts = c.get("/v1/partitions")
             p0 = parts["partitions"][0]
-            assert status == 200 and p0["leader"] == 0 and p0["replicas"] == [0, 1] and p0["isr"] == [0, 1]
+            assert status == 200 and p0["leader"] == leader and p0["replicas"] == [0, 1] and p0["isr"] == [0, 1]
             assert p0["leader_epoch"] >= 0 and p0["high_watermark"] == 1
             assert c.post(rec, path="/v1/logs?acks=most")[0] == 400
+            out = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=c.env,
+                                 capture_output=True, timeout=30, check=False)
+            report = json.loads(out.stdout)
+            s0 = report["partitions"][0]
+            assert (s0["leader"], s0["replicas"], s0["isr"], s0["high_watermark"]) == (leader, [0, 1], [0, 1], 1)
+            assert s0["leader_epoch"] == p0["leader_epoch"]
+            assert [(w["id"], w["up"]) for w in report["workers"]] == [(0, True), (1, True)]
+            assert all(w["pid"] and w["host"] for w in report["workers"])
 
-            c.kill("storage-1")
-            wait_until(lambda: coord.snapshot().partitions["0"][0].isr == (0,), timeout=10, what="the ISR to shrink")
+            c.kill(f"storage-{follower}")
+            # The leader's own view (what it checks writes against), not only etcd's.
+            wait_until(lambda: c.get("/v1/partitions")[1]["partitions"][0]["isr"] == [leader], timeout=10,
+                       what="the ISR to shrink")
             status, headers, raw = http_post(c, rec, "")
             assert status == 503 and int(headers["Retry-After"]) >= 1, raw
             err = json.loads(raw)
@@ -169,7 +184,7 @@ def test_acks_all_needs_min_insync_replicas_and_acks_leader_does_not(tmp_path: P
             status, _, raw = http_post(c, rec, "?acks=leader")
             assert status == 200, raw
 
-            c.start("storage-1", wait=False)
+            c.start(f"storage-{follower}", wait=False)
             wait_until(lambda: coord.snapshot().partitions["0"][0].isr == (0, 1), timeout=20, what="the ISR to grow")
             wait_until(lambda: c.post(rec)[0] == 200, timeout=10, what="acks=all writes again")
             wait_until(lambda: len(replica_lines(tmp_path, 1, 0)) == len(replica_lines(tmp_path, 0, 0)) == 3,

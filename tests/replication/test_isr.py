@@ -87,3 +87,22 @@ def test_a_silent_follower_leaves_even_when_nothing_is_written() -> None:
     s.fetched(2, 10, 100)
     s.fetched(2, 10, 900)  # 2 keeps polling, 1 went quiet (dead) while the log stood still
     assert s.wanted_isr(1500) == {0, 2}
+
+
+def test_a_dead_follower_that_was_level_does_not_rejoin() -> None:
+    s = leader(isr={0, 1, 2})
+    s.appended(10)
+    s.fetched(1, 10, 100)
+    s.fetched(2, 10, 100)
+    s.fetched(2, 10, 1500)
+    assert s.wanted_isr(1500) == {0, 2}
+    s.set_isr(frozenset({0, 2}))
+    assert s.wanted_isr(1600) == {0, 2}  # 1 holds everything, but it stopped fetching
+
+
+def test_a_follower_keeping_up_under_steady_writes_stays() -> None:
+    s = leader(isr={0, 1})
+    for t in range(0, 5000, 100):
+        s.appended(t + 10)  # the log end moves between every pair of fetches
+        s.fetched(1, t, t)  # ... and the follower always asks for what was there at its last fetch
+    assert s.wanted_isr(5000) == {0, 1}

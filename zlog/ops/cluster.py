@@ -135,6 +135,17 @@ def supervisor_env(
     return env
 
 
+def replication_line(cfg: Config) -> list[str]:
+    r = cfg.storage.replication_factor
+    if r == 1:
+        return []
+    from zlog.replication.etcd_server import local_endpoints, needed
+
+    where = "local, data in <data>/etcd" if needed(cfg) else "external"
+    return [f"  replicas  R={r}, leaders chosen through etcd {', '.join(local_endpoints(cfg))} ({where}); "
+            f"acks={cfg.gateway.acks} needs {cfg.min_isr} in sync; the layout above is the preferred leaders"]
+
+
 def summary(cfg: Config, *, data_dir: Path, conf: Path, ready: bool, now_ms: int) -> str:
     url = gateway_url(cfg)
     layout = "; ".join(
@@ -153,6 +164,7 @@ def summary(cfg: Config, *, data_dir: Path, conf: Path, ready: bool, now_ms: int
         f"  routers   front {', '.join(cfg.router.front)}   back {', '.join(cfg.router.back)}",
         f"  storage   {cfg.cluster.partitions} partitions over {cfg.cluster.workers} workers: {layout}",
         f"  data      {data_dir}   (fsync: {cfg.storage.fsync})",
+        *replication_line(cfg),
         f"  logs      {data_dir / 'logs'}/{{router-N,storage-N,gateway-N,supervisord}}.log",
         f"  control   ZLOG_DATA_DIR={shlex.quote(str(data_dir))} {ctl} -c {conf} status",
         "",

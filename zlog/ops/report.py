@@ -111,8 +111,8 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
         elif state == "unregistered":
             problems.append(f"worker {wid} runs (metrics port answers) but no router lists it")
         workers.append({
-            "worker": wid, "up": w is not None, "state": state,
-            "pid": w.get("pid") if w else None,
+            "worker": wid, "id": wid, "up": w is not None, "state": state,
+            "pid": w.get("pid") if w else None, "host": w.get("node") if w else None,
             "partitions": list(w.get("partitions", [])) if w else [],
             "expected_partitions": expected,
             "last_heartbeat_ms_ago": w.get("last_seen_ms_ago") if w else None,
@@ -129,11 +129,18 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
         st = raw.stats.get(p, "not asked")
         owner_id = cfg.owner_of(p)
         wm = raw.worker_metrics[owner_id] if owner_id < len(raw.worker_metrics) else "not asked"
-        entry: dict[str, Any] = {"partition": p, "owner": owners[p], "error": None}
+        o = owners[p]
+        # Unreplicated (R = 1) the owner is the leader and the only replica; a replicated leader says.
+        entry: dict[str, Any] = {"partition": p, "owner": o, "error": None, "leader": o,
+                                 "replicas": [] if o is None else [o], "isr": [] if o is None else [o],
+                                 "leader_epoch": None, "high_watermark": None}
         if isinstance(st, dict):
             entry.update(lowest_offset=st.get("lowest_offset"), highest_offset=int(st["next_offset"]) - 1,
                          bytes=st.get("bytes"), segments=st.get("segments"), max_timestamp=st.get("max_timestamp"),
-                         source="stats")
+                         source="stats", leader_epoch=0, high_watermark=st.get("next_offset"))
+            entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark") if k in st})
+            if len(entry["isr"]) < len(entry["replicas"]):
+                problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
         else:
             # The owner's last published gauges are better than nothing (they lag a heartbeat).
             entry.update(lowest_offset=_int(_value(wm, "zlog_storage_lowest_offset", partition=str(p))),
@@ -234,9 +241,11 @@ def render(report: dict[str, Any]) -> str:
                       _duration(w["uptime_s"]), f":{w['metrics_port']}", _bytes(w["disk_bytes"]),
                       _fmt(w["records_appended"])] for w in report["workers"]))
     lines.append("")
-    lines += _table("PARTITIONS", ["partition", "owner", "lowest", "highest", "bytes", "segments", "newest"],
-                    ([_fmt(p["partition"]), _fmt(p["owner"]), _fmt(p["lowest_offset"]), _fmt(p["highest_offset"]),
-                      _bytes(p["bytes"]), _fmt(p["segments"]), _newest(p["max_timestamp"])]
+    lines += _table("PARTITIONS", ["partition", "leader", "isr/replicas", "epoch", "lowest", "highest", "hw", "bytes",
+                                   "segments", "newest"],
+                    ([_fmt(p["partition"]), _fmt(p["leader"]), f"{_fmt(p['isr'])}/{_fmt(p['replicas'])}",
+                      _fmt(p["leader_epoch"]), _fmt(p["lowest_offset"]), _fmt(p["highest_offset"]),
+                      _fmt(p["high_watermark"]), _bytes(p["bytes"]), _fmt(p["segments"]), _newest(p["max_timestamp"])]
                      for p in report["partitions"]))
     lines.append("")
     lines += _table("GATEWAYS", ["#", "state", "metrics", "requests", "records", "inflight", "uptime"],

@@ -13,7 +13,8 @@ Invariants:
 - A follower leaves the ISR once it has not been caught up to the leader's log end for more
   than ``lag_ms`` (Kafka's replica.lag.time.max.ms): behind, or silent (it fetches at least
   every long-poll wait while it lives, and each fetch at the log end renews it); it rejoins once its fetch offset reaches
-  the high watermark and the start of the current epoch. Both are *proposals* (``wanted_isr``):
+  the high watermark and the start of the current epoch while it keeps up (a dead follower that
+  happened to be level never rejoins). Both are *proposals* (``wanted_isr``):
   until ``set_isr`` commits one, a shrinking ISR still bounds the high watermark, so a proposal
   that loses its etcd transaction never made anything visible early.
 - The leader never leaves its own ISR.
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class Follower:
     leo: int = 0  # its fetch offset: it holds [0, leo)
-    caught_up_ms: float = 0.0  # last time its leo reached the leader's leo
+    caught_up_ms: float = 0.0  # last fetch that asked for everything there was at its previous fetch
+    target: int = 0  # the leader's log end when it last fetched
 
 
 @dataclass(slots=True)
@@ -74,8 +76,11 @@ class LeaderState:
         if offset > self.leo:
             return False  # beyond our log: a divergent follower that has not truncated yet
         f.leo = offset  # exactly: a follower that restarted with less has less
-        if f.leo >= self.leo:
+        # Kafka's rule: caught up when it asks for everything the leader had at its last fetch
+        # (under steady writes it never equals the moving log end, yet it is keeping up).
+        if offset >= f.target:
             f.caught_up_ms = now_ms
+        f.target = self.leo
         self.now_ms = now_ms
         return self._advance()
 
@@ -85,8 +90,8 @@ class LeaderState:
         for r, f in self.followers.items():
             if r in want and now_ms - f.caught_up_ms > self.lag_ms:
                 want.discard(r)
-            elif r not in want and f.leo >= max(self.hw, self.epoch_start) and (
-                    f.leo >= self.leo or now_ms - f.caught_up_ms <= self.lag_ms):
+            elif (r not in want and f.leo >= max(self.hw, self.epoch_start)
+                  and now_ms - f.caught_up_ms <= self.lag_ms):
                 want.add(r)
         return frozenset(want)
 

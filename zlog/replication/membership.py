@@ -107,7 +107,7 @@ class Membership(threading.Thread):
     def _turn(self) -> None:
         self._keepalive()
         snap = self.coord.snapshot()
-        eager = time.monotonic() - self._born > 2 * self.ttl_s
+        eager = time.monotonic() - self._born > max(5.0, 2 * self.ttl_s)
         proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won, eager)
         while True:
             try:
