@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import uuid
@@ -127,3 +129,23 @@ def test_bad_and_oversized_messages_are_counted_never_stored(cluster: Cluster) -
     stored = metric(cluster, "zlog_syslog_messages_total", listener="tcp", outcome="stored")
     parsed = metric(cluster, "zlog_syslog_messages_total", listener="tcp", outcome="parsed")
     assert stored == parsed > 0
+
+
+def test_status_shows_each_source(cluster: Cluster, tmp_path: Path) -> None:
+    app = f"status-{uuid.uuid4().hex[:6]}"
+    logger(cluster, "--rfc5424", "-T", "-t", app, lines=["one", "two"], tmp_path=tmp_path)
+    ns = time.time_ns()
+    body = f'{{"streams":[{{"stream":{{"app":"{app}"}},"values":[["{ns}","pushed"]]}}]}}'.encode()
+    assert http("POST", cluster.url + "/loki/api/v1/push", body, {"Content-Type": "application/json"})[0] == 204
+    exactly(cluster, app, 3)
+    done = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=cluster.env, capture_output=True,
+                          text=True, timeout=60)
+    report = json.loads(done.stdout)
+    sources = {s["source"]: s for s in report["sources"]}
+    assert sources["loki"]["stored"] >= 1
+    tcp = sources["syslog/tcp"]
+    assert tcp["stored"] >= 2 and tcp["parsed"] >= tcp["stored"] and tcp["dropped"] is not None
+    assert "syslog/udp" in sources
+    text = subprocess.run([sys.executable, "-m", "zlog", "status"], env=cluster.env, capture_output=True,
+                          text=True, timeout=60).stdout
+    assert "SOURCES" in text and "syslog/tcp" in text

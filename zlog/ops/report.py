@@ -29,6 +29,7 @@ class Raw:
     stats: dict[int, dict[str, Any] | str] = field(default_factory=dict)  # per partition
     worker_metrics: list[Samples | str] = field(default_factory=list)
     gateway_metrics: list[Samples | str] = field(default_factory=list)
+    syslog_metrics: Samples | str = "not asked"  # the syslog listener's, when one is configured
     health: dict[str, Any] | str = "not asked"
 
 
@@ -166,6 +167,7 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
             "inflight": _int(_value(gm, "zlog_ingest_inflight_requests")),
             "uptime_s": _uptime(gm, raw.now),
         })
+    sources = _sources(cfg, raw, problems)
     health = raw.health
     ready = {"url_port": cfg.gateway.port,
              "status": health.get("status") if isinstance(health, dict) else None,
@@ -173,7 +175,29 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
              "error": health if isinstance(health, str) else None}
     return {"ok": not problems, "problems": problems, "node_id": cfg.cluster.node_id,
             "partition_count": cfg.cluster.partitions, "routers": routers, "workers": workers,
-            "partitions": partitions, "gateways": gateways, "ready": ready}
+            "partitions": partitions, "gateways": gateways, "sources": sources, "ready": ready}
+
+
+def _sources(cfg: Config, raw: Raw, problems: list[str]) -> list[dict[str, Any]]:
+    """Records stored per intake protocol (summed over gateways), and the syslog listeners'
+    parsed / stored / dropped counts, which syslog itself cannot report."""
+    totals: dict[str, float] = {}
+    for gm in raw.gateway_metrics:
+        for src, v in _by_label(gm, "zlog_ingest_source_records_total", "source").items():
+            totals[src] = totals.get(src, 0.0) + v
+    out: list[dict[str, Any]] = [{"source": src, "stored": int(v), "parsed": None, "dropped": None}
+                                 for src, v in sorted(totals.items())]
+    sm = raw.syslog_metrics
+    listeners = [name for name, addr in (("tcp", cfg.syslog.tcp), ("udp", cfg.syslog.udp)) if addr]
+    if listeners and isinstance(sm, str):
+        problems.append(f"syslog listener metrics port {cfg.syslog.metrics_port} does not answer: {sm}")
+    for name in listeners:
+        def count(outcome: str, listener: str = name) -> int | None:
+            return _int(_value(sm, "zlog_syslog_messages_total", listener=listener, outcome=outcome))
+
+        out.append({"source": f"syslog/{name}", "stored": count("stored"), "parsed": count("parsed"),
+                    "dropped": count("dropped")})
+    return out
 
 
 # -- rendering (pure) -------------------------------------------------------------------------
@@ -252,6 +276,11 @@ def render(report: dict[str, Any]) -> str:
                     ([_fmt(g["index"]), _fmt(g["up"]), f":{g['metrics_port']}",
                       " ".join(f"{k}:{v}" for k, v in g["requests"].items()) or "-",
                       _fmt(g["records"]), _fmt(g["inflight"]), _duration(g["uptime_s"])] for g in report["gateways"]))
+    if report.get("sources"):
+        lines.append("")
+        lines += _table("SOURCES", ["source", "stored", "parsed", "dropped"],
+                        ([s["source"], _fmt(s["stored"]), _fmt(s["parsed"]), _fmt(s["dropped"])]
+                         for s in report["sources"]))
     rd = report["ready"]
     verdict = rd["error"] or f"HTTP {rd['status']}"
     lines += ["", f"/ready on :{rd['url_port']}: {verdict}"]

@@ -93,6 +93,10 @@ async def _request(client: AsyncClient, command: Command, deadline: float, **kw:
         await asyncio.sleep(0.02)
 
 
+async def _not_asked() -> str:
+    return "not asked"
+
+
 async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
     raw = Raw(now=time.time())
     deadline = time.monotonic() + timeout
@@ -110,6 +114,8 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
                 asyncio.gather(*(_scrape(session, f"http://{gw}:{cfg.gateway.metrics_port_base + i}/metrics")
                                  for i in range(cfg.gateway.processes))),
                 _get_json(session, f"http://{gw}:{cfg.gateway.port}/ready"),
+                _scrape(session, f"http://{gw}:{cfg.syslog.metrics_port}/metrics") if cfg.syslog.tcp or cfg.syslog.udp
+                else _not_asked(),
             )
             metas = asyncio.gather(*(_request(c, Command.METADATA, deadline) for c in clients))
             raw.metadata = list(await metas)
@@ -124,7 +130,8 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
                 raw.stats = dict(enumerate(answers))
             else:
                 raw.stats = {p: "no router answered" for p in range(cfg.cluster.partitions)}
-            routers, workers, gateways, health = await scrapes
+            routers, workers, gateways, health, syslog = await scrapes
+            raw.syslog_metrics = syslog
             raw.router_metrics, raw.worker_metrics, raw.gateway_metrics = list(routers), list(workers), list(gateways)
             raw.health = health
     finally:
