@@ -21,6 +21,7 @@ import zmq
 from zlog.protocol import bodies, wire
 from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
 from zlog.protocol.wire import Command
+from zlog.security.curve import ClientCurve
 
 
 class AsyncClient:
@@ -32,6 +33,7 @@ class AsyncClient:
         *,
         hwm: int = 10_000,
         ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: ClientCurve | None = None,
     ) -> None:
         if not routers:
             raise ValueError("at least one router endpoint is needed")
@@ -46,6 +48,8 @@ class AsyncClient:
             s.setsockopt(zmq.RCVHWM, hwm)
             s.setsockopt(zmq.RECONNECT_IVL, 100)
             s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            if curve is not None:  # CurveZMQ: the router checks this key before any frame gets through
+                curve.apply(s)
             s.connect(ep)
             self.loop.add_reader(int(s.getsockopt(zmq.FD)), self._drain)
             self.sockets.append(s)

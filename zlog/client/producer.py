@@ -37,6 +37,7 @@ from zlog.ingest.records import Group, Limits, encode_batch
 from zlog.protocol import bodies
 from zlog.protocol.errors import Backpressure, Timeout, ZlogError
 from zlog.protocol.hashing import Partitioner
+from zlog.security.curve import ClientCurve
 
 
 @dataclass(slots=True)
@@ -83,11 +84,13 @@ class AsyncProducer:
         limits: Limits | None = None,
         coalesce: bool = True,
         acks: str = "all",
+        curve: ClientCurve | None = None,
     ) -> None:
         if acks not in ("all", "leader"):
             raise ValueError("acks must be 'all' or 'leader'")
         self.acks = acks
         self.routers = list(routers)
+        self.curve = curve
         self.linger_s = linger_ms / 1000.0
         self.max_batch_records = max_batch_records
         self.max_batch_bytes = max_batch_bytes
@@ -113,7 +116,7 @@ class AsyncProducer:
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect and learn the partition count from a router (retrying until ``timeout``)."""
-        self.client = AsyncClient(self.routers, hwm=self.hwm)
+        self.client = AsyncClient(self.routers, hwm=self.hwm, curve=self.curve)
         deadline = time.monotonic() + timeout
         while True:
             try:

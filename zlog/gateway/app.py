@@ -53,6 +53,7 @@ from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 from zlog.security import credentials
 from zlog.security.credentials import CredentialsError
+from zlog.security.curve import client_curve
 
 log = logging.getLogger("zlog.gateway")
 
@@ -124,7 +125,8 @@ async def metrics(request: web.Request) -> web.Response:
 def new_producer(cfg: Config, acks: str) -> AsyncProducer:
     return AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
                          delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
-                         linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches, acks=acks)
+                         linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches, acks=acks,
+                         curve=client_curve(cfg, "gateway"))
 
 
 async def make_app(cfg: Config, index: int = 0) -> web.Application:
@@ -195,6 +197,11 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
         credentials.load(credentials.path_of(cfg)) if cfg.auth.mode != "none" else None
     except CredentialsError as exc:
         log.error("gateway refuses to start: bad credentials file", extra={"reason": str(exc)})
+        return 2
+    try:
+        client_curve(cfg, "gateway")
+    except ValueError as exc:
+        log.error("gateway refuses to start: no CurveZMQ key", extra={"reason": str(exc)})
         return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -157,6 +157,14 @@ def _check_labels(labels: Any, limits: Limits) -> str | None:
 
 def _problem(r: Any, limits: Limits, with_metadata: bool = False) -> tuple[str, str]:
     """Why a record is invalid: (field, problem). The slow path, run only for rejected records."""
+    return record_problem(r, limits, with_metadata) or ("", "contains text that is not valid UTF-8")
+
+
+def record_problem(r: Any, limits: Limits, with_metadata: bool = False) -> tuple[str, str] | None:
+    """Why a decoded record breaks the record rules, as (field, problem); None when it keeps them.
+
+    The one rule set: HTTP bodies (here), intake formats and the storage worker's check of
+    records from the wire (``zlog.ingest.stored``) all ask this."""
     if type(r) is not dict:
         return "", "each record must be a JSON object"
     service, message = r.get("service"), r.get("message")
@@ -184,7 +192,7 @@ def _problem(r: Any, limits: Limits, with_metadata: bool = False) -> tuple[str, 
         bad = _check_labels(meta, limits)
         if bad:
             return "metadata", bad
-    return "", "contains text that is not valid UTF-8"
+    return None
 
 
 def encode_batch(

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", type=_label, default=[], metavar="K=V",
                    help="label added to every record (repeatable)")
     p.add_argument("--router", metavar="ENDPOINT", help="router front endpoint (default: router.front)")
+    p.add_argument("--key", metavar="NAME", help="CurveZMQ key under cluster.keys_dir (cluster.curve; default gateway)")
 
     p = sub.add_parser("query", parents=[common], help="search stored logs")
     _filters(p)

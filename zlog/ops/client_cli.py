@@ -31,6 +31,7 @@ from zlog.client import Producer
 from zlog.config import Config
 from zlog.ingest.records import InvalidBatch, Limits, encode_one
 from zlog.protocol.errors import ZlogError
+from zlog.security.curve import client_curve
 
 BATCH_RECORDS = 1000
 MAX_OUTSTANDING = 64  # sends in flight before reading more stdin
@@ -106,8 +107,13 @@ def produce(cfg: Config, args: argparse.Namespace, stdin: BinaryIO | None = None
     limits = Limits.from_config(cfg.gateway, cfg.storage)
     report = Report(err)
     try:
+        curve = client_curve(cfg, getattr(args, "key", None) or "gateway")
+    except ValueError as exc:
+        print(f"zlog produce: {exc}", file=err)
+        return 2
+    try:
         producer = Producer(routers, node_id=cfg.cluster.node_id, limits=limits, linger_ms=1.0,
-                            delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0)
+                            delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, curve=curve)
     except ZlogError as exc:
         print(f"zlog produce: cannot reach a router at {', '.join(routers)}: {exc.message}", file=err)
         return 1

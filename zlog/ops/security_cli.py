@@ -60,7 +60,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     p = sub.add_parser("keys", parents=[common], help="CurveZMQ keypairs (cluster.curve)")
     t = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = t.add_parser("generate", parents=[common], help="write a keypair under cluster.keys_dir")
-    q.add_argument("name", help="server, gateway, worker, or a producer's name")
+    q.add_argument("name", nargs="?", help="a producer's name (with --tenant), or server, gateway, worker; "
+                                           "none: every internal keypair still missing")
     q.add_argument("--tenant", help="the tenant a producer's key writes as (clients only)")
     q.add_argument("--force", action="store_true", help="replace an existing keypair")
 

@@ -32,6 +32,7 @@ from zlog.config import Config
 from zlog.ops.report import Raw, Samples, build_report, render
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
+from zlog.security.curve import client_curve
 
 TIMEOUT_S = 1.0
 # -- I/O ------------------------------------------------------------------------------------
@@ -100,7 +101,8 @@ async def _not_asked() -> str:
 async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
     raw = Raw(now=time.time())
     deadline = time.monotonic() + timeout
-    clients = [AsyncClient([ep]) for ep in cfg.router.front]
+    curve = client_curve(cfg, "gateway")  # an operator's tool: it speaks with the gateways' key
+    clients = [AsyncClient([ep], curve=curve) for ep in cfg.router.front]
     try:
         http_timeout = aiohttp.ClientTimeout(total=timeout)
         async with aiohttp.ClientSession(timeout=http_timeout) as session:

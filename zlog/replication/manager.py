@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from zlog.config import Config
+from zlog.config import Config, ConfigError
 from zlog.protocol import bodies
 from zlog.replication import messages as rm
 from zlog.replication.control import partition_name, replicas_of
@@ -38,6 +38,7 @@ from zlog.replication.logfiles import Diverged, apply, truncate
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.view import BoundedLog
+from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
 
 log = logging.getLogger("zlog.replication")
 
@@ -63,8 +64,16 @@ class ReplicaManager:
         self.names = {p: partition_name(p) for p in self.partitions}
         self.endpoint = f"tcp://{c.host}:{c.replication_port_base + self.me}"
         self.ctx: zmq.Context[zmq.Socket[bytes]] = worker.ctx
+        refusal = check_bind(self.endpoint, cfg.cluster.curve)
+        if refusal:
+            raise ConfigError(refusal)
         self.server = self.ctx.socket(zmq.ROUTER)
         self.server.setsockopt(zmq.LINGER, 0)
+        self.auth: Authenticator | None = None
+        if cfg.cluster.curve:  # followers are workers: the ZAP thread admits worker keys only
+            self.auth = Authenticator(self.ctx, keys_dir(cfg))
+            self.auth.start()
+            serve_curve(self.server, cfg, "replica")
         self.server.bind(self.endpoint)
         self.links: dict[int, tuple[str, zmq.Socket[bytes]]] = {}
         self.metrics = ReplicationMetrics(worker.metrics.registry)
@@ -231,6 +240,8 @@ class ReplicaManager:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
+        if self.worker.curve is not None:
+            self.worker.curve.apply(s)
         s.connect(info.endpoint)
         self.links[leader] = (info.endpoint, s)
         if self.poller is not None:
@@ -411,3 +422,5 @@ class ReplicaManager:
         for _, s in self.links.values():
             s.close(0)
         self.server.close(0)
+        if self.auth is not None:
+            self.auth.stop()

@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 
 import zmq
 
-from zlog.config import Config
+from zlog.config import Config, ConfigError
 from zlog.ops.metrics import RouterMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
+from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
 
 log = logging.getLogger("zlog.router")
 
 DRAIN_PER_TURN = 2048
 _REQUESTS = (Command.PRODUCE, Command.FETCH, Command.SEARCH, Command.STATS)
+_READS = (Command.FETCH, Command.SEARCH, Command.STATS)
 _CMD_NAMES = {int(c): c.name for c in Command}
 
 
@@ -50,14 +53,25 @@ class Router:
         self.table = RoutingTable(cfg.cluster.partitions, heartbeat_ms=rc.heartbeat_ms, liveness=rc.liveness)
         self.partitioner = Partitioner(cfg.cluster.partitions)
         self.metrics = RouterMetrics()
-        self.front = self._socket(rc.front[index])
-        self.back = self._socket(rc.back[index])
+        # With curve, a ZAP thread checks every client key during the handshake (front: gateways and
+        # producers, back: workers); without it, every endpoint must be on loopback.
+        self.auth: Authenticator | None = None
+        if cfg.cluster.curve:
+            self.auth = Authenticator(self.ctx, keys_dir(cfg))
+            self.auth.start()
+        self.front = self._socket(rc.front[index], "front")
+        self.back = self._socket(rc.back[index], "back")
         self.stopping = False
         self._counts: dict[tuple[str, str], int] = {}
         self._next_heartbeat = 0
 
-    def _socket(self, endpoint: str) -> zmq.Socket[bytes]:
+    def _socket(self, endpoint: str, domain: str) -> zmq.Socket[bytes]:
+        refusal = check_bind(endpoint, self.cfg.cluster.curve)
+        if refusal:
+            raise ConfigError(refusal)
         s = self.ctx.socket(zmq.ROUTER)
+        if self.cfg.cluster.curve:
+            serve_curve(s, self.cfg, domain)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
         s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BODY_BYTES + 4096)
@@ -82,7 +96,8 @@ class Router:
         key = (kind, label)
         self._counts[key] = self._counts.get(key, 0) + 1
 
-    def on_front(self, frames: list[bytes]) -> None:
+    def on_front(self, frames: list[bytes], bound: bytes | None = None) -> None:
+        """One producer message; ``bound`` is the tenant its CURVE key writes as (None: internal)."""
         if len(frames) != 6:
             self._count("errors", "malformed")
             if len(frames) >= 4:
@@ -97,6 +112,9 @@ class Router:
             self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
             return
         self._count("frames", msg.command.name)
+        if bound is not None and msg.command in _READS:
+            self._nack(self.front, ident, frames[3], "FORBIDDEN", "a producer key may not read", retry=False)
+            return
         if msg.command in _REQUESTS:
             partition = msg.partition
             if partition is None:
@@ -121,7 +139,8 @@ class Router:
                            retry=True, partition=partition)
                 return
             try:
-                self.back.send_multipart([owner, *frames], zmq.NOBLOCK)
+                self.back.send_multipart([owner, *frames, bound] if bound is not None else [owner, *frames],
+                                         zmq.NOBLOCK)
             except zmq.Again:
                 self.table.settle(owner, key)
                 self._nack(self.front, ident, frames[3], "BACKPRESSURE", "worker queue full",
@@ -250,20 +269,41 @@ class Router:
                     except zmq.Again:
                         break
             if front in events:
-                for _ in range(DRAIN_PER_TURN):
-                    try:
-                        self.on_front(front.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                if self.auth is not None:
+                    self._drain_front_curve()
+                else:
+                    for _ in range(DRAIN_PER_TURN):
+                        try:
+                            self.on_front(front.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
             if now >= self._next_heartbeat or not events:
                 self.housekeeping(now)
         self.close()
+
+    def _drain_front_curve(self) -> None:
+        # Frames (copy=False) carry the ZAP User-Id of the connection they came on.
+        for _ in range(DRAIN_PER_TURN):
+            try:
+                parts = self.front.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            user = parts[-1].get("User-Id") if len(parts) > 1 else ""
+            bound = user[len("tenant:"):].encode() if isinstance(user, str) and user.startswith("tenant:") else None
+            self.on_front([bytes(f.buffer) for f in parts], bound)
+
+    def reload_keys(self) -> None:
+        """SIGHUP: re-read the accepted client keys (new connections are checked against them)."""
+        if self.auth is not None:
+            log.info("client keys reloaded", extra={"keys": self.auth.reload()})
 
     def close(self) -> None:
         # In-flight requests are answered by their workers via other routers or time out at the
         # producer; the router holds nothing that needs flushing.
         self.front.close(0)
         self.back.close(0)
+        if self.auth is not None:
+            self.auth.stop()
 
 
 def run(cfg: Config, index: int = 0) -> int:
@@ -275,7 +315,12 @@ def run(cfg: Config, index: int = 0) -> int:
         log.error("no such router index", extra={"index": index})
         return 2
     tune_malloc()
-    router = Router(cfg, index)
+    try:
+        router = Router(cfg, index)
+    except (ConfigError, ValueError) as exc:
+        log.error("router refuses to start", extra={"reason": str(exc)})
+        return 2
+    signal.signal(signal.SIGHUP, lambda *_: router.reload_keys())
     serve(cfg.router.metrics_port + index, router.metrics.registry)
     freeze_startup_garbage()
     on_stop_signals(router.stop)

@@ -179,7 +179,7 @@ def load_clients(root: Path) -> dict[bytes, ClientKey]:
 class KeyCheck:
     """The ZAP decision: which client keys may connect to which router socket."""
 
-    ALLOWED = {"front": ("gateway", "producer"), "back": ("worker",)}
+    ALLOWED = {"front": ("gateway", "producer"), "back": ("worker",), "replica": ("worker",)}
 
     def __init__(self, clients: dict[bytes, ClientKey]) -> None:
         self.clients = clients

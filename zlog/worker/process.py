@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -30,10 +31,13 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zlog.config import Config
+from zlog.ingest.records import Limits
+from zlog.ingest.stored import check_lines
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
 from zlog.protocol.wire import Command
+from zlog.security.curve import client_curve
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
@@ -80,6 +84,8 @@ class StorageWorker:
         self.worker_id = worker_id
         self.ctx = ctx or zmq.Context.instance()
         self.metrics = WorkerMetrics()
+        self.limits = Limits.from_config(cfg.gateway, cfg.storage)
+        self.curve = client_curve(cfg, "worker")
         self.logs: dict[int, PartitionLog] = {}
         self.repl: ReplicaManager | None = None
         replicated = cfg.storage.replication_factor > 1
@@ -118,6 +124,8 @@ class StorageWorker:
         s.setsockopt(zmq.RCVHWM, self.cfg.router.hwm)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.curve is not None:
+            self.curve.apply(s)
         s.connect(endpoint)
         return s
 
@@ -143,6 +151,10 @@ class StorageWorker:
 
     def on_message(self, sock: zmq.Socket[bytes], frames: list[bytes], pending: list[Pending],
                    replies: list[Reply]) -> None:
+        # A 7th frame is the router's word that the producer's CURVE key writes as that tenant.
+        bound: str | None = None
+        if len(frames) == 7:
+            bound = frames.pop().decode("ascii", "replace")
         if len(frames) != 6:
             self.metrics.errors.labels(kind="malformed").inc()
             return
@@ -155,7 +167,9 @@ class StorageWorker:
             return
         cmd = msg.command
         if cmd is Command.PRODUCE:
-            self._produce(sock, reply_to, frames[3], msg, pending, replies)
+            self._produce(sock, reply_to, frames[3], msg, pending, replies, bound)
+        elif bound is not None:
+            self._nack(sock, reply_to, frames[3], "FORBIDDEN", "a producer key may only produce", retry=False)
         elif cmd in (Command.FETCH, Command.SEARCH, Command.STATS):
             self._reads.append((sock, reply_to, msg))
         elif cmd is Command.HEARTBEAT or cmd is Command.DISCONNECT:
@@ -165,7 +179,7 @@ class StorageWorker:
                        retry=False)
 
     def _produce(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, msg: wire.Message,
-                 pending: list[Pending], replies: list[Reply]) -> None:
+                 pending: list[Pending], replies: list[Reply], bound: str | None = None) -> None:
         try:
             obj = wire.unpack_body(msg.body)
             multi = "batches" in obj
@@ -179,6 +193,13 @@ class StorageWorker:
         reply = Reply(sock, reply_to, rid, multi, [None] * len(batches), "leader" if obj.get("acks") == "leader" else "all")
         replies.append(reply)
         for i, (p, body) in enumerate(batches):
+            if bound is not None:
+                if body.tenant not in (None, bound):
+                    reply.results[i] = bodies.Nack("FORBIDDEN", f"this producer's key writes only as tenant {bound}",
+                                                   False, p)
+                    self.metrics.errors.labels(kind="FORBIDDEN").inc()
+                    continue
+                body = dataclasses.replace(body, tenant=bound)
             outcome = self._append(p, body, reply.acks)
             if isinstance(outcome, bodies.Nack):
                 self.metrics.errors.labels(kind=outcome.code).inc()
@@ -197,6 +218,11 @@ class StorageWorker:
                 return refused
         if body.tenant not in (None, self.cfg.cluster.tenant):
             return bodies.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
+        # Whoever sent it: nothing of a batch is stored unless every record keeps the record rules.
+        bad = check_lines(body.records, self.limits)
+        if bad is not None:
+            return bodies.Nack("INVALID_RECORD", f"record {bad.index}: {bad.field or 'record'}: {bad.problem}; "
+                                                 "nothing of the batch was stored", False, p)
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
             return p, plog.append(body.records, body.max_timestamp, producer)
@@ -414,7 +440,11 @@ def run(cfg: Config, worker_id: int) -> int:
         log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
         return 2
     tune_malloc()
-    worker = StorageWorker(cfg, worker_id)
+    try:
+        worker = StorageWorker(cfg, worker_id)
+    except ValueError as exc:  # a missing CurveZMQ key, or a bind that needs curve (ConfigError)
+        log.error("storage worker refuses to start", extra={"reason": str(exc)})
+        return 2
     serve(cfg.worker_metrics_port(worker_id), worker.metrics.registry)
     freeze_startup_garbage()
     on_stop_signals(worker.stop)
