@@ -31,6 +31,7 @@ from zlog.ingest.partial import encode_partial
 from zlog.ingest.records import Limits
 from zlog.ops.metrics import SyslogMetrics, serve
 from zlog.protocol.errors import ZlogError
+from zlog.security.curve import client_curve
 from zlog.syslog.parse import Framer, SyslogError, parse
 
 log = logging.getLogger("zlog.syslog")
@@ -199,7 +200,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
 async def serve_syslog(cfg: Config, stop: asyncio.Event) -> None:
     producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
                              delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
-                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches)
+                             linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches,
+                             curve=client_curve(cfg, "gateway"))  # an intake front end, as a gateway is
     await producer.start(timeout=30.0)
     metrics = SyslogMetrics()
     serve(cfg.syslog.metrics_port, metrics.registry, host=cfg.gateway.host)
