@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests._cluster import Cluster, http
+from tests._cluster import REPO, Cluster, http
 
 SERVICES = ["auth_service", "billing", "search"]
 LEVELS = ["INFO", "ERROR", "WARN"]
@@ -186,3 +186,78 @@ def test_tail_over_websocket_sends_history_then_live_entries_once(cluster: Clust
 
     got = asyncio.run(run())
     assert sorted(line for _, line in got) == [f"live {i}" for i in range(5)]
+
+
+# -- Grafana's Loki data source, replayed: the requests it sends, checked against Loki's documented answers.
+
+GRAFANA_START, GRAFANA_END = ns(T0), ns(T0 + N * 2_500)
+
+
+def test_grafana_health_check(cluster: Cluster) -> None:
+    # "Save & test": an instant query of vector(1)+vector(1); Grafana wants one sample of value 2.
+    status, body = get(cluster, "/loki/api/v1/query", [("query", "vector(1)+vector(1)"), ("time", GRAFANA_END),
+                                                       ("limit", "1"), ("direction", "backward"), ("step", "1s")])
+    assert status == 200, body
+    assert body["status"] == "success" and set(body["data"]) == {"resultType", "result", "stats"}
+    assert body["data"]["resultType"] == "vector"
+    (sample,) = body["data"]["result"]
+    assert sample["metric"] == {} and sample["value"][1] == "2" and isinstance(sample["value"][0], int | float)
+
+
+def test_grafana_explore_logs_and_volume(cluster: Cluster) -> None:
+    # The log query, as Grafana's backend sends it (ns times, Go duration step, direction, limit).
+    expr = '{service="billing"} |= "req"'
+    status, body = get(cluster, "/loki/api/v1/query_range", [("query", expr), ("start", GRAFANA_START),
+                                                             ("end", GRAFANA_END), ("limit", "1000"),
+                                                             ("direction", "backward"), ("step", "1m0s")])
+    assert status == 200, body
+    data = body["data"]
+    assert data["resultType"] == "streams"
+    total = 0
+    for s in data["result"]:
+        assert set(s) == {"stream", "values"}
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in s["stream"].items())
+        for ts, line in s["values"]:
+            assert isinstance(ts, str) and ts.isdigit() and isinstance(line, str)
+        total += len(s["values"])
+    assert total == sum(1 for r in RECORDS if r["service"] == "billing")
+    # The supplementary log-volume query Grafana runs beside it.
+    volume = f"sum by (level, detected_level) (count_over_time({expr} | drop __error__[1m]))"
+    status, body = get(cluster, "/loki/api/v1/query_range", [("query", volume), ("start", GRAFANA_START),
+                                                             ("end", GRAFANA_END), ("step", "60")])
+    assert status == 200, body
+    assert body["data"]["resultType"] == "matrix"
+    levels = {s["metric"]["level"] for s in body["data"]["result"]}
+    assert levels == {r["level"] for r in RECORDS if r["service"] == "billing"}
+    for s in body["data"]["result"]:
+        assert set(s) == {"metric", "values"} and set(s["metric"]) == {"level"}  # no detected_level: omitted
+        assert all(isinstance(t, int) and v.isdigit() for t, v in s["values"])
+    summed = sum(int(v) for s in body["data"]["result"] for _, v in s["values"])
+    assert summed == sum(1 for r in RECORDS if r["service"] == "billing")  # 1m windows at 1m steps: each once
+
+
+def test_grafana_label_browser_and_stats_hint(cluster: Cluster) -> None:
+    span = [("start", GRAFANA_START), ("end", GRAFANA_END)]
+    status, names = get(cluster, "/loki/api/v1/labels", span)
+    assert status == 200 and names["status"] == "success" and all(isinstance(n, str) for n in names["data"])
+    for name in names["data"]:
+        status, values = get(cluster, f"/loki/api/v1/label/{name}/values", span)
+        assert status == 200 and values["data"] and all(isinstance(v, str) for v in values["data"])
+    status, series = get(cluster, "/loki/api/v1/series", [("match[]", '{service="billing", region="eu"}'), *span])
+    assert status == 200 and series["data"]
+    assert all(s["service"] == "billing" and s["region"] == "eu" for s in series["data"])
+    status, stats = get(cluster, "/loki/api/v1/index/stats", [("query", '{service="billing"}'), *span])
+    assert status == 200 and set(stats) == {"streams", "chunks", "entries", "bytes"}
+    assert all(isinstance(v, int) for v in stats.values())
+
+
+def test_dashboard_loki_panels_answer(cluster: Cluster) -> None:
+    dash = orjson.loads((REPO / "conf" / "grafana" / "zlog-dashboard.json").read_bytes())
+    exprs = [t["expr"] for p in dash["panels"] if (p.get("datasource") or {}).get("type") == "loki"
+             for t in p.get("targets", [])]
+    assert any(e.startswith("sum by (level)") for e in exprs) and any(e.startswith("{") for e in exprs)
+    for e in exprs:
+        q = e.replace("$__auto", "1m").replace("$service", "billing|search")
+        status, body = get(cluster, "/loki/api/v1/query_range", [("query", q), ("start", GRAFANA_START),
+                                                                 ("end", GRAFANA_END), ("step", "60")])
+        assert status == 200 and body["data"]["result"], (q, body)

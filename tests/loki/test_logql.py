@@ -146,6 +146,7 @@ def test_loki_times_and_durations() -> None:
     assert parse_time("2023-11-14T22:13:20.25Z", "start", 0) == 1_700_000_000_250_000_000
     assert parse_time("", "start", 42) == 42
     assert parse_duration("1h30m", "step") == 5400 * 10**9 and parse_duration("15", "step") == 15 * 10**9
+    assert parse_duration("1m0s", "step") == 60 * 10**9 and parse_duration("2.5s", "step") == 2_500_000_000
     for bad in ("yesterday", "1e999"):
         with pytest.raises(BadParameter):
             parse_time(bad, "start", 0)

@@ -2,7 +2,8 @@
 
 Times (``start``, ``end``, ``time``): unix nanoseconds, unix seconds (at most 10 digits, or with a
 fraction), or RFC 3339 (with nanoseconds). Durations (``step``, ``since``): Prometheus durations
-(``5m``, ``1h30m``, ``250ms``) or seconds as a number (``15``, ``0.5``).
+(``5m``, ``1h30m``, ``250ms``; Go's ``1m0s`` and ``2.5s`` as Grafana sends them) or seconds as a
+number (``15``, ``0.5``).
 
 Invariants:
 - Pure: "now" is an argument; every error is ``BadParameter`` naming the parameter (400).
@@ -21,9 +22,9 @@ from zlog.protocol.errors import BadParameter
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_SINCE_NS = 3_600_000_000_000
-_DURATION = re.compile(r"^(?:(\d+)(ms|s|m|h|d|w|y))+$")
-_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y)")
+_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
             "w": 604800 * 10**9, "y": 31536000 * 10**9}
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE)
 
@@ -54,7 +55,7 @@ def parse_duration(text: str | None, name: str) -> int | None:
         return None
     text = text.strip()
     if _DURATION.match(text):
-        ns = sum(int(n) * _UNIT_NS[u] for n, u in _PART.findall(text))
+        ns = round(sum(float(n) * _UNIT_NS[u] for n, u in _PART.findall(text)))
     else:
         try:
             ns = round(float(text) * 1e9)
