@@ -85,6 +85,7 @@ class ReplicaManager:
         self.poller: zmq.Poller | None = None
         self._rid = 0
         self._version = 0
+        self._fenced = True
         self._down_since: dict[int, float] = {}
         coord = Coordinator(local_endpoints(cfg), cfg.cluster.etcd_prefix)
         info = WorkerInfo(self.me, c.host, os.getpid(), self.endpoint, cfg.worker_metrics_port(self.me))
@@ -309,10 +310,14 @@ class ReplicaManager:
     def tick(self) -> None:
         now = _ms()
         m = self.membership
-        if m.version != self._version:
+        fenced = m.fenced()
+        if fenced != self._fenced:
+            self._fenced = fenced
+            self._version = -1  # etcd answers again (or not): decide every role afresh
+        if m.version != self._version and not fenced:
             self._version = m.version
             self._reconcile(now)
-        if m.fenced() and self.led_parts:
+        if fenced and self.led_parts:
             log.warning("lease not renewed in time: no longer acknowledging as leader",
                         extra={"partitions": sorted(self.led_parts)})
             for p in list(self.led_parts):
