@@ -216,6 +216,13 @@ def test_chart_bars_follow_the_counts_and_a_drag_narrows_the_range(cluster: Clus
         "() => [...document.querySelectorAll('svg.plot rect.bar')].reduce((a, r) => a + Number(r.dataset.count), 0)"
         f" === {narrowed['total']}", timeout=5_000)
     assert page.locator(".fchip.time").count() == 1
+    # A double-click zooms out: twice the counted range, around its middle (never past now).
+    start, end = page.evaluate("() => [window.zlogChart.data.start_ms, window.zlogChart.data.end_ms]")
+    page.locator("svg.plot").dblclick()
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('until') !== '{hi}'", timeout=5_000)
+    q = query(page)
+    lo2, hi2 = int(q["since"][0]), int(q["until"][0])
+    assert abs((hi2 - lo2) - 2 * (end - start + 1)) <= 1 and lo2 < start and hi2 <= int(time.time() * 1000)
 
 
 def test_facet_click_filters_and_shift_click_excludes(cluster: Cluster, page: Any) -> None:

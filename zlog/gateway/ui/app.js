@@ -26,6 +26,7 @@ const state = {
 };
 
 const chart = new VolumeChart($("chart"), { onSelect: (from, to) => setRange(String(from), String(to)) });
+window.zlogChart = chart; // for the browser tests and for poking at in a console
 const facets = new Facets($("facets"), { onPick: pick });
 
 // -- the form <-> a filter object ---------------------------------------------------------

@@ -1,5 +1,6 @@
 // The volume chart: stacked bars of records per time bucket by level, drawn as plain SVG from
-// GET /v1/stats/volume. Dragging across it selects a time range (onSelect(fromMs, toMs)); live
+// GET /v1/stats/volume. Dragging across it selects a time range (onSelect(fromMs, toMs)), a
+// double-click zooms out to twice the range around its middle (onSelect again); live
 // records bump their bucket so the chart follows the tail without a refetch per record.
 "use strict";
 
@@ -41,6 +42,7 @@ export class VolumeChart {
     this.svg.addEventListener("pointerdown", (ev) => this.down(ev));
     this.svg.addEventListener("pointermove", (ev) => this.move(ev));
     this.svg.addEventListener("pointerup", (ev) => this.up(ev));
+    this.svg.addEventListener("dblclick", () => this.zoomOut());
     this.svg.addEventListener("pointerleave", () => { if (!this.drag) this.tip.hidden = true; });
     new ResizeObserver(() => this.schedule()).observe(root);
   }
@@ -189,6 +191,15 @@ export class VolumeChart {
     const from = Math.round(this.tFromX(Math.min(drag.x0, px)));
     const to = Math.round(this.tFromX(Math.max(drag.x0, px)));
     if (to > from) this.onSelect(from, to);
+  }
+
+  zoomOut() {
+    const d = this.data;
+    if (!d) return;
+    const span = d.end_ms - d.start_ms + 1;
+    const mid = d.start_ms + span / 2;
+    const to = Math.min(Date.now(), Math.round(mid + span));
+    this.onSelect(Math.round(to - 2 * span), to);
   }
 
   hover(px, ev) {
