@@ -10,6 +10,8 @@ Invariants:
   commit spans a roll, the batches before the roll are already durable: the raised error's
   ``committed`` attribute says how many of the staged batches (in staging order) were stored.
 - Only the active segment is ever written; retention deletes whole oldest segments, never it.
+- A closed segment is plain (``Segment``) or sealed (``SealedSegment``, zlog.storage.sealed);
+  ``seal_closed``/``adopt_sealed`` switch forms without changing offsets or content.
 - Unknown files in the directory are logged and left alone.
 """
 
@@ -25,19 +27,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 from zlog.config import StorageConfig
 from zlog.storage import scan as scanning
+from zlog.storage import sealer as sealing
 from zlog.storage.errors import DiskFull, InvalidRecord, RecordTooLarge, StorageError
 from zlog.storage.index import IndexBuilder, TimeIndexBuilder
 from zlog.storage.producers import ProducerBatch, ProducerTable
 from zlog.storage.recovery import Report, load_closed, recover_active
 from zlog.storage.rollup import Rollup
-from zlog.storage.scan import ScanResult
+from zlog.storage.scan import AnySegment, ScanResult
+from zlog.storage.sealed import SEALED, SEALED_TMP, SealedSegment
 from zlog.storage.segment import DATA, Segment, Staged, create_batches_file, fsync_dir, stem
+from zlog.storage.tokens import Needles
 
 log = logging.getLogger("zlog.storage")
-_KNOWN = re.compile(r"^(\d{20})\.(jsonl|index|timeindex|batches|rollup)$")
+_KNOWN = re.compile(r"^(\d{20})\.(jsonl|index|timeindex|batches|rollup|jsonl\.zst)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,7 @@ class PartitionLog:
         self.directory = directory
         self.config = config
         self.clock = clock
-        self.segments: list[Segment] = []
+        self.segments: list[AnySegment] = []
         self._bases: list[int] = []
         self._staged: list[Staged] = []
         self._next_staged = 0
@@ -91,7 +97,7 @@ class PartitionLog:
         self.stats: dict[str, float] = dict.fromkeys((
             "records_appended", "bytes_appended", "commits", "fsyncs", "fsync_seconds_total",
             "recovery_truncated_bytes", "checksum_failures", "segments_deleted", "segments_rolled",
-            "duplicates"), 0)
+            "duplicates", "segments_sealed", "blocks_read", "blocks_skipped"), 0)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -102,15 +108,19 @@ class PartitionLog:
         directory.mkdir(parents=True, exist_ok=True)
         self = cls(directory, config, clock)
         bases: set[int] = set()
+        plain: set[int] = set()
         stray: dict[int, list[Path]] = {}
         for p in sorted(directory.iterdir()):
             m = _KNOWN.match(p.name)
-            if m and m.group(2) == "jsonl":
+            if m and m.group(2) in ("jsonl", "jsonl.zst"):
                 bases.add(int(m.group(1)))
+                plain.update([int(m.group(1))] if m.group(2) == "jsonl" else [])
             elif m:
                 stray.setdefault(int(m.group(1)), []).append(p)
             elif p.name.endswith(".batches.tmp") and _KNOWN.match(p.name[:-4]):
                 p.unlink()  # an unfinished roll: the previous segment is still the active one
+            elif p.name.endswith(SEALED_TMP) and _KNOWN.match(p.name[:-4]):
+                p.unlink()  # an unfinished seal: the plain form is still whole
             else:
                 log.warning("%s: unknown file in partition directory, left alone", p)
         for base, paths in stray.items():
@@ -124,7 +134,11 @@ class PartitionLog:
         now_ms = int(clock() * 1000)
         try:
             for i, base in enumerate(ordered[:-1]):
-                self.segments.append(load_closed(directory, base, ordered[i + 1], interval, report))
+                sealed = (sealing.resolve(directory, base, ordered[i + 1], base in plain, self.stats)
+                          if (directory / (stem(base) + SEALED)).exists() else None)
+                self.segments.append(sealed or load_closed(directory, base, ordered[i + 1], interval, report))
+            if ordered and ordered[-1] not in plain:
+                raise OSError(f"the newest segment {stem(ordered[-1])} is sealed; its successor is missing")
             if ordered:
                 self.segments.append(recover_active(directory, ordered[-1], interval, now_ms, report))
             else:
@@ -140,14 +154,15 @@ class PartitionLog:
         self.stats["checksum_failures"] = report.checksum_failures
         self._bases = [s.base for s in self.segments]
         self._next_staged = self.next_offset
-        self.rollup = Rollup.open(directory, self.segments)
+        # sealed segments read like plain ones through the scan code the rollup rebuild uses
+        self.rollup = Rollup.open(directory, cast(list[Segment], self.segments))
         return self
 
     # -- properties ------------------------------------------------------------------------
 
     @property
     def active(self) -> Segment:
-        return self.segments[-1]
+        return cast(Segment, self.segments[-1])  # the last segment is never sealed
 
     @property
     def lowest_offset(self) -> int:
@@ -160,6 +175,41 @@ class PartitionLog:
     @property
     def size_bytes(self) -> int:
         return sum(s.size for s in self.segments)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of record data on disk: plain data files, sealed files (their indexes included)."""
+        return sum(s.stored_bytes if isinstance(s, SealedSegment) else s.size for s in self.segments)
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the sealed segments' block indexes and token filters."""
+        return sum(s.meta.index_bytes for s in self.segments if isinstance(s, SealedSegment))
+
+    def unsealed(self) -> list[Segment]:
+        """Closed segments still in plain form, oldest first."""
+        return [s for s in self.segments[:-1] if isinstance(s, Segment)]
+
+    def adopt_sealed(self, base: int) -> bool:
+        """Switch closed segment ``base`` to its sealed file (already renamed into place by
+        ``sealer.seal``). False (and the file removed) when the segment is gone or not plain."""
+        i = self._segment_index(base)
+        seg = self.segments[i]
+        if seg.base != base or not isinstance(seg, Segment) or i == len(self.segments) - 1:
+            (self.directory / (stem(base) + SEALED)).unlink(missing_ok=True)
+            return False
+        self.segments[i] = sealing.swap_in(seg, self.stats)
+        self.stats["segments_sealed"] += 1
+        return True
+
+    def seal_closed(self, block_bytes: int, level: int, limit: int = 1 << 30) -> int:
+        """Seal up to ``limit`` plain closed segments here, in this thread (tools and tests; the
+        worker seals in a child process); returns how many."""
+        done = 0
+        for seg in self.unsealed()[:limit]:
+            sealing.seal(self.directory, seg.base, seg.size, block_bytes, level)
+            done += self.adopt_sealed(seg.base)
+        return done
 
     @property
     def segment_count(self) -> int:
@@ -337,12 +387,14 @@ class PartitionLog:
 
     def scan(self, *, backward: bool = True, start: int | None = None, since_ms: int | None = None,
              until_ms: int | None = None, predicate: Callable[[bytes], bool] | None = None,
-             limit: int = 100, budget_bytes: int = 8 * 1024 * 1024) -> ScanResult:
+             limit: int = 100, budget_bytes: int = 8 * 1024 * 1024,
+             needles: Needles | None = None) -> ScanResult:
         """Matching records in scan order; see ``zlog.storage.scan`` for resumption rules. The time
-        bounds only prune (segments, or a segment's prefix, older than ``since_ms``); exact
-        timestamps are the predicate's business. ``until_ms`` cannot prune with max-timestamp
-        indexes and is accepted for symmetry."""
-        del until_ms
+        bounds only prune (segments, a segment's prefix older than ``since_ms``, sealed blocks
+        wholly outside the range); exact timestamps are the predicate's business. ``needles``
+        (``zlog.storage.tokens.needles``: words and message substrings every match holds) let
+        sealed segments skip blocks whose token filter proves no record there holds them all;
+        the predicate must imply them."""
         lo, hi = self.lowest_offset, self.next_offset
         if backward:
             first = hi - 1 if start is None else min(start, hi - 1)
@@ -351,7 +403,7 @@ class PartitionLog:
         if limit <= 0 or first < lo or first >= hi:
             return ScanResult([], None, 0, 0)
         return scanning.scan(self.segments, self._segment_index(first), first, backward, since_ms,
-                             predicate, limit, budget_bytes)
+                             predicate, limit, budget_bytes, until_ms, needles)
 
     # -- retention and shutdown ------------------------------------------------------------
 
@@ -362,18 +414,20 @@ class PartitionLog:
         if cfg.retention_bytes <= 0 and cfg.retention_ms <= 0:
             return []
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        total = self.size_bytes
+        total = self.stored_bytes
         deleted: list[int] = []
         while len(self.segments) > 1:
             seg = self.segments[0]
-            newest = seg.max_ts if seg.max_ts >= 0 else int(os.stat(seg.path(DATA)).st_mtime * 1000)
+            stored = seg.stored_bytes if isinstance(seg, SealedSegment) else seg.size
+            data = seg.path() if isinstance(seg, SealedSegment) else seg.path(DATA)
+            newest = seg.max_ts if seg.max_ts >= 0 else int(os.stat(data).st_mtime * 1000)
             if not ((cfg.retention_bytes > 0 and total > cfg.retention_bytes)
                     or (cfg.retention_ms > 0 and newest < now_ms - cfg.retention_ms)):
                 break
             seg.delete()
             self.rollup.forget(seg.base)
             del self.segments[0], self._bases[0]
-            total -= seg.size
+            total -= stored
             deleted.append(seg.base)
         if deleted:
             fsync_dir(self.directory)

@@ -9,6 +9,8 @@ Invariants:
 - ``since_ms`` prunes with the time index only where it proves every record is older (a whole
   segment whose max timestamp is smaller, or a segment's prefix); the caller's predicate decides
   the rest.
+- Sealed segments (zlog.storage.sealed) read as plain ones; with ``needles`` or time bounds a scan
+  asks them to skip blocks that cannot match and then reads one block at a time.
 - ``ScanResult.next`` resumes a scan exactly after the last record examined: resuming yields no
   gap and no repeat. ``None`` means nothing is left in that direction.
 """
@@ -19,7 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress
 
+from zlog.storage.sealed import SealedSegment
 from zlog.storage.segment import Segment
+from zlog.storage.tokens import Needles
+
+AnySegment = Segment | SealedSegment
 
 _FIRST_CHUNK = 64 * 1024
 _MAX_CHUNK = 1024 * 1024
@@ -33,7 +39,7 @@ class ScanResult:
     scanned_bytes: int
 
 
-def _span(seg: Segment, pos: int, end_target: int) -> tuple[list[bytes], int]:
+def _span(seg: AnySegment, pos: int, end_target: int) -> tuple[list[bytes], int]:
     """Whole lines from boundary ``pos`` to the first boundary at or after ``end_target``."""
     nb = seg.index.ceil_pos(max(end_target, pos + 1))
     end = nb[1] if nb is not None else seg.size
@@ -42,7 +48,7 @@ def _span(seg: Segment, pos: int, end_target: int) -> tuple[list[bytes], int]:
     return lines, end
 
 
-def read(segments: list[Segment], i: int, offset: int, max_records: int,
+def read(segments: list[AnySegment], i: int, offset: int, max_records: int,
          max_bytes: int) -> list[tuple[int, bytes]]:
     out: list[tuple[int, bytes]] = []
     used = 0
@@ -73,19 +79,24 @@ def read(segments: list[Segment], i: int, offset: int, max_records: int,
     return out
 
 
-def scan(segments: list[Segment], i: int, first: int, backward: bool, since_ms: int | None,
-         predicate: Callable[[bytes], bool] | None, limit: int, budget: int) -> ScanResult:
+def scan(segments: list[AnySegment], i: int, first: int, backward: bool, since_ms: int | None,
+         predicate: Callable[[bytes], bool] | None, limit: int, budget: int,
+         until_ms: int | None = None, needles: Needles | None = None) -> ScanResult:
     records: list[tuple[int, bytes]] = []
     scanned = scanned_bytes = 0
     lowest, end = segments[0].base, segments[-1].next_offset
     off = first
     chunk = _FIRST_CHUNK
+    prune = bool(needles) or since_ms is not None or until_ms is not None
     while 0 <= i < len(segments):
         seg = segments[i]
+        skip = seg.skip if prune and isinstance(seg, SealedSegment) else None
         stop_rel = -1  # records at or before this relative offset are all older than since_ms
         if since_ms is not None:
             stop_rel = seg.count - 1 if seg.max_ts < since_ms else seg.tindex.older_than(since_ms)
         rel = off - seg.base
+        if skip is not None and 0 <= rel < seg.count:
+            rel = skip(max(rel, stop_rel + 1) if not backward else rel, backward, needles, since_ms, until_ms)
         if backward:
             if rel <= stop_rel or rel < 0:
                 off, i = seg.base - 1, i - 1
@@ -93,7 +104,7 @@ def scan(segments: list[Segment], i: int, first: int, backward: bool, since_ms: 
             erel, epos = seg.index.floor_rel(rel)
             nb = seg.index.ceil_pos(epos + 1)
             _, end_pos = nb if nb is not None else (seg.count, seg.size)
-            srel, spos = seg.index.floor_pos(min(epos, end_pos - chunk))
+            srel, spos = seg.index.floor_pos(min(epos, end_pos - (1 if skip else chunk)))
             lines = seg.pread(spos, end_pos).split(b"\n")
             lo = max(srel, stop_rel + 1)
             del lines[rel - srel + 1:]
@@ -106,7 +117,7 @@ def scan(segments: list[Segment], i: int, first: int, backward: bool, since_ms: 
                 off, i = seg.next_offset, i + 1
                 continue
             erel, pos = seg.index.floor_rel(rel)
-            lines, _ = _span(seg, pos, pos + chunk)
+            lines, _ = _span(seg, pos, pos + (1 if skip else chunk))
             del lines[:rel - erel]
             top = seg.base + rel
         chunk = min(chunk * 2, _MAX_CHUNK)
