@@ -103,6 +103,16 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SealConfig:
+    """Sealing closed segments into compressed, indexed ``.jsonl.zst`` files (docs/sealed.md)."""
+
+    enabled: bool = True
+    block_bytes: int = 256 * 1024  # lines per zstd frame; a fetch decompresses one
+    level: int = 9  # zstd level: 9 is ~20x on typical logs at ~1.5 us of CPU per record
+    cpu_share: float = 0.5  # of one core, for the low-priority child process that seals
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -187,6 +197,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    seal: SealConfig = field(default_factory=SealConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     syslog: SyslogConfig = field(default_factory=SyslogConfig)

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     from zlog.ops.security_cli import add_parsers
 
     add_parsers(sub, common)
+
+    p = sub.add_parser("verify", parents=[common], help="check every block and index of segment files")
+    p.add_argument("paths", nargs="*", help="files or directories (default: cluster.data_dir)")
+    p = sub.add_parser("compact", parents=[common],
+                       help="seal closed segments and apply retention (the storage workers must be stopped)")
+    p.add_argument("paths", nargs="*", help="partition or data directories (default: cluster.data_dir)")
     return parser
 
 
@@ -148,6 +154,8 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.ops.reader_cli", cmd)(cfg, args)
     if cmd == "status":
         return _target("zlog.ops.status", "run")(cfg, args)
+    if cmd in ("verify", "compact"):
+        return _target("zlog.ops.storage_cli", cmd)(cfg, args)
     if cmd == "up":
         return _target("zlog.ops.cluster", "up")(cfg, args)
     if cmd == "syslog":
