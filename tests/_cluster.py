@@ -100,6 +100,22 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
 
+def _segment_bytes(pdir: Path, base: str) -> bytes:
+    """A segment's lines, plain or sealed (a worker may seal it meanwhile: both forms are whole)."""
+    from zlog.storage.sealed import iter_blocks
+
+    for _ in range(3):
+        try:
+            return b"".join(iter_blocks(pdir / f"{base}.jsonl.zst"))
+        except FileNotFoundError:
+            pass
+        try:
+            return (pdir / f"{base}.jsonl").read_bytes()
+        except FileNotFoundError:
+            pass
+    return b""
+
+
 @dataclass
 class Cluster:
     root: Path
@@ -289,8 +305,8 @@ level = "info"
             pdir = self.data_dir / str(p)
             if not pdir.exists():
                 continue
-            for seg in sorted(pdir.glob("*.jsonl")):
-                for line in seg.read_bytes().splitlines():
+            for base in sorted({seg.name[:20] for seg in pdir.glob("*.jsonl*") if seg.name[:20].isdigit()}):
+                for line in _segment_bytes(pdir, base).splitlines():
                     yield p, line
 
     def stored_records(self, partition: int | None = None) -> list[dict[str, Any]]:

@@ -151,7 +151,9 @@ def test_stats_and_services(plog: tuple[PartitionLog, list[bytes]]) -> None:
     log, lines = plog
     r = ask(log, Command.STATS, {})
     assert r == {"partition": 0, "lowest_offset": 0, "next_offset": N, "bytes": log.size_bytes,
-                 "segments": log.segment_count, "max_timestamp": log.max_timestamp}
+                 "segments": log.segment_count, "max_timestamp": log.max_timestamp,
+                 "raw_bytes": log.size_bytes, "stored_bytes": log.stored_bytes, "index_bytes": 0,
+                 "sealed_segments": 0}
     r = ask(log, Command.STATS, {"services": True})
     newest: dict[str, int] = {}
     for line in lines:

@@ -191,6 +191,14 @@ async def get_services(request: web.Request) -> web.Response:
 _REPLICATION_KEYS = ("leader", "replicas", "isr", "leader_epoch", "high_watermark")
 
 
+def _storage_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """Raw (plain JSONL) vs stored bytes of a partition, from its STATS answer (sealed segments)."""
+    raw, stored = r.get("raw_bytes", r["bytes"]), r.get("stored_bytes", r["bytes"])
+    return {"raw_bytes": raw, "stored_bytes": stored, "index_bytes": r.get("index_bytes", 0),
+            "sealed_segments": r.get("sealed_segments", 0),
+            "compression_ratio": round(raw / stored, 2) if stored else None}
+
+
 async def get_partitions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     n = partition_count(ctx)
@@ -211,6 +219,7 @@ async def get_partitions(request: web.Request) -> web.Response:
                  "leader": owner, "replicas": [] if owner is None else [owner],
                  "isr": [] if owner is None else [owner], "leader_epoch": 0, "high_watermark": r["next_offset"]}
         entry.update({k: r[k] for k in _REPLICATION_KEYS if k in r})
+        entry.update(_storage_fields(r))
         out.append(entry)
     return _json(orjson.dumps({"partitions": out}))
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zlog.storage.sealed import SEALED, iter_blocks
+
 DEFAULT_LABEL = "zb"
 MAX_EXAMPLES = 5
 
@@ -132,12 +134,17 @@ class Audit:
             self.scan_bytes(partition, line)
 
     def scan_dir(self, data_dir: Path, chunk_bytes: int = 16 << 20) -> None:
-        """Every segment of every partition under ``data_dir`` (``<partition>/<base>.jsonl``)."""
+        """Every segment of every partition under ``data_dir`` (``<partition>/<base>.jsonl`` or
+        ``.jsonl.zst``)."""
         for pdir in sorted(data_dir.iterdir(), key=lambda p: p.name):
             if not (pdir.is_dir() and pdir.name.isdigit()):
                 continue
             partition = int(pdir.name)
-            for seg in sorted(pdir.glob("*.jsonl")):
+            for seg in sorted([*pdir.glob("*.jsonl"), *pdir.glob(f"*{SEALED}")], key=lambda p: p.name[:20]):
+                if seg.name.endswith(SEALED):  # a sealed segment: its checked blocks, whole lines each
+                    for block in iter_blocks(seg):
+                        self.scan_bytes(partition, block)
+                    continue
                 with seg.open("rb") as f:
                     rest = b""
                     while chunk := f.read(chunk_bytes):

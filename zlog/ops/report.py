@@ -138,7 +138,9 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
         if isinstance(st, dict):
             entry.update(lowest_offset=st.get("lowest_offset"), highest_offset=int(st["next_offset"]) - 1,
                          bytes=st.get("bytes"), segments=st.get("segments"), max_timestamp=st.get("max_timestamp"),
-                         source="stats", leader_epoch=0, high_watermark=st.get("next_offset"))
+                         source="stats", leader_epoch=0, high_watermark=st.get("next_offset"),
+                         stored_bytes=st.get("stored_bytes"), index_bytes=st.get("index_bytes"),
+                         sealed_segments=st.get("sealed_segments"))
             entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark") if k in st})
             if len(entry["isr"]) < len(entry["replicas"]):
                 problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
@@ -226,6 +228,12 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _ratio(p: dict[str, Any]) -> str:
+    """Plain JSONL bytes per stored byte (sealed segments compress)."""
+    raw, stored = p.get("bytes"), p.get("stored_bytes")
+    return f"{raw / stored:.1f}x" if raw and stored else "-"
+
+
 def _bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -266,10 +274,12 @@ def render(report: dict[str, Any]) -> str:
                       _fmt(w["records_appended"])] for w in report["workers"]))
     lines.append("")
     lines += _table("PARTITIONS", ["partition", "leader", "isr/replicas", "epoch", "lowest", "highest", "hw", "bytes",
-                                   "segments", "newest"],
+                                   "stored", "ratio", "index", "segments", "sealed", "newest"],
                     ([_fmt(p["partition"]), _fmt(p["leader"]), f"{_fmt(p['isr'])}/{_fmt(p['replicas'])}",
                       _fmt(p["leader_epoch"]), _fmt(p["lowest_offset"]), _fmt(p["highest_offset"]),
-                      _fmt(p["high_watermark"]), _bytes(p["bytes"]), _fmt(p["segments"]), _newest(p["max_timestamp"])]
+                      _fmt(p["high_watermark"]), _bytes(p["bytes"]), _bytes(p.get("stored_bytes")), _ratio(p),
+                      _bytes(p.get("index_bytes")), _fmt(p["segments"]), _fmt(p.get("sealed_segments")),
+                      _newest(p["max_timestamp"])]
                      for p in report["partitions"]))
     lines.append("")
     lines += _table("GATEWAYS", ["#", "state", "metrics", "requests", "records", "inflight", "uptime"],

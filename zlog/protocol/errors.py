@@ -55,6 +55,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("METHOD_NOT_ALLOWED", 405, False, "method not allowed"),
         ErrorKind("RATE_LIMITED", 429, True, "too many requests from this client"),
         ErrorKind("WAL_FULL", 503, True, "the ingest write-ahead log is full"),
+        ErrorKind("CORRUPT_DATA", 500, False, "stored data fails its checksum (zlog verify names the block)"),
         ErrorKind("INTERNAL", 500, True, "internal error"),
     )
 }

@@ -16,7 +16,8 @@ from datetime import datetime
 
 from zlog.protocol.errors import BadParameter
 from zlog.read.paging import Cursor, decode_cursor
-from zlog.read.query import DEFAULT_LIMIT, EXCLUDE_FIELDS, MAX_LIMIT, Filter
+from zlog.read.query import DEFAULT_LIMIT, EXCLUDE_FIELDS, MAX_CONTAINS_CHARS, MAX_LIMIT, Filter
+from zlog.storage.tokens import words
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -70,7 +71,7 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
 
     ``service`` and ``level`` repeat (``level`` also splits on commas); ``label.<k>=<v>`` adds a
     label condition; ``-service``, ``-level`` and ``-label.<k>`` (repeatable) exclude a value;
-    ``q`` is an alias of ``contains``. Unknown parameters are refused when
+    ``q`` is words that must all appear (``zlog.read.query``). Unknown parameters are refused when
     ``strict`` (a typo must not silently widen a search).
     """
     services: list[str] = []
@@ -114,7 +115,13 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
             single[key] = value
         elif strict:
             raise BadParameter(key, "unknown parameter")
-    contains = single.get("contains", single.get("q"))
+    contains = single.get("contains")
+    q_text = single.get("q") or ""
+    if len(q_text) > MAX_CONTAINS_CHARS:
+        raise BadParameter("q", f"at most {MAX_CONTAINS_CHARS} characters")
+    q_words = tuple(dict.fromkeys(words(q_text)))
+    if q_text and not q_words:
+        raise BadParameter("q", "has no words (runs of letters, digits or _)")
     since = parse_time(single["since"], "since", now_ms) if single.get("since") else None
     until = parse_time(single["until"], "until", now_ms) if single.get("until") else None
     direction = single.get("direction") or "backward"
@@ -129,6 +136,7 @@ def parse_params(pairs: Iterable[tuple[str, str]], now_ms: int, *, strict: bool 
         since,
         until,
         tuple(sorted(exclude)),
+        q_words,
     )
     f.check()
     backward = direction == "backward"
@@ -155,6 +163,8 @@ def to_params(f: Filter) -> list[tuple[str, str]]:
     if f.until_ms is not None:
         out.append(("until", str(f.until_ms)))
     out += [("-" + k, v) for k, v in f.exclude]
+    if f.words:
+        out.append(("q", " ".join(f.words)))
     return out
 
 

@@ -1,9 +1,11 @@
-"""The read path's filter spec, its codecs and the line predicate (pure).
+r"""The read path's filter spec, its codecs and the line predicate (pure).
 
 A ``Filter`` says which stored records a reader wants: services, levels, a message substring
 (``contains``), a message regex, label equality, a time range ``[since_ms, until_ms]``, and
 exclusions (``exclude``: a record whose service, level or a label equals an excluded value is
-left out; over HTTP ``-service=``, ``-level=``, ``-label.<k>=``).
+left out; over HTTP ``-service=``, ``-level=``, ``-label.<k>=``), and words (``q=``: every word
+must be a word of the message, service, level or a label value, as ``zlog.storage.tokens``
+splits them: runs of ``\w``, case-insensitive).
 It is parsed from HTTP parameters (``zlog.read.params``), carried to workers in a SEARCH body
 (``Filter.to_body`` / ``Filter.from_body``), and turned into a predicate on raw line bytes
 (``compile_filter``). Paging (cursors and the merge of partitions) is ``zlog.read.paging``.
@@ -18,6 +20,8 @@ Invariants:
   needle is a substring of the escaped message whenever the needle is a substring of the message.
 - Level comparison ignores case (excluded levels too); service, label and ``contains``
   comparisons are exact. A record without an excluded label is not excluded by it.
+- ``needles_of`` names only what every matching record contains, so an index that skips blocks
+  without them (sealed segments) never changes an answer.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import orjson
 import regex
 
 from zlog.protocol.errors import BadParameter
+from zlog.storage.tokens import Needles, needles, record_words
+from zlog.storage.tokens import words as words_of
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
@@ -56,6 +62,7 @@ class Filter:
     until_ms: int | None = None
     # (field, value) pairs, sorted: field is "service", "level" or "label.<k>".
     exclude: tuple[tuple[str, str], ...] = ()
+    words: tuple[str, ...] = ()  # q=, already split by zlog.storage.tokens.words
 
     def is_empty(self) -> bool:
         return self == _EMPTY
@@ -79,6 +86,8 @@ class Filter:
             out["until"] = self.until_ms
         if self.exclude:
             out["exclude"] = [list(pair) for pair in self.exclude]
+        if self.words:
+            out["words"] = list(self.words)
         return out
 
     @classmethod
@@ -88,7 +97,8 @@ class Filter:
             return _EMPTY
         if not isinstance(obj, dict):
             raise BadParameter("filter", "must be a map")
-        unknown = set(obj) - {"services", "levels", "contains", "regex", "labels", "since", "until", "exclude"}
+        unknown = set(obj) - {"services", "levels", "contains", "regex", "labels", "since", "until", "exclude",
+                              "words"}
         if unknown:
             raise BadParameter("filter", f"unknown keys {sorted(unknown)}")
         services = _str_list(obj.get("services"), "services")
@@ -107,6 +117,7 @@ class Filter:
             _opt_ms(obj.get("since"), "since"),
             _opt_ms(obj.get("until"), "until"),
             _exclude_pairs(obj.get("exclude")),
+            tuple(dict.fromkeys(w for text in _str_list(obj.get("words"), "words") for w in words_of(text))),
         )
         f.check()
         return f
@@ -114,7 +125,7 @@ class Filter:
     def check(self) -> None:
         """Limits shared by every way a filter enters the system."""
         for name, values in (("service", self.services), ("level", self.levels), ("label", self.labels),
-                             ("exclude", self.exclude)):
+                             ("exclude", self.exclude), ("q", self.words)):
             if len(values) > MAX_VALUES:
                 raise BadParameter(name, f"at most {MAX_VALUES} values")
         if self.contains is not None and len(self.contains) > MAX_CONTAINS_CHARS:
@@ -213,11 +224,18 @@ def compile_filter(f: Filter) -> Predicate | None:
     not_services = frozenset(v for k, v in f.exclude if k == "service")
     not_levels = frozenset(v.lower() for k, v in f.exclude if k == "level")
     not_labels = tuple((k[6:], v) for k, v in f.exclude if k.startswith("label."))
+    q_words = frozenset(f.words)
+    ascii_words = tuple(w.encode() for w in f.words if w.isascii())
 
     def predicate(line: bytes) -> bool:
         for needle in required:
             if needle not in line:
                 return False
+        if ascii_words:
+            low = line.lower()  # an ASCII word of a field is in the lowered line (JSON keeps \w as is)
+            for w in ascii_words:
+                if w not in low:
+                    return False
         if any_service and not any(n in line for n in any_service):
             return False
         if level_bytes is not None and level_bytes.search(line) is None:
@@ -268,6 +286,17 @@ def compile_filter(f: Filter) -> Predicate | None:
             got = rec.get("labels")
             if type(got) is dict and any(got.get(k) == v for k, v in not_labels):
                 return False
-        return True
+        return not q_words or q_words <= record_words(rec)
 
     return predicate
+
+
+def needles_of(f: Filter) -> Needles:
+    """What every record matching ``f`` holds, for block skipping: its words, the words of a
+    single service or level and of label values, and the ``contains`` substring."""
+    terms = list(f.words) + [v for _, v in f.labels]
+    if len(f.services) == 1:
+        terms.append(f.services[0])
+    if len(f.levels) == 1:
+        terms.append(f.levels[0])
+    return needles(terms, [f.contains] if f.contains else [])

@@ -289,3 +289,14 @@ def open_sealed(directory: Path, base: int, stats: dict[str, float] | None = Non
     seg = SealedSegment(directory, meta, stats)
     seg.fd = fd
     return seg
+
+
+def iter_blocks(path: Path) -> Iterator[bytes]:
+    """Every block of a sealed file, checked, in order (tools that read segment files directly)."""
+    directory, name = path.parent, path.name
+    seg = open_sealed(directory, int(name[:20]))
+    try:
+        for i in range(len(seg.meta.blocks)):
+            yield seg.block(i)
+    finally:
+        seg.close()

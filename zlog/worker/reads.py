@@ -39,7 +39,7 @@ from zlog.config import StorageConfig
 from zlog.protocol import wire
 from zlog.protocol.errors import BadParameter
 from zlog.protocol.wire import Command
-from zlog.read.query import MAX_LIMIT, Filter, Predicate, compile_filter
+from zlog.read.query import MAX_LIMIT, Filter, Predicate, compile_filter, needles_of
 from zlog.storage import PartitionLog
 
 MAX_RECORDS = 10_000
@@ -129,7 +129,8 @@ def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
         predicate = _with_logql(predicate, body["logql"])
     try:
         result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
-                           predicate=predicate, limit=limit, budget_bytes=budget)
+                           predicate=predicate, limit=limit, budget_bytes=budget,
+                           needles=needles_of(flt))
     except BadParameter as exc:  # a pattern that ran out of time on some record
         raise _bad(exc.message) from None
     records = _bounded(result.records, MAX_REPLY_BYTES)
@@ -214,6 +215,11 @@ def stats(partition: int, plog: PartitionLog, body: dict[str, Any], storage: Sto
         "bytes": plog.size_bytes,
         "segments": plog.segment_count,
         "max_timestamp": plog.max_timestamp,
+        # sealed segments (docs/sealed.md): record bytes as plain JSONL vs on disk
+        "raw_bytes": plog.size_bytes,
+        "stored_bytes": plog.stored_bytes,
+        "index_bytes": plog.index_bytes,
+        "sealed_segments": plog.segment_count - 1 - len(plog.unsealed()),
     }
     if body.get("services"):
         out["services"] = services(plog)

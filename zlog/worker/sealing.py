@@ -1,0 +1,127 @@
+"""The storage worker's sealer: closed segments become sealed ones in a low-priority child process.
+
+One child at a time per worker (``python -m zlog.storage.sealer``, niced, paced to
+``seal.cpu_share`` of a core), so sealing never runs on the ingest path and takes a bounded share
+of the CPU; the worker loop only polls it (``tick``) and, when it succeeded, switches the
+segment to its sealed file (``PartitionLog.adopt_sealed``: open, check, remove the plain files).
+
+Invariants:
+- The child only reads the plain segment and writes ``<base>.jsonl.zst`` (temp, fsync, rename):
+  killing it at any point leaves a state the next open resolves (``zlog.storage.sealer``).
+- While a partition has a child sealing one of its segments, retention skips that partition
+  (``busy``), so a segment being sealed is never deleted under the child.
+- A seal that fails is logged and not retried for that segment until the worker restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from zlog.config import SealConfig
+from zlog.storage import PartitionLog
+from zlog.storage.errors import StorageError
+
+log = logging.getLogger("zlog.worker")
+
+
+class SealMetrics:
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.backlog = Gauge("zlog_seal_backlog_segments", "Closed segments not yet sealed", registry=r)
+        self.sealed = Counter("zlog_seal_segments", "Segments sealed", registry=r)
+        self.failed = Counter("zlog_seal_failures", "Seals that failed", registry=r)
+        self.cpu = Counter("zlog_seal_cpu_seconds", "CPU seconds spent by seal processes", registry=r)
+        self.raw_bytes = Gauge("zlog_storage_raw_bytes", "Record bytes in plain form", ["partition"], registry=r)
+        self.index_bytes = Gauge("zlog_storage_index_bytes", "Bytes of sealed block indexes and token filters",
+                                 ["partition"], registry=r)
+        self.blocks_read = Gauge("zlog_index_blocks_read", "Sealed blocks decompressed by reads (since start)",
+                                 ["partition"], registry=r)
+        self.blocks_skipped = Gauge("zlog_index_blocks_skipped",
+                                    "Sealed blocks a search skipped by index (since start)", ["partition"],
+                                    registry=r)
+
+
+@dataclass(slots=True)
+class _Job:
+    partition: int
+    base: int
+    proc: subprocess.Popen[bytes]
+
+
+class SealRunner:
+    def __init__(self, cfg: SealConfig, logs: dict[int, PartitionLog], registry: CollectorRegistry) -> None:
+        self.cfg = cfg
+        self.logs = logs
+        self.metrics = SealMetrics(registry)
+        self.job: _Job | None = None
+        self.failed: set[tuple[int, int]] = set()
+
+    def busy(self, partition: int) -> bool:
+        return self.job is not None and self.job.partition == partition
+
+    def backlog(self) -> int:
+        return sum(len(plog.unsealed()) for plog in self.logs.values())
+
+    def tick(self) -> None:
+        if not self.cfg.enabled:
+            return
+        if self.job is not None:
+            if self.job.proc.poll() is None:
+                return
+            self._finish(self.job)
+            self.job = None
+        for p, plog in self.logs.items():
+            for seg in plog.unsealed():
+                if (p, seg.base) not in self.failed:
+                    self._start(p, plog, seg.base, seg.size)
+                    return
+
+    def _start(self, p: int, plog: PartitionLog, base: int, size: int) -> None:
+        c = self.cfg
+        args = [sys.executable, "-m", "zlog.storage.sealer", str(plog.directory), str(base), str(size),
+                str(c.block_bytes), str(c.level), str(c.cpu_share)]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.job = _Job(p, base, proc)
+
+    def _finish(self, job: _Job) -> None:
+        out, err = job.proc.communicate()
+        plog = self.logs[job.partition]
+        where = {"partition": job.partition, "base": job.base}
+        if job.proc.returncode != 0:
+            self.failed.add((job.partition, job.base))
+            self.metrics.failed.inc()
+            log.error("seal failed", extra={**where, "rc": job.proc.returncode,
+                                            "detail": err.decode(errors="replace")[-2000:]})
+            return
+        try:
+            blocks, raw, stored, cpu = out.split()
+            self.metrics.cpu.inc(float(cpu))
+            if plog.adopt_sealed(job.base):
+                self.metrics.sealed.inc()
+                log.info("segment sealed", extra={**where, "blocks": int(blocks), "raw_bytes": int(raw),
+                                                  "stored_bytes": int(stored), "cpu_s": round(float(cpu), 3)})
+        except (StorageError, OSError, ValueError) as exc:
+            self.failed.add((job.partition, job.base))
+            self.metrics.failed.inc()
+            log.error("sealed segment not adopted", extra={**where, "detail": str(exc)})
+
+    def refresh(self) -> None:
+        m = self.metrics
+        m.backlog.set(self.backlog())
+        for p, plog in self.logs.items():
+            label = str(p)
+            m.raw_bytes.labels(partition=label).set(plog.size_bytes)
+            m.index_bytes.labels(partition=label).set(plog.index_bytes)
+            m.blocks_read.labels(partition=label).set(plog.stats["blocks_read"])
+            m.blocks_skipped.labels(partition=label).set(plog.stats["blocks_skipped"])
+
+    def stop(self) -> None:
+        """Stop a running child (its temp file is discarded on the next open)."""
+        if self.job is not None:
+            self.job.proc.kill()
+            self.job.proc.communicate()
+            self.job = None
