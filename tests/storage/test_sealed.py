@@ -68,3 +68,22 @@ def test_sealed_segments_read_like_plain(tmp_path: Path, clock: FakeClock) -> No
         out = subprocess.run([shutil.which("zstdcat") or "zstdcat", str(tmp_path / f"{stem}{SEALED}")],
                              capture_output=True, check=True).stdout
         assert out == data
+
+
+def test_log_cut_back_into_a_sealed_segment_continues_plain(tmp_path: Path, clock: FakeClock) -> None:
+    """A replica's truncation may delete every segment after a sealed one: that one becomes the
+    newest again and is unsealed, its records intact, and appends continue after it."""
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as log:
+        lines = fill(log, 200, batch=4)
+        log.seal_closed(block_bytes=300, level=3)
+        keep = log.segments[-2]
+        assert isinstance(keep, SealedSegment)
+        last = log.segments[-1].base
+    for p in tmp_path.glob(f"{last:020d}.*"):
+        p.unlink()
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as log:
+        assert log.next_offset == keep.next_offset and not isinstance(log.segments[-1], SealedSegment)
+        assert [line for _, line in log.read(0, 1000, 1 << 30)] == lines[:keep.next_offset]
+        more = fill(log, 10, start=500)
+        assert [line for _, line in log.read(keep.next_offset, 1000, 1 << 30)] == more
+    assert not list(tmp_path.glob(f"{keep.base:020d}.jsonl.zst"))

@@ -27,7 +27,9 @@ from pathlib import Path
 from zlog.config import StorageConfig
 from zlog.storage import PartitionLog, ProducerBatch
 from zlog.storage import batches as bf
-from zlog.storage.segment import BATCHES, DATA, SUFFIXES, Segment, fsync_dir, stem
+from zlog.storage.scan import AnySegment
+from zlog.storage.sealed import SEALED
+from zlog.storage.segment import BATCHES, DATA, SUFFIXES, fsync_dir, stem
 
 
 class NotABoundary(ValueError):
@@ -101,7 +103,7 @@ class BatchReader:
             i += 1
         return out
 
-    def _from_segment(self, seg: Segment, offset: int, budget: int) -> list[Batch]:
+    def _from_segment(self, seg: AnySegment, offset: int, budget: int) -> list[Batch]:
         if offset >= seg.next_offset:
             return []
         sb = self._cache.get(seg.base)
@@ -165,7 +167,7 @@ def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> Partitio
     plog.close()
     for base in reversed(bases):
         if base >= offset and base != bases[0]:
-            for suffix in (DATA, *[s for s in SUFFIXES if s != DATA]):
+            for suffix in (DATA, SEALED, *[s for s in SUFFIXES if s != DATA]):
                 (directory / (stem(base) + suffix)).unlink(missing_ok=True)
             continue
         path = directory / (stem(base) + BATCHES)

@@ -121,6 +121,8 @@ class PartitionLog:
                 p.unlink()  # an unfinished roll: the previous segment is still the active one
             elif p.name.endswith(SEALED_TMP) and _KNOWN.match(p.name[:-4]):
                 p.unlink()  # an unfinished seal: the plain form is still whole
+            elif p.name.endswith(DATA + ".tmp") and _KNOWN.match(p.name[:-4]):
+                p.unlink()  # an unfinished unseal: the sealed form is still whole
             else:
                 log.warning("%s: unknown file in partition directory, left alone", p)
         for base, paths in stray.items():
@@ -138,7 +140,9 @@ class PartitionLog:
                           if (directory / (stem(base) + SEALED)).exists() else None)
                 self.segments.append(sealed or load_closed(directory, base, ordered[i + 1], interval, report))
             if ordered and ordered[-1] not in plain:
-                raise OSError(f"the newest segment {stem(ordered[-1])} is sealed; its successor is missing")
+                sealing.unseal(directory, ordered[-1])  # cut back into a sealed segment
+            elif ordered and (directory / (stem(ordered[-1]) + SEALED)).exists():
+                (directory / (stem(ordered[-1]) + SEALED)).unlink()  # an unseal finished its rename
             if ordered:
                 self.segments.append(recover_active(directory, ordered[-1], interval, now_ms, report))
             else:

@@ -29,7 +29,17 @@ from pathlib import Path
 from zlog.storage import batches as bf
 from zlog.storage.errors import StorageError
 from zlog.storage.sealed import SEALED, SEALED_TMP, CorruptBlock, Meta, SealedSegment, open_sealed, write
-from zlog.storage.segment import BATCHES, DATA, INDEX, TIMEINDEX, Segment, fsync_dir, pread_all, stem
+from zlog.storage.segment import (
+    BATCHES,
+    DATA,
+    INDEX,
+    TIMEINDEX,
+    Segment,
+    fsync_dir,
+    pread_all,
+    stem,
+    write_all,
+)
 
 log = logging.getLogger("zlog.storage")
 CRASH_ENV = "ZLOG_SEAL_CRASH_AT"
@@ -152,6 +162,29 @@ def resolve(directory: Path, base: int, next_base: int, has_plain: bool,
         for suffix in (INDEX, TIMEINDEX):
             (directory / (stem(base) + suffix)).unlink(missing_ok=True)
     return seg
+
+
+def unseal(directory: Path, base: int) -> None:
+    """Turn sealed segment ``base`` back into a plain ``.jsonl`` (the newest segment must be plain:
+    a log cut back into a sealed segment, as a replica's truncation does, continues from it).
+    ``<base>.jsonl.tmp``, fsync, rename, fsync the directory, remove the sealed file; a stop
+    before the rename leaves the sealed form, after it the plain one wins (``PartitionLog.open``)."""
+    from zlog.storage.sealed import iter_blocks
+
+    path = directory / (stem(base) + SEALED)
+    tmp = directory / (stem(base) + DATA + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        for block in iter_blocks(path):
+            write_all(fd, [block])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / (stem(base) + DATA))
+    fsync_dir(directory)
+    path.unlink()
+    fsync_dir(directory)
+    log.warning("%s: unsealed (the newest segment is always plain)", path)
 
 
 def main(argv: list[str] | None = None) -> int:
