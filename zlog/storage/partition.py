@@ -158,8 +158,7 @@ class PartitionLog:
         self.stats["checksum_failures"] = report.checksum_failures
         self._bases = [s.base for s in self.segments]
         self._next_staged = self.next_offset
-        # sealed segments read like plain ones through the scan code the rollup rebuild uses
-        self.rollup = Rollup.open(directory, cast(list[Segment], self.segments))
+        self.rollup = Rollup.open(directory, self.segments)
         return self
 
     # -- properties ------------------------------------------------------------------------

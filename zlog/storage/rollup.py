@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from zlog.storage.segment import Segment
+    from zlog.storage.scan import AnySegment as Segment  # plain or sealed: read alike by the scan
 
 log = logging.getLogger("zlog.storage")
 
