@@ -61,6 +61,28 @@ def _timestamp(line: bytes) -> int:
     return ts if type(ts) is int else -1
 
 
+def needles(spec: CountSpec) -> list[bytes]:
+    """Bytes every matching stored line contains (orjson's escaping, as the filter's own pre-check)."""
+    f = spec.filter
+    out = [escaped(f.contains)] if f.contains else []
+    out += [b'"' + escaped(k) + b'":"' + escaped(v) + b'"' for k, v in f.labels]
+    if len(f.services) == 1:
+        out.append(b'"service":"' + escaped(f.services[0]) + b'"')
+    if spec.logql is not None:
+        from zlog.loki.logql import parse_log_query
+        from zlog.loki.pipeline import needles as logql_needles
+
+        try:
+            out += logql_needles(parse_log_query(spec.logql))
+        except ValueError as exc:
+            raise BadParameter("query", str(exc)) from None
+    return out
+
+
+def escaped(text: str) -> bytes:
+    return orjson.dumps(text)[1:-1]
+
+
 def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
     """A scan predicate that counts every matching line into ``counts`` and keeps none."""
     lo, hi, width, by, bytes_ = spec.start_ms, spec.end_ms, spec.width_ms, spec.by, spec.measure == "bytes"
@@ -120,9 +142,18 @@ def answer(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
         counts = Counts()
         # The window's own bounds are the counter's business; the filter's are folded into them.
         spec = replace(spec, filter=replace(spec.filter, since_ms=None, until_ms=None))
+        lines: list[bytes] = []
         try:
-            res = plog.scan(backward=True, start=start, since_ms=spec.start_ms, predicate=counter(spec, counts),
+            note = counter(spec, counts)
+            # buf.append returns None: the scan keeps no record and hands every line over. The
+            # bytes that must occur in a match then drop most lines in one C-level pass, and
+            # only the rest pay for a Python call each.
+            res = plog.scan(backward=True, start=start, since_ms=spec.start_ms, predicate=lines.append,  # type: ignore[arg-type]
                             limit=1, budget_bytes=storage.scan_budget_bytes)
+            for needle in needles(spec):
+                lines = [line for line in lines if needle in line]
+            for line in lines:
+                note(line)
         except BadParameter as exc:  # a pattern that ran out of time on some record
             raise wire.MalformedFrame("BAD_BODY", exc.message) from None
         counts.scanned_records, counts.scanned_bytes = res.scanned_records, res.scanned_bytes
