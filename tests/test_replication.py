@@ -104,7 +104,12 @@ def test_leaders_killed_under_acks_all_lose_nothing(tmp_path: Path) -> None:
                     kills.append(time.monotonic())
                     time.sleep(restart_after)
                     c.start(f"storage-{leader}", wait=False)
-                    time.sleep(3.0 if i < 2 else 2.0)
+                    killed = kills[-1]
+                    # Load goes on until partition 0 acknowledges again (bounded), then a little more.
+                    deadline = killed + LEASE_MS / 1000 + 4.0
+                    while time.monotonic() < deadline and not any(t > killed for t in ack_times[-50:]):
+                        time.sleep(0.05)
+                    time.sleep(1.5 if i < 2 else 0.5)
             finally:
                 stop.set()
                 for t in threads:
@@ -112,7 +117,9 @@ def test_leaders_killed_under_acks_all_lose_nothing(tmp_path: Path) -> None:
             gaps = []
             for k in kills:
                 after = [t for t in ack_times if t > k]
-                assert after, "writes to partition 0 never resumed"
+                assert after, (f"writes to partition 0 never resumed after the kill at {k - kills[0]:.2f}s "
+                               f"(kills {[round(x - kills[0], 2) for x in kills]}, last ack "
+                               f"{ack_times[-1] - kills[0] if ack_times else None}, errors {dict(errors)})")
                 gaps.append(after[0] - k)
             print(f"failover gaps (s): {[round(g, 2) for g in gaps]} p50 {statistics.median(gaps):.2f} "
                   f"max {max(gaps):.2f}; acknowledged {len(acked)} records; errors {dict(errors)}")
