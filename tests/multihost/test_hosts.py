@@ -1,6 +1,6 @@
 """A cluster spread over three hosts (Linux network namespaces) behind nginx, losing one host.
 
-Hosts 0..2 each run a router, a storage worker and a gateway; host 3 runs nginx (conf/nginx.conf,
+Hosts 0..2 each run a router, a storage worker and a gateway, every zmq socket under CurveZMQ; host 3 runs nginx (conf/nginx.conf,
 rendered with the hosts' addresses) and the load. Every zmq and HTTP address is a host address:
 workers connect to every router, gateways to every router, nginx to every gateway.
 
@@ -58,7 +58,7 @@ def host_config(lab: Lab, root: Path, host: int) -> Path:
     path = root / f"host{host}.toml"
     path.write_text(
         f'[cluster]\ndata_dir = "{root / f"data{host}"}"\npartitions = 6\nworkers = {HOSTS}\n'
-        f'node_id = "host{host}"\nhost = "{lab.addr(host)}"\n'
+        f'node_id = "host{host}"\nhost = "{lab.addr(host)}"\ncurve = true\nkeys_dir = "{root / "keys"}"\n'
         f"[router]\nfront = [{fronts}]\nback = [{backs}]\nheartbeat_ms = 200\n"
         f'[gateway]\nhost = "{lab.addr(host)}"\nport = {HTTP_PORT}\nrequest_timeout_ms = 3000\n'
         f'trusted_proxies = ["{lab.addr(LB)}"]\n'
@@ -68,10 +68,15 @@ def host_config(lab: Lab, root: Path, host: int) -> Path:
 
 
 def start_host(group: ProcessGroup, lab: Lab, root: Path, host: int) -> None:
+    import subprocess
     import sys
 
     env = {"ZLOG_CONFIG": str(host_config(lab, root, host))}
     zlog = [sys.executable, "-m", "zlog"]
+    if not (root / "keys").exists():
+        # One set of CurveZMQ keys for the whole cluster: zmq endpoints beyond loopback need it.
+        subprocess.run([*zlog, "keys", "generate"], env={**group.base_env, **env}, check=True, timeout=60,
+                       capture_output=True)
     group.start(f"router-{host}", argv=lab.wrap(host, [*zlog, "router", "--index", str(host)]), env=env)
     group.start(f"storage-{host}", argv=lab.wrap(host, [*zlog, "storage", "--worker-id", str(host)]), env=env)
     group.start(f"gateway-{host}", argv=lab.wrap(host, [*zlog, "gateway"]), env=env)
