@@ -5,10 +5,10 @@
 "use strict";
 
 import { VolumeChart } from "./chart.js";
-import { ContextView } from "./context.js";
-import { badge, fetchJson, fmtTime, h, highlighted } from "./dom.js";
+import { fetchJson, fmtTime, h } from "./dom.js";
 import { Facets, labelKeys } from "./facets.js";
 import { apiParams, chipLabel, fromUrl, KNOWN_LEVELS, toUrl } from "./filters.js";
+import { closeDetails, moveSelection, rowFor, select, toggleDetail } from "./rows.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -28,6 +28,7 @@ const state = {
 const chart = new VolumeChart($("chart"), { onSelect: (from, to) => setRange(String(from), String(to)) });
 window.zlogChart = chart; // for the browser tests and for poking at in a console
 const facets = new Facets($("facets"), { onPick: pick });
+const rowActions = { pick: (...a) => pick(...a), query: () => readForm().q };
 
 // -- the form <-> a filter object ---------------------------------------------------------
 
@@ -137,78 +138,6 @@ function renderChips() {
   }
   els.chips.replaceChildren(...chips);
   els.chips.hidden = chips.length === 0;
-}
-
-// -- rendering ----------------------------------------------------------------------------
-
-function rowFor(rec, q, fresh) {
-  const tr = h("tr", { class: "row" + (fresh ? " new" : ""), dataset: { key: `${rec.partition}:${rec.offset}` } },
-    h("td", { class: "time", title: `received ${fmtTime(rec.received_at || rec.timestamp)}` }, fmtTime(rec.timestamp)),
-    h("td", {}, badge(rec.level)),
-    h("td", { class: "svc", title: rec.service }, rec.service),
-    h("td", { class: "msg", title: rec.message }, ...highlighted(rec.message, q)),
-    h("td", { class: "num" }, `${rec.partition} · ${rec.offset}`));
-  tr.record = rec;
-  return tr;
-}
-
-function detailFor(rec) {
-  const ctxSlot = h("div", { class: "ctx-slot" });
-  const labels = Object.entries(rec.labels || {}).map(([k, v]) => h("span", {
-    class: "chip", title: "click: only this · shift-click: exclude",
-    onclick: (ev) => pick(`label.${k}`, v, ev.shiftKey),
-  }, h("b", {}, `${k}=`), v));
-  const showContext = async (btn) => {
-    if (ctxSlot.firstChild) { ctxSlot.replaceChildren(); btn.textContent = "Show context"; return; }
-    btn.textContent = "Hide context";
-    const view = new ContextView(rec, readForm().q);
-    ctxSlot.replaceChildren(view.el);
-    await view.open();
-  };
-  return h("tr", { class: "detail" }, h("td", { colspan: 5 },
-    labels.length ? h("div", { class: "labels" }, ...labels) : null,
-    h("p", { class: "message" }, rec.message),
-    h("pre", { class: "json" }, JSON.stringify(rec, null, 2)),
-    h("div", { class: "actions" },
-      h("button", { type: "button", class: "btn", "data-act": "context", onclick: (ev) => showContext(ev.currentTarget) },
-        "Show context"),
-      h("button", { type: "button", class: "btn", "data-act": "copy",
-                    onclick: () => navigator.clipboard?.writeText(JSON.stringify(rec)) }, "Copy JSON"),
-      h("button", { type: "button", class: "btn", "data-act": "service", onclick: () => pick("service", rec.service, false) },
-        `Only ${rec.service}`),
-      h("button", { type: "button", class: "btn", "data-act": "not-service",
-                    onclick: () => pick("service", rec.service, true) }, `Not ${rec.service}`)),
-    ctxSlot));
-}
-
-function toggleDetail(tr, open) {
-  const next = tr.nextElementSibling;
-  const isOpen = !!(next && next.classList.contains("detail"));
-  if (open === undefined) open = !isOpen;
-  if (isOpen && !open) { next.remove(); tr.classList.remove("open"); }
-  if (!isOpen && open) { tr.after(detailFor(tr.record)); tr.classList.add("open"); }
-}
-
-function closeDetails() {
-  for (const d of els.rows.querySelectorAll("tr.detail")) d.remove();
-  for (const r of els.rows.querySelectorAll("tr.open")) r.classList.remove("open");
-}
-
-function select(tr) {
-  for (const r of els.rows.querySelectorAll("tr.sel")) r.classList.remove("sel");
-  if (!tr) return;
-  tr.classList.add("sel");
-  tr.scrollIntoView({ block: "nearest" });
-}
-
-function moveSelection(delta) {
-  const rows = [...els.rows.querySelectorAll("tr.row")];
-  if (!rows.length) return;
-  const cur = rows.findIndex((r) => r.classList.contains("sel"));
-  const next = rows[Math.max(0, Math.min(rows.length - 1, cur < 0 ? 0 : cur + delta))];
-  const hadDetail = cur >= 0 && rows[cur].classList.contains("open");
-  if (hadDetail && rows[cur] !== next) { toggleDetail(rows[cur], false); toggleDetail(next, true); }
-  select(next);
 }
 
 function setSummary(text) { els.summary.textContent = text; }
@@ -373,22 +302,22 @@ els.exportLimit.addEventListener("input", () => updateDownload(readForm()));
 els.rows.addEventListener("click", (ev) => {
   if (ev.target.closest("tr.detail")) return;
   const tr = ev.target.closest("tr.row");
-  if (tr && !window.getSelection().toString()) { select(tr); toggleDetail(tr); }
+  if (tr && !window.getSelection().toString()) { select(els.rows, tr); toggleDetail(tr, undefined, rowActions); }
 });
 document.addEventListener("keydown", (ev) => {
   const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "Escape") {
     if (typing) document.activeElement.blur();
-    closeDetails();
+    closeDetails(els.rows);
   } else if (typing) {
     return;
   } else if (ev.key === "/") { ev.preventDefault(); els.search.focus(); els.search.select(); }
-  else if (ev.key === "j") moveSelection(1);
-  else if (ev.key === "k") moveSelection(-1);
+  else if (ev.key === "j") moveSelection(els.rows, 1, rowActions);
+  else if (ev.key === "k") moveSelection(els.rows, -1, rowActions);
   else if (ev.key === "Enter" || ev.key === "o") {
     const tr = els.rows.querySelector("tr.sel");
-    if (tr) toggleDetail(tr);
+    if (tr) toggleDetail(tr, undefined, rowActions);
   } else if (ev.key === "r") run();
 });
 const bar = document.querySelector(".bar");
