@@ -35,7 +35,7 @@ linger_ms = 5
     c.tcp, c.udp, c.syslog_metrics = tcp, udp, metrics  # type: ignore[attr-defined]
     with c:
         wait_until(lambda: http("GET", f"http://127.0.0.1:{metrics}/metrics", timeout=1)[0] == 200,
-                   what="the syslog listener")
+                   timeout=40, what="the syslog listener")
         yield c
 
 

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 
 from tests._cluster import Cluster  # noqa: E402
+from tools import bench_intake  # noqa: E402
 from tools.loadgen import generate, percentile  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
 from zlog.ingest.records import Group, Limits, encode_batch  # noqa: E402
@@ -190,10 +191,19 @@ def http_request_template(url: str, batch: int, seed: int) -> bytes:
 
 
 async def http_cell(url: str, cell: Cell, cell_no: int, audit: Audit | None, pids: dict[str, int],
-                    warmup: float, seconds: float) -> None:
+                    warmup: float, seconds: float, render: Callable[[bytes], bytes] | None = None,
+                    accept: Callable[[int, bytes], bool] | None = None) -> None:
+    """``render``/``accept``: another API's request for a unit key and its success test (the
+    intake cells, tools/bench_intake.py); by default /v1/logs and 200."""
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     template = http_request_template(url, cell.batch, seed=cell.batch)
+    if render is None:
+        def render(key: bytes) -> bytes:
+            return template.replace(KEY_PH, key)
+    if accept is None:
+        def accept(status: int, body: bytes) -> bool:
+            return status == 200
     window = Window(pids)
     stop = asyncio.Event()
     counter = 0
@@ -207,13 +217,13 @@ async def http_cell(url: str, cell: Cell, cell_no: int, audit: Audit | None, pid
                 counter += 1
                 key = prefix + b"%010d" % counter
                 t0 = time.perf_counter()
-                writer.write(template.replace(KEY_PH, key))
+                writer.write(render(key))
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = int(head[9:12])
                 m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
                 body = await reader.readexactly(int(m.group(1))) if m else b""
                 dt = time.perf_counter() - t0
-                if status == 200:
+                if accept(status, body):
                     if audit is not None:
                         audit.acknowledge(key.decode(), cell.batch)
                     window.done(dt, cell.batch)
@@ -314,7 +324,9 @@ def summarize_folded(path: Path, top: int = 12) -> dict[str, Any]:
 
 def matrix(quick: bool) -> list[tuple[str, int, int]]:
     http = [("http", b, c) for b in (100, 1000) for c in (1, 8, 32)]
-    return [*http, ("native", 1000, 8), ("native", 1000, 32)]
+    # The other intake APIs, against http b1000 c8 of the same run (their target: 1.5x its CPU per log).
+    intake = [(kind, 1000, 8) for kind in bench_intake.KINDS]
+    return [*http, ("native", 1000, 8), ("native", 1000, 32), *intake]
 
 
 def cluster_pids(cluster: Cluster) -> dict[str, int]:
@@ -340,6 +352,10 @@ async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], c
                     profilers = start_profilers(pids, pdir, args.seconds)
                 if kind == "http":
                     await http_cell(url, cell, n, audit, pids, args.warmup, args.seconds)
+                elif kind in bench_intake.KINDS:
+                    render = bench_intake.renderer(kind, url, make_records(batch, seed=batch), KEY_PH)
+                    await http_cell(url, cell, n, audit, pids, args.warmup, args.seconds, render,
+                                    bench_intake.accept(kind))
                 else:
                     routers = [f"tcp://127.0.0.1:{cluster.front}"]
                     await native_cell(routers, cell, n, audit, pids, args.warmup, args.seconds)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zlog.ingest import loki, protowire
-from zlog.ingest.records import Limits, encode_batch
+from zlog.ingest.records import InvalidBatch, Limits, encode_batch
 from zlog.ingest.timestamps import parse_rfc3339
 from zlog.protocol.errors import ZlogError
 
@@ -116,7 +116,6 @@ def test_snappy_size_is_checked_before_inflating() -> None:
     ({"stream": {"a": "x"}, "values": [["17960000000", "x"]]}, "too old"),
     ({"stream": {"a": "x"}, "values": [[str(NS + 11 * 60 * 10**9), "x"]]}, "too new"),
     ({"stream": {"a": "x"}, "values": [["1.5e18", "x"]]}, "not an integer"),
-    ({"stream": {"a": "x"}, "values": [[str(NS), ""]]}, "empty log line"),
     ({"stream": {"a": "x"}, "values": [[str(NS), 5]]}, "must be a string"),
     ({"stream": {"a": {"b": 1}}, "values": [[str(NS), "x"]]}, "must be a string or a number"),
     ({"stream": {"a": "x"}, "values": [[str(NS)]]}, "each value must be"),
@@ -154,3 +153,27 @@ def test_protowire_rejects_truncation() -> None:
     for bad in (b"\x0a\x05ab", b"\x08", b"\x0b", b"\x00\x01", b"\x09\x00"):
         with pytest.raises(protowire.ProtoError):
             list(protowire.fields(bad))
+
+
+def test_label_groups_encode_exactly_as_encode_batch() -> None:
+    from zlog.ingest.streams import encode_groups
+
+    body = {"streams": [
+        {"stream": {"app": "a", "level": "warn"}, "values": [[str(NS), "one"], [str(NS + 1), "two", {"z": "1", "a": "2"}]]},
+        {"stream": {"job": "j"}, "values": [[str(NS), "ünïcödé \n\"quoted\""], [str(NS), ""], [str(NS), "x" * 70_000],
+                                            [str(NS), "m", {f"k{i}": "v" for i in range(70)}]]},
+    ]}
+    streams = loki.decode_json(json.dumps(body).encode())
+    groups, _ = loki.to_groups(streams, loki.PushLimits(), NOW_MS)
+    recs, _ = loki.to_records(streams, loki.PushLimits(), NOW_MS)
+    kw = {"received_at": NOW_MS, "client_ip": "::1", "node_id": "n"}
+    fast, refused = encode_groups(groups, Limits(), **kw)
+    assert [(r.index, r.field) for r in refused] == [(3, "message"), (4, "message"), (5, "metadata")]
+    good = [r for i, r in enumerate(recs) if i not in (3, 4, 5)]
+    exact = encode_batch(good, Limits(), with_metadata=True, **kw)
+    assert {k: g.lines for k, g in fast.items()} == {k: g.lines for k, g in exact.items()}
+    assert {k: g.max_timestamp for k, g in fast.items()} == {k: g.max_timestamp for k, g in exact.items()}
+    for r in refused:
+        with pytest.raises(InvalidBatch) as err:
+            encode_batch([recs[r.index]], Limits(), with_metadata=True, **kw)
+        assert (err.value.errors[0].field, err.value.errors[0].problem) == (r.field, r.problem)

@@ -11,8 +11,9 @@ Invariants:
 - ``read_body`` returns the decompressed body or raises a named ``ZlogError``
   (``PAYLOAD_TOO_LARGE``, ``REQUEST_TIMEOUT``, ``UNSUPPORTED_MEDIA_TYPE``, ``INVALID_RECORD``).
 - Every record is validated and encoded before anything is sent (``encode_body`` for /v1/logs,
-  ``encode_records`` for the other APIs; both all or nothing); ``store`` then sends with the
-  request's ``Idempotency-Key`` when there is one, so a retry is stored once.
+  ``encode_label_groups`` for the other APIs, which names each refused record so an API can
+  refuse the request whole or in part); ``store`` then sends with the request's
+  ``Idempotency-Key`` when there is one, so a retry is stored once.
   It returns an ``Outcome`` saying, per group, what is stored, spooled or failed; it raises
   ``ZlogError`` only when nothing at all was sent.
 """
@@ -30,8 +31,9 @@ from aiohttp import web
 
 from zlog.client import AsyncProducer, Share
 from zlog.gateway.context import CONTEXT
-from zlog.ingest import partial
-from zlog.ingest.records import Group, RecordError, encode_batch
+from zlog.ingest import streams
+from zlog.ingest.records import Group, RecordError
+from zlog.ingest.streams import LabelGroup
 from zlog.protocol.errors import Backpressure, ZlogError
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
@@ -151,25 +153,13 @@ def received_now() -> int:
     return int(time.time() * 1000)
 
 
-def encode_records(request: web.Request, items: list[Any], *, received_at: int) -> dict[str, Group]:
-    """Validate and encode records built by an intake decoder (structured metadata kept). All or
-    nothing: raises ``InvalidBatch`` naming the offending records."""
+def encode_label_groups(request: web.Request, batches: list[LabelGroup], *, received_at: int,
+                        ) -> tuple[dict[str, Group], list[RecordError]]:
+    """Records that share label sets (a Loki stream, an OTLP resource, a bulk index), encoded in
+    one pass; the refused ones with why (``zlog.ingest.streams``)."""
     ctx = request.app[CONTEXT]
-    try:
-        return encode_batch(items, ctx.limits, received_at=received_at, client_ip=ctx.client_ip(request),
-                            node_id=ctx.cfg.cluster.node_id, with_metadata=True)
-    except ZlogError as exc:
-        ctx.metrics.errors.labels(kind=exc.code).inc()
-        raise
-
-
-def encode_partial(request: web.Request, items: list[Any], *, received_at: int,
-                   ) -> tuple[dict[str, Group], list[RecordError]]:
-    """For APIs that accept part of a request (OTLP's partial_success, the bulk API's per-item
-    answers): the valid records encoded, and the refused ones with why."""
-    ctx = request.app[CONTEXT]
-    groups, refused = partial.encode_partial(items, ctx.limits, received_at=received_at,
-                                             client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
+    groups, refused = streams.encode_groups(batches, ctx.limits, received_at=received_at,
+                                            client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
     if refused:
         ctx.metrics.errors.labels(kind="INVALID_RECORD").inc(len(refused))
     return groups, refused

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from zlog.gateway.context import CONTEXT, error_response
-from zlog.gateway.intake import admitted, encode_records, read_body, received_now, retry_after_of, store
+from zlog.gateway.intake import admitted, encode_label_groups, read_body, received_now, retry_after_of, store
 from zlog.ingest import loki
-from zlog.ingest.records import InvalidBatch
 from zlog.protocol.errors import ZlogError
 
 SOURCE = "loki"
@@ -65,19 +64,26 @@ async def _push(request: web.Request, decode: Callable[[bytes], list[loki.Stream
     try:
         body = await read_body(request)
         received_at = received_now()
-        records, names = loki.to_records(decode(body), push_limits(request), received_at, SOURCE)
+        batches, names = loki.to_groups(decode(body), push_limits(request), received_at, SOURCE)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return error_response(exc)
-    try:
-        groups = encode_records(request, records, received_at=received_at)
-        outcome = await store(request, groups, len(records), source=SOURCE)
-    except InvalidBatch as exc:
-        # zlog's own record checks (encoded size, ...) refused an entry: name its stream, Loki-style.
-        first = exc.errors[0] if exc.errors else None
-        stream = names[first.index] if first is not None else ""
-        reason = f"{first.field or 'entry'}: {first.problem}" if first is not None else exc.message
+    groups, refused = encode_label_groups(request, batches, received_at=received_at)
+    if refused:
+        # zlog's record checks (line length, metadata, encoded size) refused an entry: name its stream.
+        first = refused[0]
+        seen, stream = 0, ""
+        for batch, text in zip(batches, names, strict=True):
+            seen += len(batch.entries)
+            if first.index < seen:
+                stream = text
+                break
+        reason = f"{first.field or 'entry'}: {first.problem}"
+        if len(refused) > 1:
+            reason += f" (and {len(refused) - 1} more entries)"
         return error_response(loki.PushError(reason, stream))
+    try:
+        outcome = await store(request, groups, sum(len(b.entries) for b in batches), source=SOURCE)
     except ZlogError as exc:
         return error_response(exc, retry_after=retry_after_of(exc, cfg.retry_after_s))
     worst = outcome.worst()

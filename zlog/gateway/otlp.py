@@ -21,7 +21,7 @@ import time
 from aiohttp import web
 
 from zlog.gateway.context import CONTEXT
-from zlog.gateway.intake import admitted, encode_partial, read_body, retry_after_of, store
+from zlog.gateway.intake import admitted, encode_label_groups, read_body, retry_after_of, store
 from zlog.ingest import otlp
 from zlog.protocol.errors import ZlogError
 
@@ -70,13 +70,13 @@ async def export(request: web.Request, body: bytes) -> web.Response:
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return _failure(exc, cfg.retry_after_s, as_json)
-    groups, refused = encode_partial(request, mapped.records, received_at=received_ns // 1_000_000)
+    groups, refused = encode_label_groups(request, mapped.groups, received_at=received_ns // 1_000_000)
     for r in refused[:5]:
         mapped.reasons.append(f"log record: {r.field + ' ' if r.field else ''}{r.problem}")
     rejected = mapped.rejected + len(refused)
     if groups:
         try:
-            outcome = await store(request, groups, len(mapped.records) - len(refused), source=otlp.SOURCE)
+            outcome = await store(request, groups, mapped.count - len(refused), source=otlp.SOURCE)
         except ZlogError as exc:
             return _failure(exc, retry_after_of(exc, cfg.retry_after_s), as_json)
         worst = outcome.worst()

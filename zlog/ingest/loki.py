@@ -26,9 +26,13 @@ from typing import Any
 import cramjam
 import orjson
 import xxhash
+from google.protobuf.message import DecodeError
 
 from zlog.ingest import levels, protowire
+from zlog.ingest.labeltext import format_labels, parse_labels
+from zlog.ingest.logproto import PushRequest
 from zlog.ingest.protowire import ProtoError
+from zlog.ingest.streams import LabelGroup
 from zlog.ingest.timestamps import ns_to_ms, parse_rfc3339
 from zlog.protocol.errors import ZlogError
 
@@ -76,70 +80,6 @@ class Stream:
     entries: list[tuple[int, str, dict[str, str] | None]] = field(default_factory=list)  # (ns, line, meta)
 
 
-# -- label text ---------------------------------------------------------------------------------
-
-_PAIR = re.compile(r'\s*([^\s=!~,{}"]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|(?=}))', re.S)
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "'": "'"}
-
-
-def _unquote(s: str) -> str:
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s):
-            nxt = s[i + 1]
-            if nxt in _ESCAPES:
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            if nxt == "u" and i + 6 <= len(s):
-                out.append(chr(int(s[i + 2:i + 6], 16)))
-                i += 6
-                continue
-            raise ValueError(f"unknown escape \\{nxt}")
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """``{a="b", c="d\\"e"}`` (Prometheus label-set text) -> dict; ValueError on bad syntax."""
-    s = text.strip()
-    if not (s.startswith("{") and s.endswith("}")):
-        raise ValueError("labels must be written {name=\"value\", ...}")
-    inner = s[1:-1] + "}"
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(inner) - 1:
-        m = _PAIR.match(inner, pos)
-        if m is None:
-            raise ValueError(f"bad label syntax at column {pos + 2}")
-        name = m.group(1)
-        if name in out:
-            raise ValueError(f"duplicate label name {name!r}")
-        try:
-            out[name] = _unquote(m.group(2))
-        except (ValueError, IndexError) as exc:
-            raise ValueError(f"label {name!r}: {exc}") from None
-        pos = m.end()
-        if m.group(3) == "" and inner[pos:].strip() != "}":
-            raise ValueError(f"bad label syntax at column {pos + 2}")
-        if m.group(3) == "":
-            break
-    return out
-
-
-def format_labels(labels: dict[str, str]) -> str:
-    """Loki's canonical label text: sorted names, Go-style quoted values."""
-    parts = []
-    for k in sorted(labels):
-        v = labels[k].replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        parts.append(f'{k}="{v}"')
-    return "{" + ", ".join(parts) + "}"
-
-
 # -- JSON ------------------------------------------------------------------------------------------
 
 def _as_str(value: Any, what: str, stream: str) -> str:
@@ -162,7 +102,7 @@ def _json_value(body: bytes) -> dict[str, Any]:
 
 def _json_ns(raw: Any, stream: str) -> int:
     if type(raw) is str:
-        if not raw.isdigit() or len(raw) > 19:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
             raise PushError(f"timestamp {raw[:40]!r} is not an integer of unix nanoseconds", stream)
         return int(raw)
     if type(raw) is int and raw >= 0:
@@ -177,24 +117,42 @@ def decode_json(body: bytes) -> list[Stream]:
         if not isinstance(s, dict) or not isinstance(s.get("stream", {}), dict) or not isinstance(s.get("values"), list):
             raise PushError(f'stream {i} must be {{"stream": {{labels}}, "values": [[ns, line], ...]}}')
         raw_labels = s.get("stream") or {}
-        text = format_labels({str(k): str(v) for k, v in raw_labels.items()})
-        labels = {k: _as_str(v, f"label {k!r}", text) for k, v in raw_labels.items()}
+        if all(type(v) is str for v in raw_labels.values()):
+            labels = raw_labels
+        else:
+            text = format_labels({str(k): str(v) for k, v in raw_labels.items()})
+            labels = {k: _as_str(v, f"label {k!r}", text) for k, v in raw_labels.items()}
         st = Stream(labels)
+        append = st.entries.append
         for v in s["values"]:
-            if not isinstance(v, list) or not 2 <= len(v) <= 3:
-                raise PushError('each value must be ["<unix ns>", "line"] or ["<unix ns>", "line", {metadata}]', text)
-            ns = _json_ns(v[0], text)
-            line = v[1]
-            if type(line) is not str:
-                raise PushError("log line must be a string", text)
-            meta = None
-            if len(v) == 3 and v[2]:
-                if not isinstance(v[2], dict):
-                    raise PushError("structured metadata must be an object", text)
-                meta = {str(k): _as_str(x, f"structured metadata {k!r}", text) for k, x in v[2].items()}
-            st.entries.append((ns, line, meta))
+            # The common cases in one test; anything else takes the checked path that names the problem.
+            if type(v) is list and len(v) >= 2 and type(v[0]) is str and type(v[1]) is str and v[0].isascii() \
+                    and v[0].isdigit() and len(v[0]) <= 19:
+                n = len(v)
+                if n == 2:
+                    append((int(v[0]), v[1], None))
+                    continue
+                if n == 3 and type(v[2]) is dict and all(type(x) is str for x in v[2].values()):
+                    append((int(v[0]), v[1], v[2] or None))
+                    continue
+            append(_json_value_entry(v, format_labels(labels)))
         out.append(st)
     return out
+
+
+def _json_value_entry(v: Any, text: str) -> tuple[int, str, dict[str, str] | None]:
+    if not isinstance(v, list) or not 2 <= len(v) <= 3:
+        raise PushError('each value must be ["<unix ns>", "line"] or ["<unix ns>", "line", {metadata}]', text)
+    ns = _json_ns(v[0], text)
+    line = v[1]
+    if type(line) is not str:
+        raise PushError("log line must be a string", text)
+    meta = None
+    if len(v) == 3 and v[2]:
+        if not isinstance(v[2], dict):
+            raise PushError("structured metadata must be an object", text)
+        meta = {str(k): _as_str(x, f"structured metadata {k!r}", text) for k, x in v[2].items()}
+    return ns, line, meta
 
 
 def decode_legacy(body: bytes) -> list[Stream]:
@@ -240,58 +198,27 @@ def snappy_block(body: bytes, max_bytes: int) -> bytes:
         raise PushError(f"the body is not valid snappy block data: {exc}") from None
 
 
-def _label_pair(data: memoryview) -> tuple[str, str]:
-    name = value = ""
-    for num, _, v in protowire.fields(data):
-        if num == 1:
-            name = protowire.text(v, "label name")
-        elif num == 2:
-            value = protowire.text(v, "label value")
-    return name, value
-
-
-def _entry(data: memoryview) -> tuple[int, str, dict[str, str] | None]:
-    seconds = nanos = 0
-    line = ""
-    meta: dict[str, str] | None = None
-    for num, _, v in protowire.fields(data):
-        if num == 1:
-            for n2, _, t in protowire.fields(protowire.message(v, "timestamp")):
-                if n2 == 1 and isinstance(t, int):
-                    seconds = protowire.to_signed64(t)
-                elif n2 == 2 and isinstance(t, int):
-                    nanos = protowire.to_signed64(t)
-        elif num == 2:
-            line = protowire.text(v, "line")
-        elif num == 3:
-            k, x = _label_pair(protowire.message(v, "structured metadata"))
-            if meta is None:
-                meta = {}
-            meta[k] = x
-    return seconds * 1_000_000_000 + nanos, line, meta
-
-
 def decode_proto(raw: bytes) -> list[Stream]:
     """A decoded (inflated) ``logproto.PushRequest``."""
-    out: list[Stream] = []
+    req = PushRequest()
     try:
-        for num, _, v in protowire.fields(raw):
-            if num != 1:
-                continue
-            text = ""
-            entries = []
-            for n2, _, x in protowire.fields(protowire.message(v, "stream")):
-                if n2 == 1:
-                    text = protowire.text(x, "labels")
-                elif n2 == 2:
-                    entries.append(_entry(protowire.message(x, "entry")))
-            try:
-                labels = parse_labels(text)
-            except ValueError as exc:
-                raise PushError(f"bad labels: {exc}", text[:256]) from None
-            out.append(Stream(labels, entries))
-    except ProtoError as exc:
+        req.ParseFromString(raw)
+    except DecodeError as exc:
         raise PushError(f"the body is not a valid logproto.PushRequest: {exc}") from None
+    out: list[Stream] = []
+    for s in req.streams:
+        text = s.labels
+        try:
+            labels = parse_labels(text)
+        except ValueError as exc:
+            raise PushError(f"bad labels: {exc}", text[:256]) from None
+        entries: list[tuple[int, str, dict[str, str] | None]] = []
+        append = entries.append
+        for e in s.entries:
+            ts = e.timestamp
+            md = e.structuredMetadata
+            append((ts.seconds * 1_000_000_000 + ts.nanos, e.line, {m.name: m.value for m in md} if md else None))
+        out.append(Stream(labels, entries))
     return out
 
 
@@ -337,47 +264,54 @@ def validate(st: Stream, limits: PushLimits, now_ms: int) -> str:
             raise PushError(f"label name {k[:64]!r} is longer than {limits.max_label_name_bytes} bytes", text[:256])
         if _utf8_len(v) > limits.max_label_value_bytes:
             raise PushError(f"label {k!r} value is longer than {limits.max_label_value_bytes} bytes", text[:256])
-    oldest, newest = now_ms - limits.max_age_ms, now_ms + limits.grace_ms
-    for ns, line, meta in st.entries:
-        ms = ns_to_ms(ns)
-        if ns < 0 or ns > MAX_NS:
-            raise PushError(f"timestamp {ns} is out of range", text)
-        if ms < oldest:
-            raise PushError(f"entry has timestamp too old: {ns} ns; the oldest accepted is {oldest} ms "
+    # Lines and metadata are checked where they are encoded (zlog.ingest.streams), with the same
+    # limits; only what zlog's record checks do not know about is checked here.
+    if st.entries:
+        oldest, newest = now_ms - limits.max_age_ms, now_ms + limits.grace_ms
+        lo = min(e[0] for e in st.entries)
+        hi = max(e[0] for e in st.entries)
+        if lo < 0 or hi > MAX_NS:
+            raise PushError(f"timestamp {lo if lo < 0 else hi} is out of range", text)
+        if ns_to_ms(lo) < oldest:
+            raise PushError(f"entry has timestamp too old: {lo} ns; the oldest accepted is {oldest} ms "
                             "(timestamps are unix nanoseconds)", text)
-        if ms > newest:
-            raise PushError(f"entry has timestamp too new: {ns} ns; the newest accepted is {newest} ms", text)
-        if not line:
-            raise PushError("empty log line", text)
-        if _utf8_len(line) > limits.max_line_bytes:
-            raise PushError(f"line of {_utf8_len(line)} bytes is longer than the {limits.max_line_bytes}-byte limit",
-                            text)
-        if meta:
-            for k, v in meta.items():
-                if not k or _utf8_len(k) > limits.max_label_name_bytes or _utf8_len(v) > limits.max_label_value_bytes:
-                    raise PushError(f"structured metadata {k[:64]!r} is empty or too long", text)
+        if ns_to_ms(hi) > newest:
+            raise PushError(f"entry has timestamp too new: {hi} ns; the newest accepted is {newest} ms", text)
     return text
 
 
-def to_records(streams: list[Stream], limits: PushLimits, now_ms: int, source: str = "loki",
-               ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Validate every stream, then map each entry to a /v1/logs record; also returns, per record,
-    its stream's label text (to name the stream if storage-side validation refuses a record)."""
+def to_groups(streams: list[Stream], limits: PushLimits, now_ms: int, source: str = "loki",
+              ) -> tuple[list[LabelGroup], list[str]]:
+    """Validate every stream, then map it to a label group of records (``zlog.ingest.streams``);
+    also returns each group's label text, to name the stream if a record is refused later."""
     total = sum(len(s.entries) for s in streams)
     if total == 0:
         raise PushError("the push holds no entries")
     if total > limits.max_entries:
         raise PushError(f"{total} entries in one push, more than {limits.max_entries}")
     texts = [validate(st, limits, now_ms) for st in streams]
-    records: list[dict[str, Any]] = []
-    names: list[str] = []
+    groups: list[LabelGroup] = []
     for st, text in zip(streams, texts, strict=True):
         labels = dict(st.labels)
         labels.setdefault("source", source)
         service = service_of(st.labels, text)
-        for ns, line, meta in st.entries:
-            rec: dict[str, Any] = {"timestamp": ns_to_ms(ns), "service": service,
-                                   "level": level_of(st.labels, meta), "message": line, "labels": labels}
+        stream_level = level_of(st.labels, None)
+        entries = [(ns // 1_000_000, service, stream_level or (level_of({}, meta) if meta else ""), line, meta)
+                   for ns, line, meta in st.entries]
+        groups.append(LabelGroup(labels, entries))
+    return groups, texts
+
+
+def to_records(streams: list[Stream], limits: PushLimits, now_ms: int, source: str = "loki",
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The same mapping as ``to_groups``, one /v1/logs record dict per entry (with its stream's text)."""
+    groups, texts = to_groups(streams, limits, now_ms, source)
+    records: list[dict[str, Any]] = []
+    names: list[str] = []
+    for g, text in zip(groups, texts, strict=True):
+        for ts, service, level, line, meta in g.entries:
+            rec: dict[str, Any] = {"timestamp": ts, "service": service, "level": level, "message": line,
+                                   "labels": g.labels}
             if meta:
                 rec["metadata"] = meta
             records.append(rec)

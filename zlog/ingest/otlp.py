@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from zlog.ingest import levels
+from zlog.ingest.streams import LabelGroup
 from zlog.protocol.errors import ZlogError
 
 SOURCE = "otlp"
@@ -52,7 +53,7 @@ class OtlpError(ZlogError):
 
 @dataclass(slots=True)
 class Mapped:
-    records: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[LabelGroup] = field(default_factory=list)  # one per resource
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)  # the first few, for error_message
 
@@ -60,6 +61,10 @@ class Mapped:
         self.rejected += 1
         if len(self.reasons) < 5 and reason not in self.reasons:
             self.reasons.append(reason)
+
+    @property
+    def count(self) -> int:
+        return sum(len(g.entries) for g in self.groups)
 
 
 def decode_proto(body: bytes) -> Any:
@@ -141,27 +146,31 @@ def attributes(kvs: Any) -> dict[str, str]:
 
 def to_records(req: Any, received_ns: int) -> Mapped:
     out = Mapped()
+    from_number, from_text = levels.from_otlp_number, levels.from_text
     for rl in req.resource_logs:
         res = attributes(rl.resource.attributes)
         service = res.get("service.name") or UNKNOWN_SERVICE
         labels = dict(res)
         labels.setdefault("source", SOURCE)
+        group = LabelGroup(labels)
+        append = group.entries.append
         for sl in rl.scope_logs:
             scope_name, scope_version = sl.scope.name, sl.scope.version
             for lr in sl.log_records:
-                try:
-                    level = levels.from_otlp_number(lr.severity_number)  # checks the number either way
-                except ValueError as exc:
-                    out.reject(str(exc))
+                number = lr.severity_number
+                if 0 <= number <= 24:
+                    text = lr.severity_text
+                    level = from_text(text) if text else from_number(number)
+                else:
+                    out.reject(f"severity number {number} is outside 0..24")
                     continue
-                if lr.severity_text:
-                    level = levels.from_text(lr.severity_text)
-                message = as_text(lr.body)
+                body = lr.body
+                message = body.string_value if body.WhichOneof("value") == "string_value" else as_text(body)
                 if not message:
                     out.reject("log record without a body")
                     continue
                 ts = lr.time_unix_nano or lr.observed_time_unix_nano or received_ns
-                meta = attributes(lr.attributes)
+                meta = attributes(lr.attributes) if len(lr.attributes) else {}
                 if lr.trace_id:
                     meta["trace_id"] = lr.trace_id.hex()
                 if lr.span_id:
@@ -172,11 +181,9 @@ def to_records(req: Any, received_ns: int) -> Mapped:
                     meta["scope_version"] = scope_version
                 if lr.event_name:
                     meta["event_name"] = lr.event_name
-                rec: dict[str, Any] = {"timestamp": ts // 1_000_000, "service": service, "level": level,
-                                       "message": message, "labels": labels}
-                if meta:
-                    rec["metadata"] = meta
-                out.records.append(rec)
+                append((ts // 1_000_000, service, level, message, meta or None))
+        if group.entries:
+            out.groups.append(group)
     return out
 
 
