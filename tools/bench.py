@@ -252,7 +252,7 @@ async def native_cell(routers: list[str], cell: Cell, cell_no: int, audit: Audit
     await producer.start()
     groups = encode_batch(make_records(cell.batch, seed=cell.batch + 7), Limits(), received_at=int(time.time() * 1000),
                           client_ip="127.0.0.1", node_id="bench")
-    templates = [(svc, b"\n".join(g.lines), g.max_timestamp) for svc, g in groups.items()]
+    templates = [(svc, g.data, g.count, g.max_timestamp) for svc, g in groups.items()]
     window = Window(pids)
     stop = asyncio.Event()
     counter = 0
@@ -264,7 +264,7 @@ async def native_cell(routers: list[str], cell: Cell, cell_no: int, audit: Audit
             counter += 1
             key = prefix + b"%010d" % counter
             t0 = time.perf_counter()
-            gs = {svc: Group(joined.replace(KEY_PH, key).split(b"\n"), ts) for svc, joined, ts in templates}
+            gs = {svc: Group(data.replace(KEY_PH, key), n, ts) for svc, data, n, ts in templates}
             results = await producer.send_groups_settled(gs)
             dt = time.perf_counter() - t0
             errs = [r for r in results if isinstance(r, Exception)]

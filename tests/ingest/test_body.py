@@ -33,7 +33,7 @@ def exact(body: bytes, limits: Limits, ctype: str = "application/json") -> tuple
         groups = encode_batch(items, limits, **ENRICH)
     except InvalidBatch as exc:
         return orjson.dumps(exc.to_json()).decode()
-    return len(items), {s: (g.lines, g.max_timestamp) for s, g in groups.items()}
+    return len(items), {s: (g.data, g.count, g.max_timestamp) for s, g in groups.items()}
 
 
 def fast(body: bytes, limits: Limits, ctype: str = "application/json") -> tuple[int, dict[str, Any]] | str:
@@ -41,7 +41,7 @@ def fast(body: bytes, limits: Limits, ctype: str = "application/json") -> tuple[
         n, groups = encode_body(body, ctype, limits, **ENRICH)
     except InvalidBatch as exc:
         return orjson.dumps(exc.to_json()).decode()
-    return n, {s: (g.lines, g.max_timestamp) for s, g in groups.items()}
+    return n, {s: (g.data, g.count, g.max_timestamp) for s, g in groups.items()}
 
 
 def test_the_load_generators_records_take_the_fast_path_and_match() -> None:

@@ -67,6 +67,14 @@ def test_produce_body_round_trips(pid: bytes | None, seq: int | None, tenant: st
     assert (got.max_timestamp, got.producer_id, got.sequence, got.tenant) == (1795675988031, pid, seq, tenant)
 
 
+def test_records_travel_as_one_blob_and_the_list_form_is_still_read() -> None:
+    lines = [b'{"a":1}', b'{"b":2}']
+    assert msgpack.unpackb(bodies.produce_body(lines, 1))["data"] == b'{"a":1}\n{"b":2}\n'
+    assert bodies.produce_body(b'{"a":1}\n{"b":2}\n', 1) == bodies.produce_body(lines, 1)
+    legacy = msgpack.packb({"records": lines, "max_ts": 1})
+    assert bodies.parse_produce(legacy).data == b'{"a":1}\n{"b":2}\n'
+
+
 @pytest.mark.parametrize("ack", [Ack(0, 0, 1), Ack(3, 2**40, 1000), Ack(1, -1, 5, duplicate=True)])
 def test_ack_round_trips(ack: Ack) -> None:
     assert bodies.parse_ack(bodies.ack_body(ack)) == ack
@@ -147,6 +155,9 @@ def _packed(obj: Any) -> bytes:
         _packed({"records": [b"{}"], "seq": 1}),
         _packed({"records": [b"{}"], "pid": b"p", "seq": -1}),
         _packed({"records": [b"{}"], "tenant": 5}),
+        _packed({"data": b""}),
+        _packed({"data": "text, not bin"}),
+        _packed({"data": [b"{}\n"]}),
     ],
 )
 def test_malformed_produce_bodies_are_bad_body(body: bytes) -> None:

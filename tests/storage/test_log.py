@@ -159,6 +159,33 @@ def test_invalid_batches_stage_nothing(tmp_path: Path, lines: list[bytes], error
         assert log.read(0, 10, 1000) == [(0, b"{}"), (1, b'{"ok":1}')]
 
 
+@pytest.mark.parametrize(("data", "error", "index"), [
+    (b"", InvalidRecord, -1),
+    (b"{}", InvalidRecord, 0),  # no final newline
+    (b"{}\n{}", InvalidRecord, 1),
+    (b"{}\n\n{}\n", InvalidRecord, 1),
+    (b"{}\n[]\n", InvalidRecord, 1),
+    (b"{}\n{\n", InvalidRecord, 1),
+    (b"{}\r\n{}\n", InvalidRecord, 0),
+    (b"{}\n{" + b"x" * 300 + b"}\n", RecordTooLarge, 1),
+    ((b"{" + b"x" * 254 + b"}\n{}\n") * 3, None, None),  # at the limit, several lines in one blob
+])
+def test_a_blob_is_validated_line_by_line_before_it_is_staged(tmp_path: Path, data: bytes,
+                                                               error: type[Exception] | None, index: int | None) -> None:
+    with PartitionLog.open(tmp_path, tiny(max_record_bytes=256)) as log:
+        if error is None:
+            assert log.append_data(data, 1).count == data.count(b"\n")
+            log.commit()
+            assert [line for _, line in log.read(0, 100, 1 << 20)] == data.split(b"\n")[:-1]
+            return
+        with pytest.raises(error) as info:
+            log.append_data(data, 1)
+        assert getattr(info.value, "index", None) == index
+        log.append_data(b'{"ok":1}\n{"ok":2}\n', 1)
+        log.commit()
+        assert log.read(0, 10, 1000) == [(0, b'{"ok":1}'), (1, b'{"ok":2}')]
+
+
 def test_max_record_bytes_reads_back(tmp_path: Path) -> None:
     big = b'{"m":"' + b"y" * (256 * 1024 - 8) + b'"}'
     with PartitionLog.open(tmp_path, StorageConfig_default()) as log:

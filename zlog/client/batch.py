@@ -38,7 +38,8 @@ class Part:
 @dataclass(slots=True)
 class Batch:
     partition: int
-    lines: list[bytes] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)  # callers' blobs of newline-terminated lines
+    count: int = 0  # lines in chunks
     nbytes: int = 0
     max_ts: int = 0
     parts: list[Part] = field(default_factory=list)
@@ -46,3 +47,13 @@ class Batch:
     fail_fast: frozenset[str] = frozenset()
     producer_id: bytes = b""
     sequence: int = -1
+
+    def data(self) -> bytes:
+        """The batch's lines as one newline-terminated blob (joined once, when it is sent)."""
+        if len(self.chunks) != 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0]
+
+    @property
+    def lines(self) -> list[bytes]:
+        return self.data().split(b"\n")[:-1]

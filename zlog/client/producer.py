@@ -174,7 +174,7 @@ class AsyncProducer:
         """Add groups to the accumulators; returns one future per group."""
         if self.client is None or self.partitioner is None:
             raise ZlogError("SHUTTING_DOWN", "producer is not started")
-        n = sum(len(g.lines) for g in groups.values())
+        n = sum(g.count for g in groups.values())
         if self._pending_records + n > self.max_pending_records:
             raise Backpressure("producer queue is full")
         loop = self.client.loop
@@ -190,10 +190,10 @@ class AsyncProducer:
             p = self.partitioner(service)
             st = self._states[p]
             b = st.open
-            gbytes = sum(map(len, g.lines))
+            gbytes = len(g.data)
             if (
                 b is None
-                or len(b.lines) + len(g.lines) > self.max_batch_records
+                or b.count + g.count > self.max_batch_records
                 or b.nbytes + gbytes > self.max_batch_bytes
                 or b.fail_fast != ff
             ):
@@ -203,8 +203,9 @@ class AsyncProducer:
                 if st.inflight < self.max_inflight:
                     self._schedule_flush(p, linger)
             fut: asyncio.Future[Share] = loop.create_future()
-            b.parts.append(Part(fut, len(b.lines), len(g.lines)))
-            b.lines.extend(g.lines)
+            b.parts.append(Part(fut, b.count, g.count))
+            b.chunks.append(g.data)
+            b.count += g.count
             b.nbytes += gbytes
             if g.max_timestamp > b.max_ts:
                 b.max_ts = g.max_timestamp
@@ -257,7 +258,7 @@ class AsyncProducer:
     async def _deliver(self, st: PartitionState, b: Batch) -> None:
         share_base, error = await self._exchange(b, st)
         st.inflight -= 1
-        self._pending_records -= len(b.lines)
+        self._pending_records -= b.count
         if self.idempotent and b.producer_id == st.producer_id:
             st.probing = False
             if error is None:
@@ -345,8 +346,9 @@ class AsyncProducer:
                 b = batches[p] = Batch(p, deadline=deadline, fail_fast=frozenset(fail_fast),
                                         producer_id=pid, sequence=0)
             fut: asyncio.Future[Share] = self.client.loop.create_future()
-            b.parts.append(Part(fut, len(b.lines), len(g.lines)))
-            b.lines.extend(g.lines)
+            b.parts.append(Part(fut, b.count, g.count))
+            b.chunks.append(g.data)
+            b.count += g.count
             b.max_ts = max(b.max_ts, g.max_timestamp)
             futs.append(fut)
 

@@ -50,7 +50,7 @@ class Sender:
         return await self.direct(b, socket_index, remaining)
 
     def _body(self, b: Batch) -> bytes:
-        return bodies.produce_body(b.lines, b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None,
+        return bodies.produce_body(b.data(), b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None,
                                    acks=self.acks)
 
     async def direct(self, b: Batch, socket_index: int, remaining: float) -> Outcome:
@@ -98,7 +98,7 @@ class Sender:
             if not f.done():
                 f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
             return
-        body = bodies.multi_produce_body([(b.partition, b.lines, b.max_ts, b.producer_id or None,
+        body = bodies.multi_produce_body([(b.partition, b.data(), b.max_ts, b.producer_id or None,
                                          b.sequence if b.producer_id else None) for b, _ in items], self.acks)
         outcomes: list[bodies.Ack | ZlogError]
         try:

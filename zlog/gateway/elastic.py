@@ -125,7 +125,7 @@ async def _bulk(request: web.Request) -> web.Response:
     results: dict[str, Share | ZlogError] = {}
     if groups:
         try:
-            outcome = await store(request, groups, sum(len(g.lines) for g in groups.values()),
+            outcome = await store(request, groups, sum(g.count for g in groups.values()),
                                   source=elastic.SOURCE)
         except ZlogError as exc:
             return _failure(exc, retry_after_of(exc, cfg.retry_after_s))

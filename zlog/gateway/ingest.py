@@ -103,7 +103,7 @@ def answer(outcome: Outcome, retry_after: int) -> web.Response:
     for svc, e in failed:
         p = e.partition if e.partition is not None else -1
         entry = by_part.setdefault(p, {"partition": p, "error": e.code, "message": e.message, "count": 0})
-        entry["count"] += len(outcome.groups[svc].lines)
+        entry["count"] += outcome.groups[svc].count
     extra = {
         "received": 0,
         "stored_records": stored_count,

@@ -1,8 +1,8 @@
 """A JSON request body to encoded groups in one typed pass (msgspec), the exact path as fallback.
 
 The fast path decodes the body straight into structs whose types and bounds msgspec checks in C
-while it parses, groups them by service, and encodes each group's lines with one
-``encode_lines`` call, splicing the three enrichment fields into the bytes. Anything it does
+while it parses, groups them by service, and encodes each group (the three enrichment fields
+set on every struct) into one newline-terminated blob with one ``encode_lines`` call. Anything it does
 not accept (a single object, NDJSON, a wrong type, a string longer than a quarter of its byte
 limit, invalid UTF-8, ...) goes to ``records.parse_body`` + ``records.encode_batch``, which
 either encode it or name every offending record.
@@ -86,11 +86,9 @@ def _fast(body: bytes, limits: Limits, received_at: int, client_ip: str, node_id
             data = _ENCODER.encode_lines(recs)
         except UnicodeEncodeError:  # a lone surrogate: the exact path names it
             return None
-        lines = data.split(b"\n")
-        lines.pop()  # after the final newline
-        if len(data) >= limit and max(map(len, lines)) >= limit:
+        if len(data) >= limit and max(map(len, data.split(b"\n"))) >= limit:
             return None
-        groups[service] = Group(lines, max(map(_TIMESTAMP, recs)))
+        groups[service] = Group(data, len(recs), max(map(_TIMESTAMP, recs)))
     return groups
 
 
@@ -102,7 +100,7 @@ def encode_body(body: bytes, content_type: str, limits: Limits, *, received_at: 
     if ctype not in NDJSON_TYPES:
         groups = _fast(body, limits, received_at, client_ip, node_id)
         if groups is not None:
-            return sum(len(g.lines) for g in groups.values()), groups
+            return sum(g.count for g in groups.values()), groups
     items = parse_body(body, content_type)
     groups = encode_batch(items, limits, received_at=received_at, client_ip=client_ip, node_id=node_id)
     if not groups:  # unreachable: encode_batch names every record it does not encode

@@ -34,7 +34,5 @@ def encode_partial(items: list[Any], limits: Limits, *, received_at: int, client
             refused.append(RecordError(i, e.field, e.problem))
             continue
         for service, g in one.items():
-            into = groups.setdefault(service, Group())
-            into.lines.extend(g.lines)
-            into.max_timestamp = max(into.max_timestamp, g.max_timestamp)
+            groups.setdefault(service, Group()).add(g)
     return groups, refused

@@ -17,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -94,10 +94,28 @@ class InvalidBatch(ZlogError):
 
 @dataclass(slots=True)
 class Group:
-    """The encoded records of one service, in request order."""
+    """The encoded records of one service, in request order, as they travel and are stored: each
+    line followed by a newline, ``count`` lines in ``data`` (one blob, so no hop handles records
+    one by one)."""
 
-    lines: list[bytes] = field(default_factory=list)
+    data: bytes = b""
+    count: int = 0
     max_timestamp: int = 0
+
+    @classmethod
+    def of_lines(cls, lines: Sequence[bytes], max_timestamp: int) -> Group:
+        return cls(b"\n".join([*lines, b""]) if lines else b"", len(lines), max_timestamp)
+
+    @property
+    def lines(self) -> list[bytes]:
+        """A copy, split from ``data``: changing it changes nothing (``add`` appends)."""
+        return self.data.split(b"\n")[:-1]
+
+    def add(self, other: Group) -> None:
+        """Append ``other``'s records after this group's."""
+        self.data += other.data
+        self.count += other.count
+        self.max_timestamp = max(self.max_timestamp, other.max_timestamp)
 
 
 def parse_body(body: bytes, content_type: str) -> list[Any]:
@@ -223,7 +241,7 @@ def encode_batch(
     # A string of n characters has at most 4n UTF-8 bytes: below these lengths no byte count is needed.
     svc_lim, msg_lim, lvl_lim = limits.max_service_bytes, limits.max_message_bytes, limits.max_level_bytes
     svc_fast, msg_fast, lvl_fast = svc_lim // 4, msg_lim // 4, lvl_lim // 4
-    groups: dict[str, Group] = {}
+    groups: dict[str, tuple[list[bytes], list[int]]] = {}  # service -> (lines, [max timestamp])
     errors: list[RecordError] = []
     invalid = 0
     dumps = orjson.dumps
@@ -274,10 +292,10 @@ def encode_batch(
                         if len(line) <= max_line:
                             g = groups.get(service)
                             if g is None:
-                                g = groups[service] = Group()
-                            g.lines.append(line[:-1] + suffix)
-                            if ts > g.max_timestamp:
-                                g.max_timestamp = ts
+                                g = groups[service] = ([], [ts])
+                            g[0].append(line[:-1] + suffix)
+                            if ts > g[1][0]:
+                                g[1][0] = ts
                             continue
                         invalid += 1
                         if len(errors) < MAX_REPORTED_ERRORS:
@@ -288,7 +306,7 @@ def encode_batch(
             errors.append(RecordError(i, *_problem(r, limits, with_metadata)))
     if invalid:
         raise InvalidBatch(f"{invalid} of {len(items)} records are invalid; nothing was stored", errors, invalid)
-    return groups
+    return {service: Group.of_lines(lines, ts[0]) for service, (lines, ts) in groups.items()}
 
 
 def encode_one(record: dict[str, Any], limits: Limits, *, received_at: int, client_ip: str, node_id: str) -> tuple[str, bytes, int]:

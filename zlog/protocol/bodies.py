@@ -6,7 +6,9 @@ here, once.
 Invariants:
 - Every ``parse_*`` validates the schema and raises only ``MalformedFrame("BAD_BODY", ...)`` on
   bad peer input; nothing here asserts on peer data.
-- Records travel as pre-encoded JSON lines (msgpack bin): no body codec re-encodes a record.
+- Records travel as pre-encoded JSON lines: a batch's lines as one newline-terminated msgpack
+  bin (``data``), so no hop packs, unpacks or joins them one by one, and the worker appends the
+  bytes it validated. ``records`` (a list of bin, one per line) is still read, joined once.
 """
 
 from __future__ import annotations
@@ -33,22 +35,31 @@ def _opt_int(obj: dict[str, Any], name: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class ProduceBody:
-    records: list[bytes]
+    data: bytes  # newline-terminated lines, not yet validated (the storage engine does that)
     max_timestamp: int
     producer_id: bytes | None
     sequence: int | None
     tenant: str | None
 
+    @property
+    def records(self) -> list[bytes]:
+        return self.data.split(b"\n")[:-1]
+
+
+def _data(records: Sequence[bytes] | bytes) -> bytes:
+    return records if isinstance(records, bytes) else b"\n".join([*records, b""])
+
 
 def produce_body(
-    records: Sequence[bytes],
+    records: Sequence[bytes] | bytes,
     max_timestamp: int,
     producer_id: bytes | None = None,
     sequence: int | None = None,
     tenant: str | None = None,
     acks: str | None = None,
 ) -> bytes:
-    obj: dict[str, Any] = {"records": list(records), "max_ts": max_timestamp}
+    """``records``: the lines, or already one blob of newline-terminated lines."""
+    obj: dict[str, Any] = {"data": _data(records), "max_ts": max_timestamp}
     if producer_id is not None:
         obj["pid"] = producer_id
         obj["seq"] = sequence
@@ -65,12 +76,17 @@ def parse_produce(body: bytes) -> ProduceBody:
 
 def produce_from(obj: dict[str, Any]) -> ProduceBody:
     """A single-partition PRODUCE from its unpacked body."""
-    records = obj.get("records")
-    if not isinstance(records, list) or not records:
-        raise MalformedFrame("BAD_BODY", "records must be a non-empty list")
-    for r in records:
-        if not isinstance(r, bytes):
-            raise MalformedFrame("BAD_BODY", "every record must be msgpack bin (JSON line bytes)")
+    data = obj.get("data")
+    if data is None:
+        records = obj.get("records")
+        if not isinstance(records, list) or not records:
+            raise MalformedFrame("BAD_BODY", "data (or records) must be given")
+        for r in records:
+            if not isinstance(r, bytes):
+                raise MalformedFrame("BAD_BODY", "every record must be msgpack bin (JSON line bytes)")
+        data = b"\n".join([*records, b""])
+    elif not isinstance(data, bytes) or not data:
+        raise MalformedFrame("BAD_BODY", "data must be non-empty msgpack bin (newline-terminated JSON lines)")
     pid = obj.get("pid")
     if pid is not None and (not isinstance(pid, bytes) or not 1 <= len(pid) <= 16):
         raise MalformedFrame("BAD_BODY", "pid must be 1..16 bytes")
@@ -80,17 +96,17 @@ def produce_from(obj: dict[str, Any]) -> ProduceBody:
     tenant = obj.get("tenant")
     if tenant is not None and not isinstance(tenant, str):
         raise MalformedFrame("BAD_BODY", "tenant must be a string")
-    return ProduceBody(records, _int(obj, "max_ts", 0), pid, seq, tenant)
+    return ProduceBody(data, _int(obj, "max_ts", 0), pid, seq, tenant)
 
 
-def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes], int, bytes | None, int | None]],
+def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes] | bytes, int, bytes | None, int | None]],
                        acks: str | None = None) -> bytes:
     """Several partitions' batches in one PRODUCE, for partitions with the same owner (Kafka's
     produce request): ``(partition, records, max_ts, producer id, sequence)`` each. The route
     frame names the first partition; the worker answers one ACK with a result per batch."""
     items = []
     for partition, records, max_ts, pid, seq in batches:
-        item: dict[str, Any] = {"p": partition, "records": list(records), "max_ts": max_ts}
+        item: dict[str, Any] = {"p": partition, "data": _data(records), "max_ts": max_ts}
         if pid is not None:
             item["pid"] = pid
             item["seq"] = seq

@@ -54,24 +54,35 @@ class AppendResult:
 
 
 def encode_batch(lines: Sequence[bytes], max_record_bytes: int) -> bytes:
-    """The batch as stored: lines joined by newlines plus a trailing one. Checks every line with a
-    handful of C-level passes instead of a Python loop per line."""
-    n = len(lines)
-    if n == 0:
+    """The batch as stored: lines joined by newlines plus a trailing one, checked by ``check_data``."""
+    if not lines:
         raise InvalidRecord("empty batch")
     try:
         data = b"\n".join([*lines, b""])
-        longest = max(map(len, lines))
     except TypeError:
         raise InvalidRecord("records must be bytes") from None
-    if (longest > max_record_bytes or data.count(b"\n") != n or data.count(b"}\n{") != n - 1
-            or data[0] != 0x7B or data[-2] != 0x7D):
-        for i, line in enumerate(lines):
-            if len(line) > max_record_bytes:
-                raise RecordTooLarge(f"record {i}: {len(line)} bytes > {max_record_bytes}", index=i)
-            if b"\n" in line or line[:1] != b"{" or line[-1:] != b"}":
-                raise InvalidRecord(f"record {i}: not a one-line JSON object", index=i)
+    check_data(data, max_record_bytes)
     return data
+
+
+def check_data(data: bytes, max_record_bytes: int) -> int:
+    """The number of lines of a batch as stored (newline-terminated one-line JSON objects of at most
+    ``max_record_bytes``), or ``InvalidRecord`` naming the first bad line. A handful of C-level
+    passes over the bytes instead of a Python loop per line."""
+    if not data:
+        raise InvalidRecord("empty batch")
+    n = data.count(b"\n")
+    if (n and data[0] == 0x7B and data[-1] == 0x0A and data[-2] == 0x7D and data.count(b"}\n{") == n - 1
+            and (len(data) <= max_record_bytes + 1 or max(map(len, data.split(b"\n"))) <= max_record_bytes)):
+        return n
+    for i, line in enumerate(data.split(b"\n")):
+        if i == n:
+            raise InvalidRecord(f"record {i}: the batch does not end with a newline", index=i)
+        if len(line) > max_record_bytes:
+            raise RecordTooLarge(f"record {i}: {len(line)} bytes > {max_record_bytes}", index=i)
+        if line[:1] != b"{" or line[-1:] != b"}":
+            raise InvalidRecord(f"record {i}: not a one-line JSON object", index=i)
+    raise InvalidRecord("not newline-terminated one-line JSON objects")  # unreachable
 
 
 def _io_error(exc: OSError, what: str, committed: int) -> StorageError:
@@ -227,7 +238,14 @@ class PartitionLog:
 
     def append(self, lines: Sequence[bytes], max_timestamp: int,
                producer: ProducerBatch | None = None) -> AppendResult:
-        n = len(lines)
+        if len(lines) > self.config.max_batch_records:
+            raise InvalidRecord(f"batch of {len(lines)} records > {self.config.max_batch_records}")
+        return self.append_data(encode_batch(lines, self.config.max_record_bytes), max_timestamp, producer)
+
+    def append_data(self, data: bytes, max_timestamp: int,
+                    producer: ProducerBatch | None = None) -> AppendResult:
+        """Stage a batch given as stored: newline-terminated lines, validated here (``check_data``)."""
+        n = check_data(data, self.config.max_record_bytes)
         if n > self.config.max_batch_records:
             raise InvalidRecord(f"batch of {n} records > {self.config.max_batch_records}")
         if producer is not None:
@@ -235,7 +253,6 @@ class PartitionLog:
             if dup is not None:
                 self.stats["duplicates"] += 1
                 return AppendResult(dup[0], dup[1] if dup[0] >= 0 else n, True)
-        data = encode_batch(lines, self.config.max_record_bytes)
         base = self._next_staged
         if producer is None:
             self._staged.append(Staged(base, n, data, max_timestamp))

@@ -136,12 +136,12 @@ class Pipeline:
                 left = {}
                 for (svc, g), r in zip(list(groups.items()), results, strict=True):
                     if isinstance(r, Share):
-                        self.metrics.stored(listener, len(g.lines))
+                        self.metrics.stored(listener, g.count)
                     elif isinstance(r, ZlogError) and r.retry and time.monotonic() < deadline:
                         left[svc] = g
                     else:
-                        self.metrics.dropped(listener, "storage", len(g.lines))
-                        log.warning("syslog records not stored", extra={"records": len(g.lines), "error": str(r)})
+                        self.metrics.dropped(listener, "storage", g.count)
+                        log.warning("syslog records not stored", extra={"records": g.count, "error": str(r)})
                 groups = left
                 if groups:
                     attempt += 1

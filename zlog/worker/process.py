@@ -227,7 +227,7 @@ class StorageWorker:
                                                  "nothing of the batch was stored", False, p)
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
-            return p, plog.append(body.records, body.max_timestamp, producer)
+            return p, plog.append_data(body.data, body.max_timestamp, producer)
         except RecordTooLarge as exc:
             return bodies.Nack("RECORD_TOO_LARGE", str(exc), False, p)
         except InvalidRecord as exc:
