@@ -68,6 +68,10 @@ def test_roles_table() -> None:
     assert roles.required_role("POST", "/loki/api/v1/query_range") == "read"
     assert roles.required_role("DELETE", "/v1/logs") == "admin"
     assert roles.required_role("POST", "/v1/something-new") == "admin"
+    assert roles.required_role("PUT", "/logs-a/_bulk") == "write"
+    assert roles.required_role("GET", "/_license") == "any" and roles.allows("write", "any")
+    assert roles.required_role("PUT", "/_index_template/x") == "any"
+    assert roles.required_role("PUT", "/v1/logs") == "admin"
     assert roles.allows("admin", "write") and not roles.allows("read", "write") and not roles.allows("write", "read")
 
 

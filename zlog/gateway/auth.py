@@ -13,6 +13,8 @@ Invariants:
   request gets 403. The tenant is the credential's; ``X-Scope-OrgID`` may only repeat it (an
   ``admin`` credential may name any tenant).
 - No answer echoes a presented credential, and none is logged: refusals name the problem only.
+- Two ``X-Scope-OrgID`` headers are a 400 and two ``Authorization`` headers a 401: a request
+  never means two tenants or two credentials.
 - Slow checks (scrypt) run in threads, at most ``CHECKS_AT_ONCE`` at a time with at most
   ``MAX_WAITING`` queued; beyond that the answer is 503 at once, so a flood of wrong
   credentials cannot queue unbounded work. Verified credentials are cached (``Verifier``).
@@ -136,7 +138,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     ctx = request.app[CONTEXT]
     state = request.app.get(AUTH)
     mode = state.cfg.auth.mode if state is not None else "none"
-    header_tenant = request.headers.get(ids.TENANT_HEADER)
+    tenant_headers = request.headers.getall(ids.TENANT_HEADER, [])
+    if len(tenant_headers) > 1:  # which one a proxy or handler would read is anybody's guess: refuse both
+        return error_response(ids.InvalidTenant(f"at most one {ids.TENANT_HEADER} header"))
+    header_tenant = tenant_headers[0] if tenant_headers else None
     if state is None or mode == "none" or request.path in state.open_paths:
         try:
             request[TENANT] = ids.from_header(header_tenant, ctx.cfg.cluster.tenant)
@@ -144,7 +149,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             return error_response(exc)
         request[ROLE] = "admin" if mode == "none" else "read"
         return await handler(request)
-    presented = parse_authorization(request.headers.get("Authorization"))
+    given = request.headers.getall("Authorization", [])
+    presented = parse_authorization(given[0]) if len(given) == 1 else None
     if presented is None or presented.scheme != _SCHEME[mode]:
         want = "a bearer token" if mode == "token" else "a user and password (HTTP basic)"
         return _refuse("UNAUTHORIZED", f"this API needs {want} in the Authorization header", mode)

@@ -10,17 +10,23 @@ Invariants:
 - The status of a parser refusal is aiohttp's own (400, 413, 431, 500 ...); only the body differs.
 - The message names the problem without echoing the request (no header values, no body bytes).
 - The connection is closed after such an answer, as aiohttp does.
+- Such a refusal is logged as one line naming the error's class, never with the request's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+log = logging.getLogger("zlog.gateway.server")
 
 _CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 408: "REQUEST_TIMEOUT",
           413: "PAYLOAD_TOO_LARGE", 414: "URI_TOO_LONG", 415: "UNSUPPORTED_MEDIA_TYPE",
@@ -38,6 +44,16 @@ def refusal_body(status: int, message: str) -> bytes:
 
 class _JsonErrorHandler(RequestHandler):
     __slots__ = ()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # A request the parser refused is the client's fault: one line naming the kind of error,
+        # never aiohttp's traceback, whose message quotes the raw bytes (an Authorization header
+        # with a stray CR would land in the log).
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            log.info("request refused by the HTTP parser", extra={"error": type(exc).__name__, "status": exc.code})
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

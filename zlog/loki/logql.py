@@ -33,6 +33,7 @@ import orjson
 import regex
 
 from zlog.loki import ast
+from zlog.security.regexes import compile_bounded
 
 MAX_QUERY_CHARS = 16 * 1024
 MAX_DEPTH = 32
@@ -319,7 +320,7 @@ class _Parser:
         if not out:
             raise LogQLError("queries require at least one matcher", start.col)
         if all(m.op in ("!=", "!~") or (m.op == "=" and m.value == "")
-               or (m.op == "=~" and regex.fullmatch(m.value, "")) for m in out):
+               or (m.op == "=~" and compile_bounded(m.value).fullmatch("", timeout=0.1)) for m in out):
             raise LogQLError("queries require at least one label matcher that does not match the empty string",
                              start.col)
         return tuple(out)
@@ -329,7 +330,7 @@ class _Parser:
 
     def compile(self, pattern: str, col: int) -> None:
         try:
-            regex.compile(pattern)
+            compile_bounded(pattern)
         except regex.error as exc:
             raise LogQLError(f"invalid regular expression {pattern!r}: {exc}", col) from None
 

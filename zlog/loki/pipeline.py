@@ -31,6 +31,7 @@ from zlog.loki import ast
 from zlog.loki.logql import parse_log_query
 from zlog.protocol.errors import BadParameter
 from zlog.read.query import Filter
+from zlog.security.regexes import compile_bounded
 
 REGEX_TIMEOUT_S = 0.05
 SERVICE_LABELS = ("service_name", "service", "app", "job")  # as zlog.ingest.loki picks the service
@@ -81,7 +82,7 @@ def _matcher(m: ast.Matcher) -> Callable[[dict[str, Any], dict[str, str]], bool]
         return lambda rec, labels: _lookup(rec, labels, name) == value
     if m.op == "!=":
         return lambda rec, labels: _lookup(rec, labels, name) != value
-    p = regex.compile(value)
+    p = compile_bounded(value)
     want = m.op == "=~"
     return lambda rec, labels: _timed(p, _lookup(rec, labels, name), True) is want
 
@@ -92,7 +93,7 @@ def _line_filter(f: ast.LineFilter) -> Callable[[str], bool]:
         return lambda line: v in line
     if f.op == "!=":
         return lambda line: v not in line
-    p = regex.compile(v)
+    p = compile_bounded(v)
     want = f.op == "|~"
     return lambda line: _timed(p, line, False) is want
 
@@ -148,7 +149,7 @@ def _label_cmp(c: ast.LabelCmp) -> Callable[[dict[str, str]], bool]:
             return lambda labels: labels.get(name, "") == value
         if op == "!=":
             return lambda labels: labels.get(name, "") != value
-        p = regex.compile(value)
+        p = compile_bounded(value)
         want = op == "=~"
         return lambda labels: _timed(p, labels.get(name, ""), True) is want
     num = float(value)

@@ -36,6 +36,7 @@ import orjson
 import regex
 
 from zlog.protocol.errors import BadParameter
+from zlog.security.regexes import compile_bounded
 from zlog.storage.tokens import Needles, needles, record_words
 from zlog.storage.tokens import words as words_of
 
@@ -134,7 +135,7 @@ class Filter:
             if len(self.regex) > MAX_REGEX_CHARS:
                 raise BadParameter("regex", f"at most {MAX_REGEX_CHARS} characters")
             try:
-                regex.compile(self.regex)
+                compile_bounded(self.regex)
             except regex.error as exc:
                 raise BadParameter("regex", f"invalid regular expression: {exc}") from None
         if self.since_ms is not None and self.until_ms is not None and self.since_ms > self.until_ms:
@@ -218,7 +219,7 @@ def compile_filter(f: Filter) -> Predicate | None:
     # The user's pattern runs inside the storage worker's loop, so it runs under the `regex`
     # engine's per-match timeout: a catastrophically backtracking pattern fails the search
     # (400) instead of stalling ingestion.
-    pattern = regex.compile(f.regex) if f.regex else None
+    pattern = compile_bounded(f.regex) if f.regex else None
     labels = f.labels
     since, until = f.since_ms, f.until_ms
     not_services = frozenset(v for k, v in f.exclude if k == "service")

@@ -3,6 +3,8 @@
 Invariants:
 - ``admin`` may do everything; ``write`` only sends records (the intake endpoints); ``read``
   only reads (every GET/HEAD, and the POST forms of Loki's query endpoints).
+- ``any`` (every valid credential): the Elasticsearch handshake a shipper makes before its first
+  bulk (license, templates, ILM and pipeline probes); they answer fixed bodies and hold no data.
 - Anything not named here needs ``admin``: an endpoint added later is closed until it is placed.
 """
 
@@ -15,12 +17,17 @@ WRITE_SUFFIXES = ("/_bulk",)
 # Loki's query API also accepts POST with a form body; those requests only read.
 READ_POST_PREFIXES = ("/loki/api/v1/", "/api/prom/")
 READ_METHODS = frozenset(("GET", "HEAD"))
+ES_HANDSHAKE_PREFIXES = ("/_license", "/_xpack", "/_cat/templates", "/_index_template", "/_ilm/", "/_ingest/")
 
 
 def required_role(method: str, path: str) -> str:
     method = method.upper()
     if method == "POST" and (path in WRITE_PATHS or path.endswith(WRITE_SUFFIXES)):
         return "write"
+    if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch's bulk takes PUT as well
+        return "write"
+    if method in ("GET", "HEAD", "PUT") and path.startswith(ES_HANDSHAKE_PREFIXES):
+        return "any"
     if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch clients send PUT /_bulk
         return "write"
     if method in READ_METHODS:
@@ -31,4 +38,4 @@ def required_role(method: str, path: str) -> str:
 
 
 def allows(role: str, needed: str) -> bool:
-    return role == "admin" or role == needed
+    return role == "admin" or needed == "any" or role == needed
