@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             c = count(plog, cfg, by_level)
             print(f"{'rollup catch-up over ' + format(n, ',') + ' records (once)':<56} wall {time.perf_counter() - t0:8.2f}"
                   f" s   CPU {time.process_time() - c0:8.2f} s", flush=True)
-            assert abs(c.total - min(n, 8_640_000)) < 100, c.total  # a day of records 10 ms apart
+            assert min(n, 8_640_000) - 6_100 <= c.total <= min(n, 8_640_000), c.total  # a day, 10 ms apart
             timed(f"volume by level, 1 day at 1m, {n:,} records", args.runs, lambda: count(plog, cfg, by_level))
             values = {"filter": {}, "start": 0, "width": BASE_TS * 2 // 10_000 * 10_000, "n": 1, "by": "service"}
             timed(f"values of service, {n:,} records", args.runs, lambda: count(plog, cfg, values))

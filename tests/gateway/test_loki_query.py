@@ -141,6 +141,8 @@ def test_labels_values_series_and_index_stats(cluster: Cluster) -> None:
     assert body["bytes"] == sum(len(r["message"].encode()) for r in billing)
     status, body = get(cluster, "/loki/api/v1/status/buildinfo", [])
     assert status == 200 and body["version"]
+    status, body = get(cluster, "/ready", [])  # Loki's readiness probe: 200 once every partition has an owner
+    assert status == 200 and body["ready"] is True
 
 
 @pytest.mark.parametrize(("query", "needle"), [

@@ -152,3 +152,20 @@ def test_loki_times_and_durations() -> None:
             parse_time(bad, "start", 0)
     with pytest.raises(BadParameter):
         parse_duration("-5", "step")
+
+
+def test_cached_label_sets_equal_the_full_evaluation() -> None:
+    from zlog.ingest.records import Limits, encode_batch
+
+    recs = [{"timestamp": 1_700_000_000_000 + i, "service": ["api", "web"][i % 2], "level": ["INFO", "ERROR"][i % 3 % 2],
+             "message": f'm{i} "quoted", "labels": {{}}', "labels": {"env": ["prod", "dev"][i % 5 % 2]}}
+            for i in range(60)]
+    lines = [line for received in (1, 2) for g in encode_batch(recs, Limits(), received_at=received,
+                                                                 client_ip=f"10.0.0.{received}", node_id="n").values()
+             for line in g.lines]
+    for text in ('{service=~"ap."} | drop env', '{env="prod"} | level="ERROR"', '{client_ip="10.0.0.2"}'):
+        fast = compile_log_query(text, need_line=False)
+        full = compile_log_query(text)
+        got = [fast(line) for line in lines]
+        assert got == [None if r is None else (r[0], "") for r in map(full, lines)]
+        assert any(g is not None for g in got) and any(g is None for g in got)

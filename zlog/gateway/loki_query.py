@@ -127,8 +127,9 @@ async def metric(ctx: GatewayContext, e: ast.Expr, times: list[int]) -> tuple[di
         if agg in counts:
             continue
         start, width, n = window_spec(times, agg.range_ms)
-        if n > MAX_BUCKETS * 4:
-            raise BadParameter("step", f"the range and step make {n} buckets; use a step that divides the range")
+        if n > MAX_BUCKETS:
+            raise BadParameter("step", f"the range [{agg.range_ms}ms] and step cut the query into {n} buckets, "
+                                       f"at most {MAX_BUCKETS}: use a larger step, or one that divides the range")
         base = prefilter(agg.query)
         measure = "bytes" if agg.op.startswith("bytes") else "count"
         spec = CountSpec(base, start, width, n, "stream", measure, agg.query.text())

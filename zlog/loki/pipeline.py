@@ -242,8 +242,14 @@ def label_key(labels: dict[str, str]) -> str:
     return orjson.dumps(dict(sorted(labels.items()))).decode()
 
 
-def compile_log_query(text: str) -> Callable[[bytes], tuple[str, str] | None]:
-    """For workers: LogQL log-query text -> a function of a stored line: (label key, line) or None."""
+def compile_log_query(text: str, *, need_line: bool = True) -> Callable[[bytes], tuple[str, str] | None]:
+    """For workers: LogQL log-query text -> a function of a stored line: (label key, line) or None.
+
+    With ``need_line=False`` (counting entries, or only testing for a match) and a pipeline that
+    never looks at the line (only ``| drop`` and label filters), the answer depends on the record's
+    fields but its timestamp, message and ``received_at``, so it is remembered per those bytes
+    (``_identity``) and most lines cost no JSON parse; the line returned is then ``""``.
+    """
     try:
         q = parse_log_query(text)
     except ValueError as exc:
@@ -252,10 +258,7 @@ def compile_log_query(text: str) -> Callable[[bytes], tuple[str, str] | None]:
     must = needles(q)
     loads = orjson.loads
 
-    def on_line(line: bytes) -> tuple[str, str] | None:
-        for n in must:
-            if n not in line:
-                return None
+    def slow(line: bytes) -> tuple[str, str] | None:
         try:
             rec = loads(line)
         except orjson.JSONDecodeError:
@@ -265,7 +268,46 @@ def compile_log_query(text: str) -> Callable[[bytes], tuple[str, str] | None]:
         out = run(rec)
         return None if out is None else (label_key(out[0]), out[1])
 
+    cacheable = not need_line and all(isinstance(s, ast.Drop | ast.LabelFilter) for s in q.stages)
+    cache: dict[bytes, tuple[str, str] | None] = {}
+
+    def on_line(line: bytes) -> tuple[str, str] | None:
+        for n in must:
+            if n not in line:
+                return None
+        if not cacheable:
+            return slow(line)
+        ident = _identity(line)
+        if ident is None:
+            return slow(line)
+        hit = cache.get(ident, _MISS)
+        if hit is _MISS:
+            out = slow(line)
+            hit = None if out is None else (out[0], "")
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[ident] = hit
+        return hit
+
     return on_line
+
+
+_MISS: Any = object()
+_CACHE_ENTRIES = 4096
+
+
+def _identity(line: bytes) -> bytes | None:
+    """The stored line without its timestamp, message and received_at (zlog.ingest.records' field
+    order); None when the line is not in that shape. Inside a JSON string every quote is escaped,
+    so the delimiters found here cannot come from a value."""
+    i = line.find(b',"service":"')
+    m = line.find(b',"message":"', i)
+    lab = line.find(b'","labels":', m)
+    r = line.find(b',"received_at":', lab)
+    if i < 0 or m < 0 or lab < 0 or r < 0:
+        return None
+    e = line.find(b",", r + 15)
+    return line[i:m] + line[lab + 1:r] + (line[e:] if e >= 0 else b"}")
 
 
 def prefilter(q: ast.LogQuery) -> Filter:

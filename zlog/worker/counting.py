@@ -93,7 +93,7 @@ def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
         from zlog.loki.pipeline import compile_log_query, label_key, stream_labels  # LogQL, only when asked
 
         if spec.logql is not None:
-            run = compile_log_query(spec.logql)
+            run = compile_log_query(spec.logql, need_line=bytes_)
         else:
             def run(line: bytes) -> tuple[str, str] | None:
                 rec = loads(line)

@@ -103,7 +103,7 @@ def _with_logql(predicate: Predicate | None, text: Any) -> Predicate:
     if type(text) is not str:
         raise _bad("logql must be a string")
     try:
-        run = compile_log_query(text)
+        run = compile_log_query(text, need_line=False)
     except BadParameter as exc:
         raise _bad(exc.message) from None
     if predicate is None:
