@@ -121,7 +121,7 @@ def test_bad_bulk_bodies_are_refused_whole(cluster: Cluster) -> None:
 
 
 def test_start_up_calls_and_the_root_for_browsers(cluster: Cluster) -> None:
-    for path in ("/_license", "/_cat/templates", "/_index_template", "/_index_template/logs"):
+    for path in ("/_license", "/_cat/templates", "/_index_template", "/_index_template/logs", "/_cluster/health"):
         status, headers, data = http("GET", cluster.url + path)
         assert status == 200 and headers["X-Elastic-Product"] == "Elasticsearch", path
         json.loads(data)

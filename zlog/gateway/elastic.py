@@ -2,7 +2,8 @@
 
 Endpoints: ``POST``/``PUT`` ``/_bulk`` and ``/{index}/_bulk``; ``GET``/``HEAD /`` for a client
 (a browser, whose ``Accept`` names ``text/html``, gets the viewer); ``GET /_license``,
-``/_cat/templates``, ``/_index_template[/{name}]``, ``/_ilm/policy/...``, ``/_ingest/pipeline/...``
+``/_cat/templates``, ``/_index_template[/{name}]``, ``/_ilm/policy/...``, ``/_ingest/pipeline/...``,
+``/_cluster/health``
 and ``PUT`` of templates as harmless answers, so Filebeat, Logstash and Vector start.
 
 Invariants:
@@ -89,6 +90,12 @@ async def empty_object(request: web.Request) -> web.Response:
     return es_json({})
 
 
+async def cluster_health(request: web.Request) -> web.Response:
+    # Vector's and Logstash's health checks: green while this gateway answers at all.
+    return es_json({"cluster_name": "zlog", "status": "green", "timed_out": False, "number_of_nodes": 1,
+                    "number_of_data_nodes": 1})
+
+
 async def acknowledged(request: web.Request) -> web.Response:
     return es_json({"acknowledged": True})
 
@@ -159,6 +166,7 @@ def setup(app: web.Application) -> None:
         r.add_post(path, post_bulk)
         r.add_put(path, post_bulk)
     r.add_get("/_license", license_)
+    r.add_get("/_cluster/health", cluster_health)
     r.add_get("/_xpack", empty_object)
     r.add_get("/_cat/templates", empty_list)
     r.add_get("/_cat/templates/{name}", empty_list)
