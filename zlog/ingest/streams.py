@@ -49,7 +49,8 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
     svc_lim, msg_lim, lvl_lim = limits.max_service_bytes, limits.max_message_bytes, limits.max_level_bytes
     msg_fast = msg_lim // 4  # at most 4 UTF-8 bytes a character: shorter needs no byte count
     dumps = orjson.dumps
-    groups: dict[str, Group] = {}
+    lines: dict[str, list[bytes]] = {}
+    newest: dict[str, int] = {}
     refused: list[RecordError] = []
     svc_json: dict[Any, bytes] = {}
     lvl_json: dict[Any, bytes] = {}
@@ -85,16 +86,17 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
                     if len(line) + 1 > max_line:
                         refused.append(RecordError(index, "", f"encoded record exceeds {limits.max_record_bytes} bytes"))
                         continue
-                    g = groups.get(service)
-                    if g is None:
-                        g = groups[service] = Group()
-                    g.lines.append(line + suffix)
-                    if ts > g.max_timestamp:
-                        g.max_timestamp = ts
+                    out = lines.get(service)
+                    if out is None:
+                        out = lines[service] = []
+                        newest[service] = ts
+                    out.append(line + suffix)
+                    if ts > newest[service]:
+                        newest[service] = ts
                     continue
             rec: dict[str, Any] = {"timestamp": ts, "service": service, "level": level, "message": message,
                                    "labels": batch.labels}
             if meta is not None:
                 rec["metadata"] = meta
             refused.append(RecordError(index, *_problem(rec, limits, True)))
-    return groups, refused
+    return {svc: Group.of_lines(ls, newest[svc]) for svc, ls in lines.items()}, refused
