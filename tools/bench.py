@@ -3,6 +3,7 @@
     python tools/bench.py                    # full matrix, ~10 s per cell, writes docs/benchmarks.md
     python tools/bench.py --quick --json     # smoke run, machine-readable
     python tools/bench.py --compare http://127.0.0.1:8080/v1/logs --compare-pids 123,456
+    python tools/bench.py --curve --only http-1000-c8 --only native-1000-c8   # CURVE on vs off, same run
 
 Each run starts router, 2 storage workers and 2 gateway processes (one port, SO_REUSEPORT) in a
 temporary directory with fsync ``always``, then runs, one after the other, HTTP batches of 100
@@ -52,6 +53,8 @@ from zlog.client import AsyncProducer  # noqa: E402
 from zlog.ingest.records import Group, Limits, encode_batch  # noqa: E402
 from zlog.ops.audit import Audit  # noqa: E402
 from zlog.ops.runtime import tune_malloc  # noqa: E402
+from zlog.security import curve as curve_keys  # noqa: E402
+from zlog.security.curve import ClientCurve  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY_PH = b"@@@@@@@@@@@@"  # replaced by a fixed-width unit key: 2 digits of cell, 10 of counter
@@ -247,8 +250,8 @@ async def http_cell(url: str, cell: Cell, cell_no: int, audit: Audit | None, pid
 
 
 async def native_cell(routers: list[str], cell: Cell, cell_no: int, audit: Audit, pids: dict[str, int],
-                      warmup: float, seconds: float) -> None:
-    producer = AsyncProducer(routers, node_id="bench", linger_ms=1.0, max_inflight=4)
+                      warmup: float, seconds: float, curve: ClientCurve | None = None) -> None:
+    producer = AsyncProducer(routers, node_id="bench", linger_ms=1.0, max_inflight=4, curve=curve)
     await producer.start()
     groups = encode_batch(make_records(cell.batch, seed=cell.batch + 7), Limits(), received_at=int(time.time() * 1000),
                           client_ip="127.0.0.1", node_id="bench")
@@ -334,8 +337,17 @@ def cluster_pids(cluster: Cluster) -> dict[str, int]:
 
 
 async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], cells: list[Cell],
-                   profiles: dict[str, Any]) -> dict[str, Any]:
+                   profiles: dict[str, Any], curve: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zlog-bench-") as tmp:
+        producer_keys: ClientCurve | None = None
+        if curve:  # CurveZMQ on every zmq socket: the router, workers, gateways and the native producer
+            keys = Path(tmp) / "keys"
+            for name in ("server", "gateway", "worker"):
+                curve_keys.generate(keys, name)
+            curve_keys.generate(keys, "bench", tenant="default")
+            env = {**env, "ZLOG_CLUSTER_CURVE": "true", "ZLOG_CLUSTER_KEYS_DIR": str(keys)}
+            server = curve_keys.parse_cert((keys / "server.key").read_text())["public-key"].encode()
+            producer_keys = ClientCurve(curve_keys.load_keypair(keys / "bench.key_secret"), server)
         cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync="always", env_extra=env)
         cluster.start()
         try:
@@ -358,7 +370,7 @@ async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], c
                                     bench_intake.accept(kind))
                 else:
                     routers = [f"tcp://127.0.0.1:{cluster.front}"]
-                    await native_cell(routers, cell, n, audit, pids, args.warmup, args.seconds)
+                    await native_cell(routers, cell, n, audit, pids, args.warmup, args.seconds, producer_keys)
                 for pr in profilers:
                     pr.wait(args.seconds + 30)
                 if profilers:
@@ -482,6 +494,8 @@ async def main_async(args: argparse.Namespace) -> int:
     tune_malloc()  # as every zlog process does: the floor must not pay the page-fault trap
     floor = {b: json_floor_ms_per_1k(b) for b in (100, 1000)}
     audits["zlog"] = await run_zlog(args, "zlog", {}, cells, profiles)
+    if args.curve:
+        audits["zlog-curve"] = await run_zlog(args, "zlog-curve", {}, cells, profiles, curve=True)
     if args.compare:
         await run_compare(args, cells)
     result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
@@ -508,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run only cells whose name (e.g. http-1000-c8, native-1000) contains this")
     p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")
     p.add_argument("--compare-pids", metavar="PID,...", help="processes of the compared server, for its CPU")
+    p.add_argument("--curve", action="store_true",
+                   help="run the cells again on a second cluster with cluster.curve = true (target zlog-curve)")
     p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")
     p.add_argument("--write", metavar="PATH", help="write the report into this markdown file "
                    "(default docs/benchmarks.md for a full run)")
