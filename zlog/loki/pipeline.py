@@ -248,7 +248,7 @@ def compile_log_query(text: str, *, need_line: bool = True) -> Callable[[bytes],
     With ``need_line=False`` (counting entries, or only testing for a match) and a pipeline that
     never looks at the line (only ``| drop`` and label filters), the answer depends on the record's
     fields but its timestamp, message and ``received_at``, so it is remembered per those bytes
-    (``_identity``) and most lines cost no JSON parse; the line returned is then ``""``.
+    (``stream_identity``) and most lines cost no JSON parse; the line returned is then ``""``.
     """
     try:
         q = parse_log_query(text)
@@ -277,7 +277,7 @@ def compile_log_query(text: str, *, need_line: bool = True) -> Callable[[bytes],
                 return None
         if not cacheable:
             return slow(line)
-        ident = _identity(line)
+        ident = stream_identity(line)
         if ident is None:
             return slow(line)
         hit = cache.get(ident, _MISS)
@@ -296,7 +296,7 @@ _MISS: Any = object()
 _CACHE_ENTRIES = 4096
 
 
-def _identity(line: bytes) -> bytes | None:
+def stream_identity(line: bytes) -> bytes | None:
     """The stored line without its timestamp, message and received_at (zlog.ingest.records' field
     order); None when the line is not in that shape. Inside a JSON string every quote is escaped,
     so the delimiters found here cannot come from a value."""

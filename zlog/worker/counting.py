@@ -95,9 +95,23 @@ def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
         if spec.logql is not None:
             run = compile_log_query(spec.logql, need_line=bytes_)
         else:
+            from zlog.loki.pipeline import stream_identity
+
+            seen: dict[bytes, str] = {}
+
             def run(line: bytes) -> tuple[str, str] | None:
-                rec = loads(line)
-                return (label_key(stream_labels(rec)), "") if type(rec) is dict else None
+                # A record's stream is a function of its fields but timestamp, message and
+                # received_at: one parse per stream shape, not per line.
+                ident = stream_identity(line)
+                key = seen.get(ident) if ident is not None else None
+                if key is None:
+                    rec = loads(line)
+                    if type(rec) is not dict:
+                        return None
+                    key = label_key(stream_labels(rec))
+                    if ident is not None and len(seen) < 4096:
+                        seen[ident] = key
+                return key, ""
 
         def note_logql(line: bytes) -> bool:
             ts = _timestamp(line)
