@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zlog.loki import ast
 from zlog.loki.logql import LogQLError, parse
@@ -63,6 +65,9 @@ REJECTED = [
     ('sum({a="b"})', 5, "cannot be used inside a metric expression"),
     ('{a="b"} @', 9, "unexpected character"),
     ('{a="b\\q"}', 4, "invalid escape"),
+    ("(" * 100 + "1" + ")" * 100, 33, "nested deeper than 32"),
+    ("-" * 5000 + "1", 33, "nested deeper than 32"),
+    ("1" + "^1" * 3000, 65, "nested deeper than 32"),
 ]
 
 
@@ -169,3 +174,22 @@ def test_cached_label_sets_equal_the_full_evaluation() -> None:
         got = [fast(line) for line in lines]
         assert got == [None if r is None else (r[0], "") for r in map(full, lines)]
         assert any(g is not None for g in got) and any(g is None for g in got)
+
+
+FRAGMENTS = ['{', '}', '(', ')', '[', ']', ',', '|', '|=', '!=', '|~', '!~', '=~', '=', '==', '>', '>=', '"x"', '`y`',
+             'a', 'service', 'json', 'logfmt', 'line_format', 'drop', 'sum', 'by', 'without', 'topk', 'rate',
+             'count_over_time', 'vector', '1', '5m', '1.5', '+', '-', '*', '/', '^', 'and', 'or', '"{{.a}}"', '"("',
+             '"\\\\q"', ' ', '#c\n']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=14) | st.text(max_size=40).map(lambda t: [t]))
+def test_fuzzed_queries_parse_or_fail_with_a_located_error(parts: list[str]) -> None:
+    text = "".join(parts)
+    try:
+        q = parse(text)
+    except LogQLError as exc:
+        assert 1 <= exc.col <= len(text) + 1
+        return
+    if isinstance(q, ast.LogQuery):
+        assert parse(q.text()) == q

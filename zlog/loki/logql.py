@@ -168,10 +168,13 @@ class _Parser:
             raise self.error("expected end of query")
         return q
 
-    def expr(self) -> ast.Expr:
+    def enter(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise LogQLError(f"query nested deeper than {MAX_DEPTH}", self.tok.col)
+
+    def expr(self) -> ast.Expr:
+        self.enter()
         left = self.term()
         while self.tok.kind == "op" and self.tok.text in "+-":
             op = self.take().text
@@ -191,12 +194,17 @@ class _Parser:
     def power(self) -> ast.Expr:
         base = self.unary()
         if self.accept("^"):
-            return ast.BinOp("^", base, self.power())
+            self.enter()
+            right = self.power()
+            self.depth -= 1
+            return ast.BinOp("^", base, right)
         return base
 
     def unary(self) -> ast.Expr:
         if self.accept("-"):
+            self.enter()
             inner = self.unary()
+            self.depth -= 1
             return ast.Number(-inner.value) if isinstance(inner, ast.Number) else ast.BinOp("*", ast.Number(-1), inner)
         self.accept("+")
         return self.primary()
