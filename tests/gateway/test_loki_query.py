@@ -157,6 +157,12 @@ def test_bad_queries_are_400_naming_the_problem(cluster: Cluster, query: str, ne
     assert needle in body["message"], body
     status, body = get(cluster, "/loki/api/v1/query", [("query", '{service="x"}')])
     assert status == 400 and "instant query" in body["message"]
+    for path, params in (("/loki/api/v1/query_range", [("query", '{a="b"}'), ("start", "9" * 30)]),
+                         ("/loki/api/v1/query", [("query", "vector(1)"), ("time", "1e999")]),
+                         ("/loki/api/v1/query_range", [("query", 'rate({a="b"}[1m])'), ("step", "0.000001")]),
+                         ("/v1/stats/volume", [("since", "9" * 30)]), ("/v1/stats/values", [("field", "x"), ("until", "9" * 25)])):
+        status, body = get(cluster, path, params)
+        assert status == 400 and body["error"] == "BAD_PARAMETER", (path, params, body)
 
 
 def test_tail_over_websocket_sends_history_then_live_entries_once(cluster: Cluster) -> None:

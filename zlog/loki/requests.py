@@ -22,6 +22,7 @@ from zlog.protocol.errors import BadParameter
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 DEFAULT_SINCE_NS = 3_600_000_000_000
+MAX_NS = (1 << 63) - 1
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y))+$")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y)")
 _UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
@@ -30,6 +31,13 @@ _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]
 
 
 def parse_time(text: str | None, name: str, default_ns: int) -> int:
+    ns = _parse_time(text, name, default_ns)
+    if not -MAX_NS <= ns <= MAX_NS:
+        raise BadParameter(name, "out of range (unix nanoseconds must fit 63 bits)")
+    return ns
+
+
+def _parse_time(text: str | None, name: str, default_ns: int) -> int:
     if text is None or text == "":
         return default_ns
     text = text.strip()

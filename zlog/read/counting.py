@@ -25,6 +25,7 @@ from typing import Any
 from zlog.protocol.errors import BadParameter
 from zlog.read.query import Filter
 
+MAX_MS = 1 << 62  # times travel as 64-bit integers
 MAX_BUCKETS = 11_000  # Loki's own limit on points per series
 MAX_KEYS = 5_000
 OVERFLOW_KEY = "__other__"
@@ -57,6 +58,8 @@ class CountSpec:
     def check(self) -> None:
         if self.width_ms <= 0:
             raise BadParameter("step", "must be positive")
+        if self.start_ms < -MAX_MS or self.end_ms > MAX_MS:
+            raise BadParameter("since", "the range must lie within 292 million years of 1970")
         if not 1 <= self.n <= MAX_BUCKETS:
             raise BadParameter("step", f"makes {self.n} buckets; at most {MAX_BUCKETS} (use a larger step)")
         if self.measure not in MEASURES:
