@@ -38,7 +38,7 @@ ENRICH: dict[str, Any] = {"received_at": 1795675987238, "client_ip": "127.0.0.1"
 
 
 def encode(items: list[Any], limits: Limits = LIMITS) -> dict[str, list[bytes]]:
-    return {s: g.lines for s, g in encode_batch(items, limits, **ENRICH).items()}
+    return {s: list(g.lines) for s, g in encode_batch(items, limits, **ENRICH).items()}
 
 
 def rejected(items: list[Any], limits: Limits = LIMITS) -> InvalidBatch:
@@ -50,7 +50,7 @@ def rejected(items: list[Any], limits: Limits = LIMITS) -> InvalidBatch:
 def test_the_original_example_body_is_stored_as_the_original_stores_it() -> None:
     groups = encode_batch(parse_body(ORIGINAL_BODY, "application/json"), LIMITS, **ENRICH)
     assert list(groups) == ["focus_allocator", "auth_service"]
-    assert groups["focus_allocator"].lines == [ORIGINAL_LINE]
+    assert groups["focus_allocator"].lines == (ORIGINAL_LINE,)
     assert groups["focus_allocator"].max_timestamp == 1795675988031
     auth = json.loads(groups["auth_service"].lines[0])
     assert auth == {

@@ -107,9 +107,10 @@ class Group:
         return cls(b"\n".join([*lines, b""]) if lines else b"", len(lines), max_timestamp)
 
     @property
-    def lines(self) -> list[bytes]:
-        """A copy, split from ``data``: changing it changes nothing (``add`` appends)."""
-        return self.data.split(b"\n")[:-1]
+    def lines(self) -> tuple[bytes, ...]:
+        """The lines, split from ``data``: a tuple, so code that tries to append to it fails loudly
+        instead of changing a copy (``add`` appends another group; ``of_lines`` builds one)."""
+        return tuple(self.data.split(b"\n")[:-1])
 
     def add(self, other: Group) -> None:
         """Append ``other``'s records after this group's."""
