@@ -237,3 +237,15 @@ def test_mode_none_takes_a_valid_scope_header_or_the_default(open_cluster: Clust
     assert http("GET", open_cluster.url + "/v1/services", headers={"X-Scope-OrgID": "acme"})[0] == 200
     assert http("GET", open_cluster.url + "/v1/services")[0] == 200
     assert os.environ.get("ZLOG_AUTH_MODE") is None
+
+
+def test_the_query_cli_takes_its_token_from_the_environment(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, creds = token_cluster
+    base = dict(cluster.env)
+    base.pop("ZLOG_TOKEN", None)
+    argv = [sys.executable, "-m", "zlog", "query", "--service", "auth-svc", "--limit", "3", "--url", cluster.url]
+    refused = subprocess.run(argv, env=base, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "UNAUTHORIZED" in refused.stderr
+    ok = subprocess.run(argv, env={**base, "ZLOG_TOKEN": creds.read}, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert creds.read not in ok.stdout + ok.stderr + refused.stderr

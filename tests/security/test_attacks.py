@@ -217,6 +217,11 @@ def test_malformed_records_sent_straight_to_the_router_are_nacked(target: tuple[
             assert reply.command is Command.NACK, line[:60]
             nack = reply.unpack()
             assert nack["code"] in ("INVALID_RECORD", "RECORD_TOO_LARGE") and "record 1" in nack["message"], nack
+        # A batch blob whose last line has no newline: the unterminated line is still a record.
+        blob = b'{"service":"victim","message":"batch-mate blob"}\n{"service":"victim","message":"x","partition":1}'
+        s.send_multipart(wire.encode(Command.PRODUCE, 99, partition=0, body=wire.pack_body({"data": blob, "max_ts": 1})))
+        assert s.poll(5000), "no answer"
+        assert wire.decode(s.recv_multipart()).command is Command.NACK
     finally:
         s.close(0)
         ctx.destroy(0)

@@ -85,3 +85,12 @@ def check_lines(lines: Sequence[bytes], limits: Limits) -> RecordError | None:
             if bad is not None:
                 return RecordError(i, *bad)
     return None
+
+
+def check_data(data: bytes, limits: Limits) -> RecordError | None:
+    """``check_lines`` over a batch blob (newline-terminated lines); an unterminated tail counts as
+    a line too, so nothing in the blob escapes the check whatever the storage engine does next."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return check_lines(lines, limits)

@@ -59,9 +59,23 @@ def filter_params(args: argparse.Namespace) -> list[tuple[str, str]]:
     return params
 
 
+def auth_headers() -> dict[str, str]:
+    """Credentials for a gateway with auth on: ``ZLOG_TOKEN`` (bearer), ``ZLOG_TENANT`` (X-Scope-OrgID).
+
+    From the environment, never a flag: other users of the host can read a command line."""
+    headers = {}
+    token = os.environ.get("ZLOG_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    tenant = os.environ.get("ZLOG_TENANT")
+    if tenant:
+        headers["X-Scope-OrgID"] = tenant
+    return headers
+
+
 def _get(url: str, timeout: float = 30.0) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth_headers()), timeout=timeout) as resp:
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except urllib.error.HTTPError as err:
@@ -147,7 +161,7 @@ def query(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> i
 
 def sse_events(url: str, last_id: str | None, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
     """(id, record) per event of one ``/v1/tail`` connection, until it ends."""
-    headers = {"Accept": "text/event-stream"}
+    headers = {"Accept": "text/event-stream", **auth_headers()}
     if last_id:
         headers["Last-Event-ID"] = last_id
     req = urllib.request.Request(url, headers=headers)

@@ -32,7 +32,7 @@ import zmq
 
 from zlog.config import Config
 from zlog.ingest.records import Limits
-from zlog.ingest.stored import check_lines
+from zlog.ingest.stored import check_data
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
@@ -221,7 +221,7 @@ class StorageWorker:
         if body.tenant not in (None, self.cfg.cluster.tenant):
             return bodies.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
         # Whoever sent it: nothing of a batch is stored unless every record keeps the record rules.
-        bad = check_lines(body.records, self.limits)
+        bad = check_data(body.data, self.limits)
         if bad is not None:
             return bodies.Nack("INVALID_RECORD", f"record {bad.index}: {bad.field or 'record'}: {bad.problem}; "
                                                  "nothing of the batch was stored", False, p)
