@@ -4,6 +4,7 @@
     python tools/bench.py --quick --json     # smoke run, machine-readable
     python tools/bench.py --compare http://127.0.0.1:8080/v1/logs --compare-pids 123,456
     python tools/bench.py --curve --only http-1000-c8 --only native-1000-c8   # CURVE on vs off, same run
+    python tools/bench.py --replicated       # also R=3 acks=all cells (3 workers, a real etcd)
 
 Each run starts router, 2 storage workers and 2 gateway processes (one port, SO_REUSEPORT) in a
 temporary directory with fsync ``always``, then runs, one after the other, HTTP batches of 100
@@ -46,7 +47,8 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from tests._cluster import Cluster  # noqa: E402
+from tests._cluster import Cluster, free_ports  # noqa: E402
+from tests._etcd import EtcdServer  # noqa: E402
 from tools import bench_intake  # noqa: E402
 from tools.loadgen import generate, percentile  # noqa: E402
 from zlog.client import AsyncProducer  # noqa: E402
@@ -336,8 +338,42 @@ def cluster_pids(cluster: Cluster) -> dict[str, int]:
     return {name: p.pid for name, p in cluster.procs.items() if p.alive()}
 
 
+def replica_sizes(data_dir: Path, workers: int) -> list[dict[str, int]]:
+    return [{p.name: sum(f.stat().st_size for f in p.glob("*.jsonl"))
+             for p in (data_dir / f"replica-{w}").glob("[0-9]*")} for w in range(workers)]
+
+
+def replica_digests(data_dir: Path, workers: int) -> list[dict[str, str]]:
+    import hashlib
+
+    out = []
+    for w in range(workers):
+        digests = {}
+        for p in sorted((data_dir / f"replica-{w}").glob("[0-9]*")):
+            h = hashlib.sha256()
+            for seg in sorted(p.glob("*.jsonl")):
+                h.update(seg.name.encode() + seg.read_bytes())
+            digests[p.name] = h.hexdigest()
+        out.append(digests)
+    return out
+
+
+async def wait_in_sync(etcd: EtcdServer, replicas: int, timeout: float = 30.0) -> None:
+    """Every partition led and its whole replica set in the ISR (before the first cell)."""
+    from zlog.replication.coordination import Coordinator
+
+    coord = Coordinator((etcd.endpoint,), "/zlog")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = coord.snapshot().partitions
+        if len(parts) == 4 and all(len(s.isr) == replicas for s, _ in parts.values()):
+            return
+        await asyncio.sleep(0.2)
+
+
 async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], cells: list[Cell],
-                   profiles: dict[str, Any], curve: bool = False) -> dict[str, Any]:
+                   profiles: dict[str, Any], curve: bool = False, workers: int = 2,
+                   replicas: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zlog-bench-") as tmp:
         producer_keys: ClientCurve | None = None
         if curve:  # CurveZMQ on every zmq socket: the router, workers, gateways and the native producer
@@ -348,10 +384,25 @@ async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], c
             env = {**env, "ZLOG_CLUSTER_CURVE": "true", "ZLOG_CLUSTER_KEYS_DIR": str(keys)}
             server = curve_keys.parse_cert((keys / "server.key").read_text())["public-key"].encode()
             producer_keys = ClientCurve(curve_keys.load_keypair(keys / "bench.key_secret"), server)
-        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync="always", env_extra=env)
-        cluster.start()
+        etcd = None
+        if replicas > 1:  # R copies on R workers, leaders through a real etcd, acks=all (the default)
+            etcd = EtcdServer(Path(tmp) / "etcd").start()
+            env = {**env, "ZLOG_STORAGE_REPLICATION_FACTOR": str(replicas), "ZLOG_CLUSTER_ETCD": etcd.endpoint,
+                   "ZLOG_CLUSTER_REPLICATION_PORT_BASE": str(free_ports(workers))}
+        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=workers, fsync="always", env_extra=env)
+        try:
+            cluster.start()
+            if etcd is not None:
+                await wait_in_sync(etcd, replicas)
+        except BaseException:
+            cluster.stop()
+            if etcd is not None:
+                etcd.stop()
+            raise
         try:
             pids = cluster_pids(cluster)
+            if etcd is not None and etcd.popen is not None:
+                pids["etcd"] = etcd.popen.pid
             url = cluster.url + "/v1/logs"
             audit = Audit(LABEL)
             for n, (kind, batch, conc) in enumerate(matrix(args.quick)):
@@ -379,15 +430,35 @@ async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], c
                 cells.append(cell)
                 log(format_cell(cell))
             dead = [n for n, p in cluster.procs.items() if not p.alive()]
+            if replicas > 1:  # followers finish fetching what was acknowledged last
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    sizes = replica_sizes(cluster.data_dir, workers)
+                    if all(s == sizes[0] for s in sizes):
+                        break
+                    await asyncio.sleep(0.2)
         finally:
             cluster.stop()
+            if etcd is not None:
+                etcd.stop()
         t0 = time.perf_counter()
-        audit.scan_dir(cluster.data_dir)
+        identical = None
+        if replicas > 1:
+            digests = replica_digests(cluster.data_dir, workers)
+            identical = all(d == digests[0] for d in digests)
+            audit.scan_dir(cluster.data_dir / "replica-0")  # R = workers: every replica holds everything
+        else:
+            audit.scan_dir(cluster.data_dir)
         report = audit.report()
-        log(f"{target}: {report.summary()} [{time.perf_counter() - t0:.1f} s to verify]")
+        log(f"{target}: {report.summary()} [{time.perf_counter() - t0:.1f} s to verify]"
+            + ("" if identical is None else f"; replicas byte-identical: {identical}"))
         if dead:
             log(f"{target}: processes died during the run: {dead}\n{cluster.logs()}")
-        return {**report.to_json(), "dead_processes": dead}
+        out = {**report.to_json(), "dead_processes": dead}
+        if identical is not None:
+            out["replicas_identical"] = identical
+            out["ok"] = out["ok"] and identical
+        return out
 
 
 async def run_compare(args: argparse.Namespace, cells: list[Cell]) -> None:
@@ -437,12 +508,19 @@ def markdown(result: dict[str, Any]) -> str:
            f"- Command: `{result['command']}`",
            f"- Cluster: 1 router, 2 storage workers, {result['gateways']} gateway processes on one port "
            "(SO_REUSEPORT), 4 partitions, fsync `always`; "
-           f"{result['seconds']:g} s measured per cell after {result['warmup']:g} s of warm-up.", ""]
+           f"{result['seconds']:g} s measured per cell after {result['warmup']:g} s of warm-up."]
+    if "zlog-r3" in result["audit"]:
+        out.append("- `zlog-r3`: the same with `storage.replication_factor = 3` on 3 storage workers, "
+                   "`acks=all` (every in-sync replica fsynced before the 200), leaders through a one-member "
+                   "etcd whose CPU is counted with the cluster's.")
+    out.append("")
     for target, audit in result["audit"].items():
         verdict = "**exactly once: OK**" if audit["ok"] else "**FAILED**"
         out.append(f"- Audit `{target}`: {verdict} — acknowledged {audit['acknowledged']:,}, "
                    f"stored {audit['stored']:,}, lost {audit['lost']}, duplicated {audit['duplicated']}, "
-                   f"out of order {audit['out_of_order']}, stored but unacknowledged {audit['unacknowledged']}.")
+                   f"out of order {audit['out_of_order']}, stored but unacknowledged {audit['unacknowledged']}"
+                   + ("" if "replicas_identical" not in audit else
+                      f"; replicas byte-identical: {'yes' if audit['replicas_identical'] else '**NO**'}") + ".")
     floor = {int(k): v for k, v in result.get("json_floor_ms_per_1k", {}).items()}
     if floor:
         out += ["", "Baseline measured in the same run: the Python JSON floor (parse a body, enrich, serialise "
@@ -496,6 +574,8 @@ async def main_async(args: argparse.Namespace) -> int:
     audits["zlog"] = await run_zlog(args, "zlog", {}, cells, profiles)
     if args.curve:
         audits["zlog-curve"] = await run_zlog(args, "zlog-curve", {}, cells, profiles, curve=True)
+    if args.replicated:
+        audits["zlog-r3"] = await run_zlog(args, "zlog-r3", {}, cells, profiles, workers=3, replicas=3)
     if args.compare:
         await run_compare(args, cells)
     result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
@@ -522,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run only cells whose name (e.g. http-1000-c8, native-1000) contains this")
     p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")
     p.add_argument("--compare-pids", metavar="PID,...", help="processes of the compared server, for its CPU")
+    p.add_argument("--replicated", action="store_true",
+                   help="also run the matrix on a replicated cluster: R=3 on 3 workers, acks=all, a real etcd")
     p.add_argument("--curve", action="store_true",
                    help="run the cells again on a second cluster with cluster.curve = true (target zlog-curve)")
     p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")

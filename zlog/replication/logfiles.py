@@ -139,9 +139,10 @@ class Diverged(RuntimeError):
     """A replicated batch did not land where the leader has it: the logs differ below it."""
 
 
-def apply(plog: PartitionLog, batches: list[Batch]) -> int:
-    """Append the leader's batches at the same offsets and commit (fsync per policy); the new log
-    end offset. A new segment starts where the leader's did."""
+def apply(plog: PartitionLog, batches: list[Batch], *, defer_sync: bool = False) -> bool:
+    """Append the leader's batches at the same offsets and commit (fsync per policy). A new
+    segment starts where the leader's did. With ``defer_sync`` the fsync the policy wants is the
+    caller's, who owes it (True returned) before telling the leader, then calls ``synced``."""
     for b in batches:
         if b.base != plog._next_staged:
             raise Diverged(f"batch at {b.base} but the log ends at {plog._next_staged}")
@@ -154,8 +155,7 @@ def apply(plog: PartitionLog, batches: list[Batch]) -> int:
         r = plog.append(lines, b.max_ts, producer)
         if r.duplicate or r.base_offset != b.base:
             raise Diverged(f"batch at {b.base} landed at {r.base_offset} (duplicate: {r.duplicate})")
-    plog.commit()
-    return plog.next_offset
+    return plog.commit(defer_sync=defer_sync)
 
 
 def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> PartitionLog:
