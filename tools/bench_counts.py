@@ -12,7 +12,10 @@ services interleaved, one record in ``--match-every`` mentioning "token", 10 ms 
 Each count request is resumed (``start``/``next``) until done, as the gateway does. The first
 rollup answer after seeding counts the records once (timed apart: ``catch-up``). Usage:
 
-    .venv/bin/python tools/bench_counts.py [--records 1000000] [--dir PATH] [--runs 10]
+    .venv/bin/python tools/bench_counts.py [--records 1000000] [--dir PATH] [--runs 10] [--e2e]
+
+With ``--e2e`` the same questions are also asked over HTTP (``/v1/stats/*``, ``/loki/api/v1/*``) of
+a real local cluster (router, 2 workers, 1 gateway) whose 4 partitions hold ``--records`` in all.
 """
 
 from __future__ import annotations
@@ -45,15 +48,31 @@ def ask(plog: PartitionLog, cfg: StorageConfig, command: Command, body: dict[str
     return answer(msg, 0, plog, cfg)
 
 
-def timed(label: str, runs: int, fn: Any) -> None:
-    """Wall and CPU time of this process per run: the machine is shared, so CPU says what it costs."""
+def proc_cpu(pids: list[int]) -> float:
+    """utime + stime of the given processes, in seconds (from /proc/<pid>/stat)."""
+    import os
+
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def timed(label: str, runs: int, fn: Any, pids: list[int] | None = None) -> None:
+    """Wall and CPU time per run: of this process, or of ``pids`` (a cluster) when given. The
+    machine is shared, so CPU says what a request costs."""
+    def cpu() -> float:
+        return proc_cpu(pids) if pids else time.process_time()
+
     fn()
     walls, cpus = [], []
     for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), cpu()
         fn()
         walls.append((time.perf_counter() - t0) * 1000)
-        cpus.append((time.process_time() - c0) * 1000)
+        cpus.append((cpu() - c0) * 1000)
     walls.sort()
     cpus.sort()
     print(f"{label:<56} wall p50 {percentile(walls, 50):8.2f} ms p99 {percentile(walls, 99):8.2f} ms   "
@@ -72,6 +91,58 @@ def count(plog: PartitionLog, cfg: StorageConfig, spec: dict[str, Any]) -> Count
         start = r["next"]
 
 
+def e2e(records: int, runs: int) -> None:
+    import http.client
+    import urllib.parse
+
+    import orjson
+
+    from tests._cluster import Cluster
+
+    cfg = StorageConfig(fsync=FsyncPolicy("never"))
+    with tempfile.TemporaryDirectory(prefix="zlog-bench-counts-e2e-") as tmp:
+        c = Cluster(Path(tmp))
+        for p in range(4):  # the same 8 services in every partition (see tools/bench_reads.py)
+            seed(c.data_dir / str(p), records // 4, 8, 10, cfg).close()
+        c.start()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", c.http_port, timeout=60)
+
+            def get(path: str, params: dict[str, str]) -> dict[str, Any]:
+                conn.request("GET", path + "?" + urllib.parse.urlencode(params))
+                resp = conn.getresponse()
+                body: dict[str, Any] = orjson.loads(resp.read())
+                assert resp.status == 200, body
+                return body
+
+            hi = BASE_TS + records // 4 * 10
+            day = {"since": str(hi - 86_400_000), "until": str(hi)}
+            # The first volume query counts what the rollups have not seen yet: until then, partial.
+            t0 = time.perf_counter()
+            while get("/v1/stats/volume", {**day, "step": "1m", "by": "level"})["partial"]:
+                pass
+            print(f"{'HTTP rollup catch-up, ' + format(records, ',') + ' records':<56} wall "
+                  f"{time.perf_counter() - t0:8.2f} s", flush=True)
+            print(f"-- end to end: a 4-partition cluster holding {records:,} records (CPU: the cluster's)", flush=True)
+            pids = [p.pid for p in c.procs.values() if p.alive()]
+            timed("HTTP /v1/stats/volume by level, 1 day at 1m", runs,
+                  lambda: get("/v1/stats/volume", {**day, "step": "1m", "by": "level"}), pids)
+            timed("HTTP /v1/stats/values field=service", runs, lambda: get("/v1/stats/values", {"field": "service"}), pids)
+            timed("HTTP /v1/stats/volume by pod, contains=token, 1 day at 1m", max(3, runs // 3),
+                  lambda: get("/v1/stats/volume", {**day, "step": "1m", "by": "pod", "contains": "token"}), pids)
+            ns = {"start": str((hi - 86_400_000) * 10**6), "end": str(hi * 10**6)}
+            timed('HTTP query_range {service="service-02"} |= "token", limit 100', runs,
+                  lambda: get("/loki/api/v1/query_range", {**ns, "query": '{service="service-02"} |= "token"',
+                                                           "limit": "100"}), pids)
+            hour = {"start": str((hi - 3_600_000) * 10**6), "end": str(hi * 10**6), "step": "60"}
+            timed("HTTP query_range sum by (level) count_over_time[1m], 1 h", max(3, runs // 3),
+                  lambda: get("/loki/api/v1/query_range", {**hour, "query":
+                              'sum by (level) (count_over_time({service="service-02"}[1m]))'}), pids)
+            conn.close()
+        finally:
+            c.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -79,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match-every", type=int, default=10)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--dir", type=Path, help="partition directory to seed and keep (default: a temp dir)")
+    ap.add_argument("--e2e", action="store_true", help="also ask over HTTP, of a real local cluster")
+    ap.add_argument("--e2e-only", action="store_true", help="only the HTTP part")
     args = ap.parse_args(argv)
+    if args.e2e_only:
+        e2e(args.records, args.runs)
+        return 0
     cfg = StorageConfig(fsync=FsyncPolicy("never"))
     with tempfile.TemporaryDirectory(prefix="zlog-bench-counts-") as tmp:
         plog = seed(args.dir or Path(tmp) / "0", args.records, args.services, args.match_every, cfg)
@@ -119,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                   lambda: count(plog, cfg, metric))
         finally:
             plog.close()
+    if args.e2e:
+        e2e(args.records, args.runs)
     return 0
 
 

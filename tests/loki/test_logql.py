@@ -182,7 +182,7 @@ FRAGMENTS = ['{', '}', '(', ')', '[', ']', ',', '|', '|=', '!=', '|~', '!~', '=~
              '"\\\\q"', ' ', '#c\n']
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=14) | st.text(max_size=40).map(lambda t: [t]))
 def test_fuzzed_queries_parse_or_fail_with_a_located_error(parts: list[str]) -> None:
     text = "".join(parts)
