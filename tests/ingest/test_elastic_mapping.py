@@ -46,3 +46,14 @@ def test_bulk_fuzz_never_crashes(lines: list[bytes]) -> None:
     for it in items:
         assert (it.record is None) == (it.status >= 400)
         json.dumps(elastic.item_answer(it, 0))
+
+
+def test_the_spliced_answer_is_the_json_of_item_answer() -> None:
+    items = elastic.parse_bulk(b'{"index":{"_index":"a\\"b"}}\n{"message":"m"}\n{"create":{"_id":"x1"}}\n{"message":"n"}\n'
+                               b'{"delete":{"_id":"2"}}\n', "logs", NOW)
+    items[0].status = items[1].status = 201
+    got = json.loads(elastic.response(3, items, [7, 8, -1]))
+    assert got == {"took": 3, "errors": True,
+                   "items": [elastic.item_answer(items[0], 7), elastic.item_answer(items[1], 8),
+                             elastic.item_answer(items[2], -1)]}
+    assert got["items"][1]["create"]["_id"] == "x1" and len(got["items"][0]["index"]["_id"]) == 20

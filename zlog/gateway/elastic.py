@@ -137,9 +137,10 @@ async def _bulk(request: web.Request) -> web.Response:
         except ZlogError as exc:
             return _failure(exc, retry_after_of(exc, cfg.retry_after_s))
         results = dict(zip(outcome.groups, outcome.results, strict=True))
-    answers = []
+    seq_nos: list[int] = []
     offsets: dict[str, int] = {}
     for it in items:
+        seq = -1
         if it.record is not None:
             r = results[it.record["service"]]
             if isinstance(r, ZlogError):
@@ -149,11 +150,9 @@ async def _bulk(request: web.Request) -> web.Response:
                 svc = it.record["service"]
                 offsets[svc] = offsets.get(svc, -1) + 1
                 seq = r.offset + offsets[svc] if r.offset >= 0 else -1
-                answers.append(elastic.item_answer(it, seq))
-                continue
-        answers.append(elastic.item_answer(it, -1))
+        seq_nos.append(seq)
     took = int((time.perf_counter() - t0) * 1000)
-    return es_json({"took": took, "errors": any(it.status >= 300 for it in items), "items": answers})
+    return web.Response(body=elastic.response(took, items, seq_nos), content_type="application/json", headers=PRODUCT)
 
 
 async def post_bulk(request: web.Request) -> web.StreamResponse:
