@@ -241,3 +241,11 @@ def process_group(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pr
         )
         if failed and group.procs:
             sys.stderr.write(f"\n===== output of the test's processes =====\n{group.logs()}\n")
+
+
+@pytest.fixture(scope="session")
+def intake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The cluster the intake API tests share (tests/_intake.py)."""
+    from tests import _intake
+
+    yield from _intake.start(tmp_path_factory.mktemp("intake"))

@@ -7,51 +7,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests._cluster import Cluster, free_port, http, wait_until
+from tests._cluster import Cluster, http, wait_until
+from tests._intake import exactly
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tcp, udp, metrics = free_port(), free_port(), free_port()
-    c = Cluster(tmp_path_factory.mktemp("syslog"), toml_extra=f"""
-[syslog]
-tcp = "127.0.0.1:{tcp}"
-udp = "127.0.0.1:{udp}"
-metrics_port = {metrics}
-max_message_bytes = 8192
-linger_ms = 5
-""")
-    c.procs["syslog"] = c._proc("syslog", ["syslog"])
-    c.tcp, c.udp, c.syslog_metrics = tcp, udp, metrics  # type: ignore[attr-defined]
-    with c:
-        wait_until(lambda: http("GET", f"http://127.0.0.1:{metrics}/metrics", timeout=1)[0] == 200,
-                   timeout=40, what="the syslog listener")
-        yield c
-
-
-def records(cluster: Cluster, service: str) -> list[dict[str, Any]]:
-    q = urllib.parse.urlencode({"service": service, "limit": "1000", "direction": "forward", "since": "0"})
-    status, body = cluster.get("/v1/logs?" + q)
-    assert status == 200, body
-    return sorted(body["records"], key=lambda r: (r["timestamp"], r["message"]))
-
-
-def exactly(cluster: Cluster, service: str, n: int) -> list[dict[str, Any]]:
-    wait_until(lambda: len(records(cluster, service)) >= n, timeout=15, what=f"{n} records of {service}")
-    time.sleep(0.2)
-    got = records(cluster, service)
-    assert len(got) == n, [r["message"] for r in got]
-    return got
+@pytest.fixture
+def cluster(intake_cluster: Cluster) -> Cluster:
+    return intake_cluster
 
 
 def metric(cluster: Cluster, name: str, **labels: str) -> float:

@@ -9,43 +9,23 @@ import json
 import logging
 import subprocess
 import time
-import urllib.parse
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import cramjam
 import logging_loki
 import pytest
 from loki_logger_handler.loki_logger_handler import LokiLoggerHandler
 
-from tests._cluster import Cluster, http, wait_until
+from tests._cluster import Cluster, http
+from tests._intake import exactly, records
 from tests._npm import node_clients
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("loki")) as c:
-        yield c
-
-
-def records(cluster: Cluster, service: str, **params: str) -> list[dict[str, Any]]:
-    query = urllib.parse.urlencode({"service": service, "limit": "1000", "direction": "forward", "since": "0",
-                                    **params})
-    status, body = cluster.get("/v1/logs?" + query)
-    assert status == 200, body
-    return body["records"]
-
-
-def wait_for(cluster: Cluster, service: str, n: int) -> list[dict[str, Any]]:
-    got = wait_until(lambda: (r := records(cluster, service)) and len(r) >= n and r, timeout=15,
-                     what=f"{n} records of {service}")
-    time.sleep(0.3)  # anything extra (a doubled line) would have arrived by now
-    again = records(cluster, service)
-    assert len(again) == n, [r["message"] for r in again]
-    return got
+@pytest.fixture
+def cluster(intake_cluster: Cluster) -> Cluster:
+    return intake_cluster
 
 
 def push(cluster: Cluster, body: bytes, ctype: str = "application/json", path: str = "/loki/api/v1/push",
@@ -74,7 +54,7 @@ def test_python_logging_loki_default_legacy_format(cluster: Cluster) -> None:
     handler.addFilter(lambda r: seen.append(r) or True)
     for i in range(5):
         (logger.warning if i == 3 else logger.error)("legacy line %d with \"quotes\"", i)
-    got = wait_for(cluster, svc, 5)
+    got = exactly(cluster, svc, 5)
     assert [r["message"] for r in got] == [f'legacy line {i} with "quotes"' for i in range(5)]
     assert [r["timestamp"] for r in got] == [created_ms(r.created) for r in seen]
     assert [r["level"] for r in got] == ["ERROR", "ERROR", "ERROR", "WARN", "ERROR"]
@@ -93,7 +73,7 @@ def test_python_logging_loki_version_1(cluster: Cluster) -> None:
     for i in range(4):
         logger.info("v1 line %d", i)
     after = int(time.time() * 1000)
-    got = wait_for(cluster, svc, 4)
+    got = exactly(cluster, svc, 4)
     assert [r["message"] for r in got] == [f"v1 line {i}" for i in range(4)]
     assert all(before <= r["timestamp"] <= after for r in got)
     assert got[0]["service"] == svc and got[0]["level"] == "INFO"
@@ -112,7 +92,7 @@ def test_loki_logger_handler_gzip_with_structured_metadata(cluster: Cluster) -> 
     before = int(time.time() * 1000)
     for i in range(6):
         logger.info("gzip line %d", i, extra={"loki_metadata": {"request_id": f"r{i}"}})
-    got = wait_for(cluster, svc, 6)
+    got = exactly(cluster, svc, 6)
     after = int(time.time() * 1000) + 1000
     assert sorted(json.loads(r["message"])["message"] for r in got) == [f"gzip line {i}" for i in range(6)]
     assert all(before <= r["timestamp"] <= after for r in got)
@@ -128,7 +108,7 @@ def test_winston_loki_protobuf_snappy(cluster: Cluster) -> None:
     done = subprocess.run(["node", "winston_push.js", cluster.url, svc, "25", str(first)], cwd=js,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    got = wait_for(cluster, svc, 25)
+    got = exactly(cluster, svc, 25)
     by_ts = sorted(got, key=lambda r: r["timestamp"])
     assert [r["timestamp"] for r in by_ts] == [first + i for i in range(25)]
     assert [r["message"].split(" {")[0] for r in by_ts] == [f"winston line {i}" for i in range(25)]
@@ -143,7 +123,7 @@ def test_pino_loki_json_with_metadata(cluster: Cluster) -> None:
     done = subprocess.run(["node", "pino_push.mjs", cluster.url, svc, "12", str(first)], cwd=js,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    got = sorted(wait_for(cluster, svc, 12), key=lambda r: r["timestamp"])
+    got = sorted(exactly(cluster, svc, 12), key=lambda r: r["timestamp"])
     assert [r["timestamp"] for r in got] == [first + i for i in range(12)]
     assert [json.loads(r["message"])["msg"] for r in got] == [f"pino line {i}" for i in range(12)]
     assert [r["level"] for r in got] == ["ERROR" if i % 3 == 2 else "INFO" for i in range(12)]
@@ -179,7 +159,7 @@ def test_duplicate_streams_and_equal_timestamps_are_all_kept(cluster: Cluster) -
     stream = {"stream": {"job": svc}, "values": [[str(ns), "same"], [str(ns), "same"], [str(ns), "other"]]}
     status, _, data = push(cluster, json.dumps({"streams": [stream, stream]}).encode())
     assert (status, data) == (204, b"")
-    got = wait_for(cluster, svc, 6)
+    got = exactly(cluster, svc, 6)
     assert sorted(r["message"] for r in got) == ["other", "other", "same", "same", "same", "same"]
     assert {r["timestamp"] for r in got} == {ns // 1_000_000}
 
@@ -189,7 +169,7 @@ def test_label_set_partitions_when_no_service_label(cluster: Cluster) -> None:
     tag = uuid.uuid4().hex[:6]
     body = json.dumps({"streams": [{"stream": {"team": tag, "env": "prod"}, "values": [[str(ns), "x"]]}]})
     assert push(cluster, body.encode())[0] == 204
-    got = wait_for(cluster, f'{{env="prod", team="{tag}"}}', 1)
+    got = exactly(cluster, f'{{env="prod", team="{tag}"}}', 1)
     assert got[0]["labels"] == {"env": "prod", "source": "loki", "team": tag}
 
 
@@ -203,7 +183,7 @@ def test_gzip_deflate_and_protobuf_snappy_bodies(cluster: Cluster) -> None:
     raw = _proto_push([(f'{{service="{svc}", level="error"}}', [(ns + 1_000_000, "pb1"), (ns + 2_000_000, "pb2")])])
     status, _, data = push(cluster, bytes(cramjam.snappy.compress_raw(raw)), "application/x-protobuf")
     assert (status, data) == (204, b""), data
-    got = sorted(wait_for(cluster, svc, 4), key=lambda r: (r["timestamp"], r["message"]))
+    got = sorted(exactly(cluster, svc, 4), key=lambda r: (r["timestamp"], r["message"]))
     assert [r["message"] for r in got] == ["df", "gz", "pb1", "pb2"]
     assert [r["level"] for r in got[2:]] == ["ERROR", "ERROR"]
     assert got[3]["timestamp"] == (ns + 2_000_000) // 1_000_000
@@ -258,4 +238,4 @@ def test_idempotency_key_stores_a_retried_push_once(cluster: Cluster) -> None:
     body = json.dumps({"streams": [{"stream": {"service": svc}, "values": [[str(now_ns()), "once"]]}]}).encode()
     for _ in range(3):
         assert push(cluster, body, headers={"Idempotency-Key": svc})[0] == 204
-    wait_for(cluster, svc, 1)
+    exactly(cluster, svc, 1)

@@ -7,9 +7,7 @@ import gzip
 import json
 import logging
 import time
-import urllib.parse
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,30 +21,15 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from tests._cluster import Cluster, http, wait_until
+from tests._cluster import Cluster, http
+from tests._intake import exactly, records
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("otlp")) as c:
-        yield c
-
-
-def records(cluster: Cluster, service: str) -> list[dict[str, Any]]:
-    q = urllib.parse.urlencode({"service": service, "limit": "1000", "direction": "forward", "since": "0"})
-    status, body = cluster.get("/v1/logs?" + q)
-    assert status == 200, body
-    return sorted(body["records"], key=lambda r: (r["timestamp"], r["message"]))
-
-
-def exactly(cluster: Cluster, service: str, n: int) -> list[dict[str, Any]]:
-    wait_until(lambda: len(records(cluster, service)) >= n, timeout=15, what=f"{n} records of {service}")
-    time.sleep(0.2)
-    got = records(cluster, service)
-    assert len(got) == n, [r["message"] for r in got]
-    return got
+@pytest.fixture
+def cluster(intake_cluster: Cluster) -> Cluster:
+    return intake_cluster
 
 
 def sdk_logger(service: str, exporter: OTLPLogExporter) -> tuple[logging.Logger, LoggerProvider]:

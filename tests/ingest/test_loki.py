@@ -126,7 +126,7 @@ def test_loki_validation(stream: dict[str, object], reason: str) -> None:
     assert reason in err.value.reason
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=300))
 def test_protobuf_fuzz_never_crashes(data: bytes) -> None:
     try:

@@ -64,7 +64,7 @@ def test_framer_octet_counting_lf_and_oversize() -> None:
     assert f.feed(b"tail") == [] and f.close() == b"tail"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.binary(max_size=30), max_size=10))
 def test_framer_fuzz_holds_bounded_and_never_crashes(chunks: list[bytes]) -> None:
     f = Framer(max_bytes=16)
