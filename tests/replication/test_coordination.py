@@ -11,7 +11,13 @@ from tests._cluster import REPO
 from tests._etcd import EtcdServer
 from zlog.config import load
 from zlog.ops.cluster import place_extra_programs
-from zlog.replication.coordination import CoordinationError, Coordinator, PartitionState, WorkerInfo
+from zlog.replication.coordination import (
+    CoordinationError,
+    Coordinator,
+    PartitionState,
+    WorkerInfo,
+    call_timeout,
+)
 from zlog.replication.etcd_server import local_endpoints, needed
 
 
@@ -50,6 +56,26 @@ def test_a_dead_endpoint_is_skipped_and_none_alive_is_an_error(etcd: EtcdServer)
     with pytest.raises(CoordinationError):
         dead.snapshot()
     assert not dead.healthy()
+
+
+def test_a_member_that_hangs_costs_less_than_the_renewal_margin(etcd: EtcdServer) -> None:
+    # A member cut off from its peers accepts connections and answers nothing: each call must
+    # move on to the next member well inside the third of the TTL between a renewal and fencing.
+    import socket
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    try:
+        ttl_ms = 2000
+        c = Coordinator((f"http://127.0.0.1:{hang.getsockname()[1]}", etcd.endpoint), "/t4", call_timeout(ttl_ms))
+        lease = c.grant(2)
+        c._current = 0  # every call starts at the hanging member again
+        t0 = time.monotonic()
+        assert c.keepalive(lease) >= 1
+        assert time.monotonic() - t0 < ttl_ms / 3000
+    finally:
+        hang.close()
 
 
 def test_zlog_up_runs_a_local_etcd_only_when_replicated_without_endpoints(tmp_path: Path) -> None:

@@ -106,3 +106,13 @@ def test_a_follower_keeping_up_under_steady_writes_stays() -> None:
         s.appended(t + 10)  # the log end moves between every pair of fetches
         s.fetched(1, t, t)  # ... and the follower always asks for what was there at its last fetch
     assert s.wanted_isr(5000) == {0, 1}
+
+
+def test_a_new_term_keeps_members_for_one_lag_window_but_adds_none_that_never_fetched() -> None:
+    # Leader 0 takes over an empty partition with ISR {0, 1}; replica 2 is cut off and never asks.
+    s = leader(isr={0, 1}, leo=0, lag_ms=1000)
+    assert s.wanted_isr(10) == {0, 1}  # 2 is level (0 == 0) but has not fetched in this term
+    s.fetched(1, 0, 20)
+    assert s.wanted_isr(500) == {0, 1}
+    s.fetched(2, 0, 600)
+    assert s.wanted_isr(600) == {0, 1, 2}  # once 2 asks, it is caught up and joins

@@ -10,8 +10,10 @@ Invariants:
 - A partition's state changes only by a transaction that compares the key's ``mod_revision``
   with the one the writer read (0: the key must not exist): two writers racing on the same
   state cannot both win, and a loser re-reads before it proposes again.
-- Every call is bounded by ``timeout_s``; a failing endpoint is left for the next one in the
-  list. Failures surface as ``CoordinationError``; nothing here retries forever.
+- Every call is bounded by ``timeout_s`` per endpoint; a failing endpoint is left for the next
+  one in the list. Workers use ``call_timeout(ttl)``, a quarter of the lease, so a member that
+  hangs (cut off from its peers, it holds reads until it gives up) costs a keepalive less than
+  the third of the TTL between a renewal and fencing: the next member renews the lease in time. Failures surface as ``CoordinationError``; nothing here retries forever.
 - The client is synchronous and holds no state besides the connection: callers run it off the
   data path (the worker's coordination thread).
 """
@@ -88,6 +90,12 @@ class Snapshot:
     revision: int
     workers: dict[int, WorkerInfo]
     partitions: dict[str, tuple[PartitionState, int]]  # name -> (state, mod_revision)
+
+
+def call_timeout(lease_ttl_ms: int) -> float:
+    """Seconds one etcd call may take on one endpoint for a worker whose lease is ``lease_ttl_ms``."""
+    ttl_s = max(1, round(lease_ttl_ms / 1000))  # etcd counts leases in whole seconds
+    return min(2.0, ttl_s / 4)
 
 
 class Coordinator:

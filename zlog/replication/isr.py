@@ -13,8 +13,10 @@ Invariants:
 - A follower leaves the ISR once it has not been caught up to the leader's log end for more
   than ``lag_ms`` (Kafka's replica.lag.time.max.ms): behind, or silent (it fetches at least
   every long-poll wait while it lives, and each fetch at the log end renews it); it rejoins once its fetch offset reaches
-  the high watermark and the start of the current epoch while it keeps up (a dead follower that
-  happened to be level never rejoins). Both are *proposals* (``wanted_isr``):
+  the high watermark and the start of the current epoch while it keeps up, and only by a fetch
+  made in this term (a dead follower that happened to be level never rejoins, and the benefit
+  of the doubt a new term gives keeps a member in for one lag window but adds none: a cut-off
+  replica of an empty or idle partition would otherwise be voted back in without ever asking). Both are *proposals* (``wanted_isr``):
   until ``set_isr`` commits one, a shrinking ISR still bounds the high watermark, so a proposal
   that loses its etcd transaction never made anything visible early.
 - The leader never leaves its own ISR.
@@ -30,6 +32,7 @@ class Follower:
     leo: int = 0  # its fetch offset: it holds [0, leo)
     caught_up_ms: float = 0.0  # last fetch that asked for everything there was at its previous fetch
     target: int = 0  # the leader's log end when it last fetched
+    fetched: bool = False  # it fetched at least once in this term
 
 
 @dataclass(slots=True)
@@ -76,6 +79,7 @@ class LeaderState:
         if offset > self.leo:
             return False  # beyond our log: a divergent follower that has not truncated yet
         f.leo = offset  # exactly: a follower that restarted with less has less
+        f.fetched = True
         # Kafka's rule: caught up when it asks for everything the leader had at its last fetch
         # (under steady writes it never equals the moving log end, yet it is keeping up).
         if offset >= f.target:
@@ -90,7 +94,7 @@ class LeaderState:
         for r, f in self.followers.items():
             if r in want and now_ms - f.caught_up_ms > self.lag_ms:
                 want.discard(r)
-            elif (r not in want and f.leo >= max(self.hw, self.epoch_start)
+            elif (r not in want and f.fetched and f.leo >= max(self.hw, self.epoch_start)
                   and now_ms - f.caught_up_ms <= self.lag_ms):
                 want.add(r)
         return frozenset(want)

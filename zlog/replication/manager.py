@@ -28,7 +28,7 @@ from zlog.config import Config, ConfigError
 from zlog.protocol import bodies
 from zlog.replication import messages as rm
 from zlog.replication.control import partition_name, replicas_of
-from zlog.replication.coordination import Coordinator, PartitionState, WorkerInfo
+from zlog.replication.coordination import Coordinator, PartitionState, WorkerInfo, call_timeout
 from zlog.replication.epochs import EpochCache, truncation_offset
 from zlog.replication.etcd_server import local_endpoints
 from zlog.replication.follower import Following
@@ -90,7 +90,7 @@ class ReplicaManager:
         self._version = 0
         self._fenced = True
         self._down_since: dict[int, float] = {}
-        coord = Coordinator(local_endpoints(cfg), cfg.cluster.etcd_prefix)
+        coord = Coordinator(local_endpoints(cfg), cfg.cluster.etcd_prefix, call_timeout(c.lease_ttl_ms))
         info = WorkerInfo(self.me, c.host, os.getpid(), self.endpoint, cfg.worker_metrics_port(self.me))
         mine = {self.names[p]: replicas_of(p, c.partitions, c.workers, cfg.storage.replication_factor)
                 for p in self.partitions}
