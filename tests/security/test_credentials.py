@@ -102,3 +102,35 @@ def test_verifier_caches_and_forgets_on_reload() -> None:
     now[0] = 100.0
     assert not v.needs_hashing(Presented("bearer", "zlog_AAAAAAAAAAAA_" + "x" * 43))
     assert not v.needs_hashing(Presented("bearer", "x" * 500))
+
+
+def test_the_cli_manages_tenants_tokens_and_users(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from zlog.ops.cli import main
+
+    def zlog(*args: str, stdin: str = "") -> tuple[int, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = main(["--data-dir", str(tmp_path), *args])
+        out = capsys.readouterr()
+        return code, out.out
+
+    assert zlog("token", "create", "--tenant", "acme", "--role", "read")[0] == 2  # no such tenant
+    assert zlog("tenant", "add", "acme")[0] == 0
+    assert zlog("tenant", "add", "../x")[0] == 2
+    code, token = zlog("token", "create", "--tenant", "acme", "--role", "write", "--note", "ci")
+    token = token.strip()
+    assert code == 0 and credentials.split_token(token) is not None
+    assert zlog("user", "add", "alice", "--tenant", "acme", "--role", "read", "--password-stdin",
+                stdin="a long enough password\n")[0] == 0
+    listed = zlog("token", "list")[1]
+    tid = token.split("_")[1]
+    assert tid in listed and token not in listed  # the secret is shown once, at creation
+    path = tmp_path / "credentials.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    text = path.read_text()
+    assert token not in text and "a long enough password" not in text
+    assert "tokens=1\tusers=1" in zlog("tenant", "list")[1]
+    assert zlog("token", "revoke", token)[0] == 0 and tid not in zlog("token", "list")[1]
+    assert zlog("tenant", "remove", "acme")[0] == 0
+    assert "alice" not in zlog("user", "list")[1]

@@ -156,16 +156,52 @@ def test_without_curve_a_non_loopback_bind_is_refused(tmp_path: Path) -> None:
     assert b"not a loopback address and cluster.curve is off" in out.stderr
 
 
-def test_the_cli_makes_keys(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO), ZLOG_CLUSTER_DATA_DIR=str(tmp_path))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "zlog", "keys", "generate", *a], env=env,  # noqa: E731
-                                    cwd=tmp_path, capture_output=True, text=True, timeout=30)
-    assert run().returncode == 0
+def test_the_cli_makes_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zlog.ops.cli import main
+
+    def run(*a: str) -> tuple[int, str]:
+        code = main(["--data-dir", str(tmp_path), "keys", "generate", *a])
+        return code, capsys.readouterr().err
+
+    assert run()[0] == 0
     assert {p.name for p in (tmp_path / "keys").iterdir()} >= {"server.key", "server.key_secret", "gateway.key_secret",
                                                               "worker.key_secret", "clients"}
     assert (tmp_path / "keys" / "server.key_secret").stat().st_mode & 0o077 == 0
-    no_tenant = run("app")
-    assert no_tenant.returncode == 2 and "--tenant" in no_tenant.stderr
-    assert run("app", "--tenant", "acme").returncode == 0
-    assert run("app", "--tenant", "acme").returncode == 2  # exists
+    code, err = run("app")
+    assert code == 2 and "--tenant" in err
+    assert run("app", "--tenant", "acme")[0] == 0
+    assert run("app", "--tenant", "acme")[0] == 2  # exists
     assert {k.tenant for k in curve.load_clients(tmp_path / "keys").values()} == {None, "acme"}
+
+
+def test_a_router_admits_a_new_key_and_drops_a_removed_one_on_sighup(curve_cluster: tuple[Cluster, Path]) -> None:
+    import signal
+
+    cluster, keys = curve_cluster
+    curve.generate(keys, "late", tenant="default")
+    late = keys_of(keys, "late", keys)
+    produce = wire.encode(Command.PRODUCE, 7, partition=0, body=bodies.produce_body([record("late key")], 1))
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        s = dealer(ctx, f"tcp://127.0.0.1:{cluster.front}", late)
+        assert ask(s, produce, 700) is None  # not admitted yet
+        s.close(0)
+        cluster.signal("router", signal.SIGHUP)
+        wait_until_logged = time.monotonic() + 10
+        while "client keys reloaded" not in cluster.logs("router") and time.monotonic() < wait_until_logged:
+            time.sleep(0.05)
+        s = dealer(ctx, f"tcp://127.0.0.1:{cluster.front}", late)
+        reply = ask(s, produce)
+        assert reply is not None and reply.command is Command.ACK
+        s.close(0)
+        (keys / "clients" / "late.key").unlink()
+        cluster.signal("router", signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while cluster.logs("router").count("client keys reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s = dealer(ctx, f"tcp://127.0.0.1:{cluster.front}", late)
+        assert ask(s, produce, 700) is None
+        s.close(0)
+    finally:
+        ctx.destroy(0)
+    assert cluster.procs["router"].alive()
