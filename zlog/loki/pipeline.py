@@ -30,6 +30,7 @@ import regex
 from zlog.loki import ast
 from zlog.loki.logql import parse_log_query
 from zlog.protocol.errors import BadParameter
+from zlog.read.counting import stream_identity
 from zlog.read.query import Filter
 from zlog.security.regexes import compile_bounded
 
@@ -294,20 +295,6 @@ def compile_log_query(text: str, *, need_line: bool = True) -> Callable[[bytes],
 
 _MISS: Any = object()
 _CACHE_ENTRIES = 4096
-
-
-def stream_identity(line: bytes) -> bytes | None:
-    """The stored line without its timestamp, message and received_at (zlog.ingest.records' field
-    order); None when the line is not in that shape. Inside a JSON string every quote is escaped,
-    so the delimiters found here cannot come from a value."""
-    i = line.find(b',"service":"')
-    m = line.find(b',"message":"', i)
-    lab = line.find(b'","labels":', m)
-    r = line.find(b',"received_at":', lab)
-    if i < 0 or m < 0 or lab < 0 or r < 0:
-        return None
-    e = line.find(b",", r + 15)
-    return line[i:m] + line[lab + 1:r] + (line[e:] if e >= 0 else b"}")
 
 
 def prefilter(q: ast.LogQuery) -> Filter:

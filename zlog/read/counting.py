@@ -206,3 +206,16 @@ def by_param(text: str | None) -> str:
         raise BadParameter("by", "empty label name")
     return "label:" + name
 
+
+def stream_identity(line: bytes) -> bytes | None:
+    """The stored line without its timestamp, message and received_at (zlog.ingest.records' field
+    order); None when the line is not in that shape. Inside a JSON string every quote is escaped,
+    so the delimiters found here cannot come from a value."""
+    i = line.find(b',"service":"')
+    m = line.find(b',"message":"', i)
+    lab = line.find(b'","labels":', m)
+    r = line.find(b',"received_at":', lab)
+    if i < 0 or m < 0 or lab < 0 or r < 0:
+        return None
+    e = line.find(b",", r + 15)
+    return line[i:m] + line[lab + 1:r] + (line[e:] if e >= 0 else b"}")

@@ -30,7 +30,7 @@ import orjson
 from zlog.config import StorageConfig
 from zlog.protocol import wire
 from zlog.protocol.errors import BadParameter
-from zlog.read.counting import Counts, CountSpec, key_of, matches_keys, rollup_eligible
+from zlog.read.counting import Counts, CountSpec, key_of, matches_keys, rollup_eligible, stream_identity
 from zlog.read.query import compile_filter
 from zlog.storage import PartitionLog
 from zlog.storage.rollup import SLOT_MS
@@ -95,8 +95,6 @@ def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
         if spec.logql is not None:
             run = compile_log_query(spec.logql, need_line=bytes_)
         else:
-            from zlog.loki.pipeline import stream_identity
-
             seen: dict[bytes, str] = {}
 
             def run(line: bytes) -> tuple[str, str] | None:
@@ -125,11 +123,24 @@ def counter(spec: CountSpec, counts: Counts) -> Callable[[bytes], bool]:
 
         return note_logql
 
+    keys: dict[bytes, str] = {}
+
     def note(line: bytes) -> bool:
         ts = _timestamp(line)
         if ts < lo or ts > hi or (match is not None and not match(line)):
             return False
-        key = "" if by == "none" else key_of(by, loads(line))
+        if by == "none":
+            key = ""
+        else:
+            # The key is a field of the record's shape (all but timestamp, message, received_at):
+            # parsed once per shape, not per line.
+            ident = stream_identity(line)
+            cached = keys.get(ident) if ident is not None else None
+            if cached is None:
+                cached = key_of(by, loads(line))
+                if ident is not None and len(keys) < 4096:
+                    keys[ident] = cached
+            key = cached
         add(key, (ts - lo) // width, len(line) if bytes_ else 1)
         return False
 
