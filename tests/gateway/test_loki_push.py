@@ -239,3 +239,17 @@ def test_idempotency_key_stores_a_retried_push_once(cluster: Cluster) -> None:
     for _ in range(3):
         assert push(cluster, body, headers={"Idempotency-Key": svc})[0] == 204
     exactly(cluster, svc, 1)
+
+
+def test_broken_gzip_and_a_10_mb_line_are_refused(cluster: Cluster) -> None:
+    svc = f"huge-{uuid.uuid4().hex[:6]}"
+    status, _, data = push(cluster, b"\x1f\x8b\x08 not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert status == 400 and b"could not read the body" in data
+    line = "x" * (10 * 1024 * 1024)
+    body = json.dumps({"streams": [{"stream": {"service": svc}, "values": [[str(now_ns()), line]]}]}).encode()
+    status, _, data = push(cluster, body)
+    assert status == 413 and json.loads(data)["error"] == "PAYLOAD_TOO_LARGE"
+    status, _, data = push(cluster, gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    assert status == 413, data  # the limit holds after decompression too
+    time.sleep(0.2)
+    assert records(cluster, svc) == []
