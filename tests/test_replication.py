@@ -198,6 +198,19 @@ def test_acks_all_needs_min_insync_replicas_and_acks_leader_does_not(tmp_path: P
                        timeout=10, what="the follower to catch up")
             assert replica_lines(tmp_path, 0, 0) == replica_lines(tmp_path, 1, 0)
 
+            # Drain: every leadership leaves worker 0 and writes go on; undrain: it takes back
+            # the partition it is the preferred replica of.
+            zlog = [sys.executable, "-m", "zlog", "worker"]
+            out = subprocess.run([*zlog, "drain", "0", "--wait", "15"], env=c.env, capture_output=True,
+                                 timeout=30, check=False)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert all(s.leader == 1 for s, _ in coord.snapshot().partitions.values())
+            wait_until(lambda: c.post(rec)[0] == 200, timeout=10, what="writes while worker 0 is drained")
+            subprocess.run([*zlog, "undrain", "0"], env=c.env, capture_output=True, timeout=30, check=True)
+            wait_until(lambda: coord.snapshot().partitions["0"][0].leader == 0, timeout=15,
+                       what="the preferred leader back")
+            wait_until(lambda: c.post(rec)[0] == 200, timeout=10, what="writes after the undrain")
+
 
 def http_post(c: Cluster, records: list[dict[str, object]], query: str) -> tuple[int, dict[str, str], bytes]:
     from tests._cluster import http

@@ -53,3 +53,29 @@ def test_isr_changes_only_by_the_current_leader_in_its_epoch() -> None:
     assert isr_change(snap({0, 1, 2}, parts), 0, "0", 3, frozenset({0, 1})) is None
     assert isr_change(snap({0, 1, 2}, parts), 1, "0", 4, frozenset({1})) is None
     assert isr_change(snap({0, 1, 2}, parts), 0, "0", 4, frozenset({0, 1, 2})) is None
+
+
+def test_handoff_when_drained_or_when_the_preferred_replica_is_back_in_sync() -> None:
+    from zlog.replication.control import handoff_target
+
+    def s(alive: set[int], isr: tuple[int, ...], leader: int, drains: frozenset[int] = frozenset()) -> Snapshot:
+        base = snap(alive, {"0": PartitionState((0, 1, 2), leader, isr, 3)})
+        return Snapshot(base.revision, base.workers, base.partitions, drains)
+
+    assert handoff_target(s({0, 1, 2}, (0, 1, 2), 0), 0, "0", 3) is None  # preferred leads: stay
+    assert handoff_target(s({0, 1, 2}, (0, 1, 2), 0, frozenset({0})), 0, "0", 3) == 1  # drained: the next
+    assert handoff_target(s({0, 1, 2}, (0, 2), 0, frozenset({0})), 0, "0", 3) == 2  # ... in sync
+    assert handoff_target(s({0}, (0,), 0, frozenset({0})), 0, "0", 3) is None  # nobody to take it
+    assert handoff_target(s({0, 1, 2}, (0, 1, 2), 1), 1, "0", 3) == 0  # the preferred one is back
+    assert handoff_target(s({0, 1, 2}, (0, 1), 1), 1, "0", 3) is None  # ... but not every replica in sync
+    assert handoff_target(s({0, 1, 2}, (0, 1, 2), 1, frozenset({0})), 1, "0", 3) is None  # ... drained
+    assert handoff_target(s({0, 1, 2}, (0, 1, 2), 1), 1, "0", 2) is None  # an old epoch
+
+
+def test_elections_prefer_replicas_not_being_drained() -> None:
+    parts = {"0": PartitionState((0, 1, 2), 0, (0, 1, 2), 4)}
+    base = snap({1, 2}, parts)
+    drained = Snapshot(base.revision, base.workers, base.partitions, frozenset({1}))
+    assert plan(drained, 1, {"0": (0, 1, 2)}, {}) == []
+    (p,) = plan(drained, 2, {"0": (0, 1, 2)}, {})
+    assert p.state.leader == 2

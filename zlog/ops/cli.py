@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", parents=[common], help="run the whole cluster under supervisord (foreground)")
     sub.add_parser("syslog", parents=[common],
                    help="run the syslog listener (syslog.tcp / syslog.udp; docs/shippers.md)")
+    p = sub.add_parser("worker", parents=[common], help="replicated clusters: drain a storage worker")
+    p.add_argument("action", choices=["drain", "undrain"],
+                   help="drain: move every leadership off the worker and keep it off; undrain: let it lead again")
+    p.add_argument("worker_id", type=int, metavar="N")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the drain to finish (default 30)")
+
     sub.add_parser("etcd", parents=[common],
                    help="run the local etcd a replicated cluster uses (exits at once when none is needed)")
     from zlog.ops.security_cli import add_parsers
@@ -160,6 +166,8 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
         return _target("zlog.ops.cluster", "up")(cfg, args)
     if cmd == "syslog":
         return _target("zlog.syslog.listener", "run")(cfg)
+    if cmd == "worker":
+        return _target("zlog.replication.drain", "run")(cfg, args)
     if cmd == "etcd":
         return _target("zlog.replication.etcd_server", "run")(cfg)
     if cmd in ("tenant", "token", "user", "keys"):

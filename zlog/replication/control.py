@@ -65,10 +65,29 @@ def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[st
         if state.leader is not None and state.leader in alive:
             continue
         candidates = [r for r in state.replicas if r in state.isr and r in alive and r != state.leader]
+        candidates.sort(key=lambda r: r in snap.drains)  # a drained replica only when none else is
         if candidates and candidates[0] == me:
             isr = tuple(sorted({r for r in state.isr if r != state.leader} | {me}))
             out.append(Proposal(name, PartitionState(state.replicas, me, isr, state.epoch + 1), rev, "elect"))
     return out
+
+
+def handoff_target(snap: Snapshot, me: int, name: str, epoch: int) -> int | None:
+    """Whom the leader ``me`` of ``name`` in ``epoch`` should hand leadership to now, if anyone:
+    when ``me`` is being drained, the first live in-sync replica not drained; otherwise, once
+    every replica is in sync, the preferred (first) replica when it is live and not drained
+    (leadership goes back where placement put it, spreading leaders evenly again)."""
+    cur = snap.partitions.get(name)
+    if cur is None or cur[0].leader != me or cur[0].epoch != epoch:
+        return None
+    state = cur[0]
+    ok = [r for r in state.replicas if r != me and r in state.isr and r in snap.workers and r not in snap.drains]
+    if me in snap.drains:
+        return ok[0] if ok else None
+    preferred = state.replicas[0]
+    if preferred != me and preferred in ok and set(state.isr) == set(state.replicas):
+        return preferred
+    return None
 
 
 def isr_change(snap: Snapshot, me: int, name: str, epoch: int, isr: frozenset[int]) -> Proposal | None:

@@ -5,6 +5,8 @@ Keys, under ``cluster.etcd_prefix``:
   lease, so it disappears when the worker stops renewing it (death, partition, hang).
 - ``partitions/<name>``: ``{"replicas", "leader", "isr", "epoch"}``. ``name`` is a string (the
   partition number today), so a tenant prefix fits in later without a new layout.
+- ``drain/<id>``: present while worker ``id`` is being drained (``zlog worker drain``): it leads
+  nothing and is never elected while another in-sync replica can be.
 
 Invariants:
 - A partition's state changes only by a transaction that compares the key's ``mod_revision``
@@ -90,6 +92,7 @@ class Snapshot:
     revision: int
     workers: dict[int, WorkerInfo]
     partitions: dict[str, tuple[PartitionState, int]]  # name -> (state, mod_revision)
+    drains: frozenset[int] = frozenset()
 
 
 def call_timeout(lease_ttl_ms: int) -> float:
@@ -156,6 +159,7 @@ class Coordinator:
         out = self._post("/kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)})
         workers: dict[int, WorkerInfo] = {}
         partitions: dict[str, tuple[PartitionState, int]] = {}
+        drains: set[int] = set()
         for kv in out.get("kvs", []):
             key = _unb64(kv["key"]).decode()[len(self.prefix):]
             kind, _, name = key.partition("/")
@@ -166,9 +170,18 @@ class Coordinator:
                     workers[w.id] = w
                 elif kind == "partitions":
                     partitions[name] = (PartitionState.from_json(value), int(kv["mod_revision"]))
+                elif kind == "drain":
+                    drains.add(int(name))
             except (ValueError, KeyError, TypeError):
                 continue  # a value we did not write: ignored rather than trusted
-        return Snapshot(int(out["header"]["revision"]), workers, partitions)
+        return Snapshot(int(out["header"]["revision"]), workers, partitions, frozenset(drains))
+
+    def set_drain(self, worker: int, on: bool) -> None:
+        key = _b64(self.key("drain", worker))
+        if on:
+            self._post("/kv/put", {"key": key, "value": _b64(b"{}")})
+        else:
+            self._post("/kv/deleterange", {"key": key})
 
     def cas(self, name: str, state: PartitionState, mod_revision: int) -> bool:
         """Write ``state`` if the key still has ``mod_revision`` (0: if it does not exist)."""

@@ -27,7 +27,7 @@ import zmq
 from zlog.config import Config, ConfigError
 from zlog.protocol import bodies
 from zlog.replication import messages as rm
-from zlog.replication.control import partition_name, replicas_of
+from zlog.replication.control import handoff_target, partition_name, replicas_of
 from zlog.replication.coordination import Coordinator, PartitionState, WorkerInfo, call_timeout
 from zlog.replication.epochs import EpochCache, truncation_offset
 from zlog.replication.etcd_server import local_endpoints
@@ -87,6 +87,8 @@ class ReplicaManager:
         self._rid = 0
         self._owed: list[int] = []
         self._refetch: list[Following] = []
+        self._handing: dict[int, float] = {}  # partitions whose leadership this worker is giving away
+        self._last_handoff_check = 0.0
         self._version = 0
         self._fenced = True
         self._down_since: dict[int, float] = {}
@@ -344,6 +346,19 @@ class ReplicaManager:
             for p in list(self.led_parts):
                 self._step_down(p)
             self.worker.heartbeat()
+        if any(now - t > 3000 for t in self._handing.values()):
+            self._version = -1  # a handoff that did not happen: decide the roles again
+        if now - self._last_handoff_check > 500 and m.snapshot is not None:
+            self._last_handoff_check = now
+            for p, led in list(self.led_parts.items()):
+                target = handoff_target(m.snapshot, self.me, led.name, led.epoch)
+                if target is not None:
+                    log.info("handing leadership over", extra={"partition": p, "to": target, "epoch": led.epoch,
+                                                               "drained": self.me in m.snapshot.drains})
+                    self._handing[p] = now
+                    self._step_down(p)  # stop acknowledging first: never two leaders
+                    m.propose_handoff(led.name, led.epoch, target)
+                    self.worker.heartbeat()
         for led in self.led_parts.values():
             if led.parked:
                 keep = []
@@ -374,8 +389,12 @@ class ReplicaManager:
                 continue
             state = entry[0]
             self.states[p] = state
+            handing = self._handing.get(p)
+            if handing is not None and (state.leader != self.me or now - handing > 3000):
+                del self._handing[p]  # done (or the transaction lost: lead again)
+                handing = None
             leading = (state.leader == self.me and self.membership.won.get(name) == state.epoch
-                       and not self.membership.fenced())
+                       and not self.membership.fenced() and handing is None)
             if state.leader is None or state.leader not in snap.workers:
                 self._down_since.setdefault(p, now)
             if leading:

@@ -25,7 +25,7 @@ import threading
 import time
 
 from zlog.replication.control import Proposal, isr_change, plan
-from zlog.replication.coordination import CoordinationError, Coordinator, Snapshot, WorkerInfo
+from zlog.replication.coordination import CoordinationError, Coordinator, PartitionState, Snapshot, WorkerInfo
 
 log = logging.getLogger("zlog.replication")
 
@@ -46,6 +46,7 @@ class Membership(threading.Thread):
         self.won: dict[str, int] = {}
         self.elections = 0
         self._isr: queue.SimpleQueue[tuple[str, int, frozenset[int]]] = queue.SimpleQueue()
+        self._handoffs: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._last_keepalive = 0.0
@@ -59,6 +60,11 @@ class Membership(threading.Thread):
 
     def propose_isr(self, name: str, epoch: int, isr: frozenset[int]) -> None:
         self._isr.put((name, epoch, isr))
+        self._wake.set()
+
+    def propose_handoff(self, name: str, epoch: int, target: int) -> None:
+        """Leadership of ``name`` to ``target`` (the caller already stopped acknowledging)."""
+        self._handoffs.put((name, epoch, target))
         self._wake.set()
 
     def stop(self, revoke: bool = True) -> None:
@@ -117,6 +123,16 @@ class Membership(threading.Thread):
             p = isr_change(snap, self.info.id, name, epoch, isr)
             if p is not None:
                 proposals.append(p)
+        while True:
+            try:
+                name, epoch, target = self._handoffs.get_nowait()
+            except queue.Empty:
+                break
+            cur = snap.partitions.get(name)
+            if cur is not None and cur[0].leader == self.info.id and cur[0].epoch == epoch:
+                s = cur[0]
+                proposals.append(Proposal(name, PartitionState(s.replicas, target, s.isr, epoch + 1), cur[1],
+                                          "handoff"))
         changed = False
         for p in proposals:
             if self.coord.cas(p.name, p.state, p.revision):
