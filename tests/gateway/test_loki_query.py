@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests._cluster import REPO, Cluster, http, wait_until
 
@@ -272,3 +274,23 @@ def test_dashboard_loki_panels_answer(cluster: Cluster) -> None:
         status, body = get(cluster, "/loki/api/v1/query_range", [("query", q), ("start", GRAFANA_START),
                                                                  ("end", GRAFANA_END), ("step", "60")])
         assert status == 200 and body["data"]["result"], (q, body)
+
+
+PARAM_VALUES = st.sampled_from(["", "0", "-1", "1e3", "5m", "1m0s", "abc", "9" * 25, "2023-11-14T22:13:20Z", "auto",
+                                "level", "label.region", "pod", '{service="billing"}', "vector(1)", "{", "1/0",
+                                'sum by (x) (rate({a="b"}[1ms]))', '{a=~"(a+)+$"} |~ "(x+x+)+y"'])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/loki/api/v1/query_range", "/loki/api/v1/query", "/loki/api/v1/labels",
+                             "/loki/api/v1/label/service/values", "/loki/api/v1/series", "/loki/api/v1/index/stats",
+                             "/v1/stats/volume", "/v1/stats/values"]),
+       params=st.lists(st.tuples(st.sampled_from(["query", "start", "end", "time", "step", "since", "limit",
+                                                  "direction", "match[]", "by", "field", "until", "measure"]),
+                                 PARAM_VALUES), max_size=5))
+def test_fuzzed_parameters_get_an_answer_or_a_named_400(cluster: Cluster, path: str,
+                                                       params: list[tuple[str, str]]) -> None:
+    status, body = get(cluster, path, params)
+    assert status in (200, 400), (path, params, body)
+    if status == 400:
+        assert body["error"] == "BAD_PARAMETER" and body["message"], body
