@@ -32,6 +32,7 @@ from zlog.ingest.records import (
     _utf8_len_over,
 )
 
+SORT_KEYS = orjson.OPT_SORT_KEYS  # code point order, as sorted() on str: the same bytes as encode_batch
 Entry = tuple[int, str, str, str, "dict[str, str] | None"]  # timestamp ms, service, level, message, metadata
 
 
@@ -57,7 +58,7 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
     index = -1
     for batch in batches:
         labels_ok = _check_labels(batch.labels, limits) is None
-        labels_json = b',"labels":' + dumps(dict(sorted(batch.labels.items()))) if labels_ok else b""
+        labels_json = b',"labels":' + dumps(batch.labels, option=SORT_KEYS) if labels_ok else b""
         for ts, service, level, message, meta in batch.entries:
             index += 1
             # Services and levels repeat: each distinct one is checked and serialised once.
@@ -78,7 +79,7 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
                     parts: list[bytes] = [b'{"timestamp":', str(ts).encode(), s, lv, b',"message":',  # type: ignore[list-item]
                                           dumps(message), labels_json]
                     if meta is not None:
-                        parts += (b',"metadata":', dumps(meta if len(meta) == 1 else dict(sorted(meta.items()))))
+                        parts += (b',"metadata":', dumps(meta, option=SORT_KEYS))
                 except orjson.JSONEncodeError:  # a lone surrogate: the exact path names it
                     ok = False
                 else:
