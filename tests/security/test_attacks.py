@@ -227,3 +227,21 @@ def test_malformed_records_sent_straight_to_the_router_are_nacked(target: tuple[
         ctx.destroy(0)
     stored = [r["message"] for r in cluster.stored_records()]
     assert not any(m.startswith("batch-mate") or m == "smuggled" for m in stored)
+
+
+def test_zz_a_client_guessing_secrets_is_locked_out_but_known_credentials_still_work(
+        target: tuple[Cluster, dict[str, str]]) -> None:
+    """Last in the file: it leaves 127.0.0.1 locked out of fresh checks for a minute."""
+    cluster, tokens = target
+    tid = (credentials.split_token(tokens["read"]) or ("", ""))[0]
+    assert get(cluster, "/v1/services", tokens["read"])[0] == 200  # verified, so cached
+    statuses = []
+    for i in range(40):
+        status, headers, body = get(cluster, "/v1/services", f"zlog_{tid}_guess{i:04d}{'x' * 40}")
+        statuses.append(status)
+        if status == 429:
+            assert json.loads(body)["error"] == "RATE_LIMITED" and int(headers["Retry-After"]) >= 1
+            break
+    assert statuses[-1] == 429 and len(statuses) <= 31, statuses
+    assert set(statuses[:-1]) == {401}
+    assert get(cluster, "/v1/services", tokens["read"])[0] == 200

@@ -134,3 +134,18 @@ def test_the_cli_manages_tenants_tokens_and_users(tmp_path, capsys, monkeypatch)
     assert zlog("token", "revoke", token)[0] == 0 and tid not in zlog("token", "list")[1]
     assert zlog("tenant", "remove", "acme")[0] == 0
     assert "alice" not in zlog("user", "list")[1]
+
+
+def test_lockout_counts_failures_per_client_in_a_window() -> None:
+    from zlog.security.lockout import Lockout
+
+    lock = Lockout(max_failures=3, window_s=10, max_clients=2)
+    for t in (0.0, 1.0, 2.0):
+        assert lock.blocked("a", t) == 0
+        lock.failed("a", t)
+    assert lock.blocked("a", 3.0) == 7.0 and lock.blocked("b", 3.0) == 0
+    assert lock.blocked("a", 10.0) == 0  # the window ended
+    lock.failed("b", 11.0)
+    lock.failed("c", 11.0)
+    lock.failed("d", 11.0)  # bounded: the oldest client is forgotten
+    assert len(lock._clients) == 2

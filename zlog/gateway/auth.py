@@ -18,6 +18,9 @@ Invariants:
 - Slow checks (scrypt) run in threads, at most ``CHECKS_AT_ONCE`` at a time with at most
   ``MAX_WAITING`` queued; beyond that the answer is 503 at once, so a flood of wrong
   credentials cannot queue unbounded work. Verified credentials are cached (``Verifier``).
+- A client (``client_ip``, which believes X-Forwarded-For only from trusted proxies) with more
+  than ``lockout.MAX_FAILURES`` hashed failures in a minute gets 429 without a check until the
+  minute ends (``zlog.security.lockout``).
 - ``reload`` (SIGHUP) swaps the credentials whole, or keeps the old ones when the file is bad.
 """
 
@@ -26,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +42,7 @@ from zlog.gateway.context import CONTEXT, error_response
 from zlog.protocol.errors import ZlogError
 from zlog.security import credentials, roles
 from zlog.security.credentials import CredentialsError, Principal
+from zlog.security.lockout import Lockout
 from zlog.security.verifier import Presented, Verifier, parse_authorization
 from zlog.tenants import ids
 
@@ -61,6 +67,7 @@ class AuthState:
     verifier: Verifier
     open_paths: frozenset[str]
     waiting: int = 0
+    lockout: Lockout = field(default_factory=Lockout)
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CHECKS_AT_ONCE))
 
     @classmethod
@@ -113,7 +120,7 @@ def _refuse(code: str, message: str, mode: str) -> web.Response:
     return resp
 
 
-async def _principal(state: AuthState, presented: Presented) -> Principal | web.Response | None:
+async def _principal(state: AuthState, presented: Presented, client: str) -> Principal | web.Response | None:
     v = state.verifier
     hit = v.cached(presented)
     if isinstance(hit, Principal):
@@ -122,15 +129,22 @@ async def _principal(state: AuthState, presented: Presented) -> Principal | web.
         return None
     if not v.needs_hashing(presented):
         return None
+    wait = state.lockout.blocked(client, time.monotonic())
+    if wait > 0:
+        return error_response(ZlogError("RATE_LIMITED", "too many failed credential checks from this client"),
+                              retry_after=max(1, math.ceil(wait)))
     if state.waiting >= MAX_WAITING:
         return error_response(ZlogError("BACKPRESSURE", "too many credential checks in progress"))
     state.waiting += 1
     try:
         async with state.checks:
             generation = v.generation
-            return await asyncio.get_running_loop().run_in_executor(None, v.check, presented, generation)
+            principal = await asyncio.get_running_loop().run_in_executor(None, v.check, presented, generation)
     finally:
         state.waiting -= 1
+    if principal is None:
+        state.lockout.failed(client, time.monotonic())
+    return principal
 
 
 @web.middleware
@@ -154,7 +168,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if presented is None or presented.scheme != _SCHEME[mode]:
         want = "a bearer token" if mode == "token" else "a user and password (HTTP basic)"
         return _refuse("UNAUTHORIZED", f"this API needs {want} in the Authorization header", mode)
-    principal = await _principal(state, presented)
+    principal = await _principal(state, presented, ctx.client_ip(request))
     if isinstance(principal, web.Response):
         return principal
     if principal is None:
