@@ -62,6 +62,8 @@ def matches(r: dict[str, Any], f: dict[str, Any]) -> bool:
         return False
     if f.get("contains") and f["contains"] not in r["message"]:
         return False
+    if f.get("q") and not all(w in r["message"].split() for w in f["q"].split()):
+        return False
     if r["service"] in f.get("not_service", []) or r["level"].lower() in {x.lower() for x in f.get("not_level", [])}:
         return False
     if any(r["labels"].get(k) == v for k, v in f.get("not_labels", {}).items()):
@@ -73,6 +75,8 @@ def params_of(f: dict[str, Any]) -> list[tuple[str, str]]:
     out = [("service", s) for s in f.get("service", [])] + [("level", lv) for lv in f.get("level", [])]
     if f.get("contains"):
         out.append(("contains", f["contains"]))
+    if f.get("q"):
+        out.append(("q", f["q"]))
     out += [(f"label.{k}", v) for k, v in f.get("labels", {}).items()]
     out += [("-service", s) for s in f.get("not_service", [])] + [("-level", lv) for lv in f.get("not_level", [])]
     out += [(f"-label.{k}", v) for k, v in f.get("not_labels", {}).items()]
@@ -150,6 +154,7 @@ filters = st.fixed_dictionaries({}, optional={
     "service": st.lists(st.sampled_from(SERVICES), min_size=1, max_size=2, unique=True),
     "level": st.lists(st.sampled_from(LEVELS + ["error", "Warn"]), min_size=1, max_size=2, unique=True),
     "contains": st.sampled_from(WORDS + ["rec-1", "nothing"]),
+    "q": st.sampled_from(["token", "expired retry", "ok"]),  # words only messages hold
     "labels": st.dictionaries(st.sampled_from(["region", "pod"]), st.sampled_from(["eu", "us", "p1", "p2"]), max_size=1),
     "not_service": st.lists(st.sampled_from(SERVICES), max_size=1),
     "not_level": st.lists(st.sampled_from(["info", "WARN"]), max_size=1),

@@ -19,7 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zlog.protocol.errors import BadParameter
@@ -182,8 +182,10 @@ def rollup_eligible(spec: CountSpec, slot_ms: int) -> bool:
     f = spec.filter
     return (spec.logql is None and spec.by in ("level", "service", "none") and spec.measure == "count"
             and spec.start_ms % slot_ms == 0 and spec.width_ms % slot_ms == 0
-            and f.contains is None and f.regex is None and not f.labels
-            and all(k in ("service", "level") for k, _ in f.exclude) and f.since_ms is None and f.until_ms is None)
+            and all(k in ("service", "level") for k, _ in f.exclude)
+            # Any other condition (text, words, regex, labels, and whatever a filter gains later)
+            # needs the records themselves.
+            and replace(f, services=(), levels=(), exclude=()) == Filter())
 
 
 def matches_keys(f: Filter, service: str, level: str) -> bool:
