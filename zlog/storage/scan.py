@@ -11,6 +11,8 @@ Invariants:
   the rest.
 - Sealed segments (zlog.storage.sealed) read as plain ones; with ``needles`` or time bounds a scan
   asks them to skip blocks that cannot match and then reads one block at a time.
+- With ``needles``, a chunk of a plain segment in which a needle occurs nowhere (a bytes search)
+  is examined without calling the predicate on its lines: the predicate must imply the needles.
 - ``ScanResult.next`` resumes a scan exactly after the last record examined: resuming yields no
   gap and no repeat. ``None`` means nothing is left in that direction.
 """
@@ -39,13 +41,15 @@ class ScanResult:
     scanned_bytes: int
 
 
-def _span(seg: AnySegment, pos: int, end_target: int) -> tuple[list[bytes], int]:
-    """Whole lines from boundary ``pos`` to the first boundary at or after ``end_target``."""
+def _span(seg: AnySegment, pos: int, end_target: int, probe: Needles | None = None) -> tuple[list[bytes], int, bool]:
+    """Whole lines from boundary ``pos`` to the first boundary at or after ``end_target``, and
+    whether ``probe`` proves no line of them holds its needles."""
     nb = seg.index.ceil_pos(max(end_target, pos + 1))
     end = nb[1] if nb is not None else seg.size
-    lines = seg.pread(pos, end).split(b"\n")
+    data = seg.pread(pos, end)
+    lines = data.split(b"\n")
     lines.pop()
-    return lines, end
+    return lines, end, probe is not None and not probe.may_be_in(data)
 
 
 def read(segments: list[AnySegment], i: int, offset: int, max_records: int,
@@ -61,7 +65,7 @@ def read(segments: list[AnySegment], i: int, offset: int, max_records: int,
         erel, pos = seg.index.floor_rel(rel)
         # read about what is asked for (a guess from the mean line length), not max_bytes at once
         guess = (max_records - len(out) + rel - erel) * (seg.size // max(seg.count, 1) + 1)
-        lines, _ = _span(seg, pos, pos + max(min(max_bytes - used, guess), 1))
+        lines, _, _ = _span(seg, pos, pos + max(min(max_bytes - used, guess), 1))
         lines = lines[rel - erel:rel - erel + max_records - len(out)]
         size = sum(map(len, lines))
         if used + size <= max_bytes:
@@ -91,6 +95,9 @@ def scan(segments: list[AnySegment], i: int, first: int, backward: bool, since_m
     while 0 <= i < len(segments):
         seg = segments[i]
         skip = seg.skip if prune and isinstance(seg, SealedSegment) else None
+        # plain segments: one C-level search of the chunk for the needles rules most chunks out
+        probe = needles if needles and skip is None and predicate is not None else None
+        absent = False
         stop_rel = -1  # records at or before this relative offset are all older than since_ms
         if since_ms is not None:
             stop_rel = seg.count - 1 if seg.max_ts < since_ms else seg.tindex.older_than(since_ms)
@@ -105,7 +112,9 @@ def scan(segments: list[AnySegment], i: int, first: int, backward: bool, since_m
             nb = seg.index.ceil_pos(epos + 1)
             _, end_pos = nb if nb is not None else (seg.count, seg.size)
             srel, spos = seg.index.floor_pos(min(epos, end_pos - (1 if skip else chunk)))
-            lines = seg.pread(spos, end_pos).split(b"\n")
+            data = seg.pread(spos, end_pos)
+            absent = probe is not None and not probe.may_be_in(data)
+            lines = data.split(b"\n")
             lo = max(srel, stop_rel + 1)
             del lines[rel - srel + 1:]
             del lines[:lo - srel]
@@ -117,13 +126,15 @@ def scan(segments: list[AnySegment], i: int, first: int, backward: bool, since_m
                 off, i = seg.next_offset, i + 1
                 continue
             erel, pos = seg.index.floor_rel(rel)
-            lines, _ = _span(seg, pos, pos + (1 if skip else chunk))
+            lines, _, absent = _span(seg, pos, pos + (1 if skip else chunk), probe)
             del lines[:rel - erel]
             top = seg.base + rel
         chunk = min(chunk * 2, _MAX_CHUNK)
         sign = -1 if backward else 1
         if predicate is None:
             hits: list[int] = list(range(len(lines)))
+        elif absent:
+            hits = []
         else:
             hits = list(compress(range(len(lines)), map(predicate, lines)))
         need = limit - len(records)

@@ -111,6 +111,20 @@ class Needles:
     def __bool__(self) -> bool:
         return bool(self.keys())
 
+    def may_be_in(self, data: bytes) -> bool:
+        """False only when some needle occurs nowhere in ``data`` (stored lines): a substring as
+        orjson escapes it, an ASCII word in the lower-cased bytes (JSON keeps word characters as they are)."""
+        for s in self.substrings:
+            if orjson.dumps(s)[1:-1] not in data:
+                return False
+        ascii_words = [w.encode() for w in self.words if w.isascii()]
+        if ascii_words:
+            low = data.lower()
+            for w in ascii_words:
+                if w not in low:
+                    return False
+        return True
+
 
 def needles(words_: Sequence[str] = (), substrings: Sequence[str] = ()) -> Needles:
     """The needles of a search: ``words_`` each tokenized like the index (``q=`` terms), and
