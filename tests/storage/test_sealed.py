@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 from storage_helpers import FakeClock, fill, tiny
 
+from zlog.read.query import Filter, compile_filter
 from zlog.storage import PartitionLog
 from zlog.storage.sealed import SEALED, SealedSegment
+from zlog.storage.tokens import needles
 
 
 def paged(log: PartitionLog, **kw: Any) -> list[tuple[int, bytes]]:
@@ -87,3 +89,20 @@ def test_log_cut_back_into_a_sealed_segment_continues_plain(tmp_path: Path, cloc
         more = fill(log, 10, start=500)
         assert [line for _, line in log.read(keep.next_offset, 1000, 1 << 30)] == more
     assert not list(tmp_path.glob(f"{keep.base:020d}.jsonl.zst"))
+
+
+def test_foreign_lines_seal_and_search(tmp_path: Path, clock: FakeClock) -> None:
+    """Lines the gateway would never write (non-string fields, odd labels) seal and read back."""
+    odd = [b'{"message":["x"],"labels":{"a":[1],"b":"Zz top"},"service":{"x":1}}', b'{"timestamp":"soon"}',
+           b'{"message":"plain Zz","level":7,"labels":null}']
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as log:
+        lines = fill(log, 100)
+        log.append(odd, 0)
+        log.commit()
+        lines += odd
+        fill(log, 100, start=100)
+        log.seal_closed(block_bytes=300, level=3)
+        assert [line for _, line in log.read(0, 1000, 1 << 30)][:len(lines)] == lines
+        pred = compile_filter(Filter(words=("zz",)))
+        assert paged(log, backward=False, predicate=pred, limit=10, needles=needles(["zz"])) == [
+            (100, odd[0]), (102, odd[2])]

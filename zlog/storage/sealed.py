@@ -99,11 +99,12 @@ def write(fd: int, base: int, created_ms: int, chunks: Iterable[bytes], block_by
     keysets: list[set[int]] = []
     rel = raw = pos = 0
     max_ts = -1
+    cache: dict[tuple[str, bool], frozenset[int]] = {}
     for data in _cut(chunks, block_bytes):
         frame = cctx.compress(data)
         lines = data.split(b"\n")
         lines.pop()
-        keys, lo, hi = tokens.block_keys(lines)
+        keys, lo, hi = tokens.block_keys(lines, cache)
         keysets.append(keys)
         blocks.append((rel, len(lines), raw, pos, len(frame), len(data), lo, hi,
                        xxhash.xxh3_64_intdigest(frame)))

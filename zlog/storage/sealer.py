@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     directory, base, size, block_bytes, level = Path(args[0]), *map(int, args[1:5])
     share = float(args[5])
     try:
-        os.nice(10)
+        os.nice(19 - os.nice(0))  # the worker set it already; run by hand, be as nice anyway
     except OSError:
         pass
     meta = seal(directory, base, size, block_bytes, level, pacer(share))

@@ -65,14 +65,16 @@ def _hash(key: bytes) -> int:
     return xxhash.xxh3_64_intdigest(key)
 
 
-def block_keys(lines: Iterable[bytes]) -> tuple[set[int], int, int]:
+def block_keys(lines: Iterable[bytes], cache: dict[tuple[str, bool], frozenset[int]] | None = None,
+               ) -> tuple[set[int], int, int]:
     """The hashed keys of one block of stored lines and the block's (min, max) ``timestamp``
-    ((-1, -1) when none); lines that are not JSON objects add nothing."""
+    ((-1, -1) when none); lines that are not JSON objects add nothing. ``cache`` (text -> keys,
+    shared by the blocks of a segment) spares re-hashing texts that repeat, as log texts do."""
     messages: set[str] = set()
     others: set[str] = set()
-    loads = orjson.loads
-    lo, hi = 1 << 62, -1
-    for line in lines:
+    stamps: list[int] = []
+    loads, add_message, add_other = orjson.loads, messages.add, others.add
+    for line in lines:  # the hot loop of sealing: one parse, a few dict lookups per line
         try:
             rec = loads(line)
         except orjson.JSONDecodeError:
@@ -81,17 +83,35 @@ def block_keys(lines: Iterable[bytes]) -> tuple[set[int], int, int]:
             continue
         ts = rec.get("timestamp")
         if type(ts) is int:
-            lo, hi = min(lo, ts), max(hi, ts)
-        message, rest = record_fields(rec)
-        if message is not None:
-            messages.add(message)
-        others.update(rest)
+            stamps.append(ts)
+        text = rec.get("message")
+        if type(text) is str:
+            add_message(text)
+        for text in (rec.get("service"), rec.get("level")):
+            if type(text) is str:
+                add_other(text)
+        labels = rec.get("labels")
+        if type(labels) is dict:
+            others.update(v for v in labels.values() if type(v) is str)
+    lo, hi = (min(stamps), max(stamps)) if stamps else (-1, -1)
     keys: set[int] = set()
-    for text in messages | others:
-        keys.update(_hash(b"w" + w.encode()) for w in words(text))
-    for text in messages:
-        keys.update(_hash(b"t" + t.encode()) for t in trigrams(text))
-    return keys, (lo if hi >= 0 else -1), hi
+    memo = {} if cache is None else cache
+    for texts, is_message in ((messages, True), (others - messages, False)):
+        for text in texts:
+            got = memo.get((text, is_message))
+            if got is None:
+                got = frozenset(_text_keys(text, is_message))
+                if len(memo) < 100_000:
+                    memo[(text, is_message)] = got
+            keys |= got
+    return keys, lo, hi
+
+
+def _text_keys(text: str, is_message: bool) -> set[int]:
+    out = {_hash(b"w" + w.encode()) for w in words(text)}
+    if is_message:
+        out.update(_hash(b"t" + t.encode()) for t in trigrams(text))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +167,25 @@ def _rows(key: int, m: int) -> list[int]:
 
 
 def build_filter(blocks: Sequence[set[int]], m: int) -> bytes:
-    """The bit-sliced filter of ``blocks`` (their hashed keys): ``m`` rows of ceil(n/8) bytes."""
+    """The bit-sliced filter of ``blocks`` (their hashed keys): ``m`` rows of ceil(n/8) bytes.
+    Keys repeat across blocks, so each key's blocks are gathered first (one bitmap per key) and
+    OR-ed into its rows once."""
     rb = (len(blocks) + 7) // 8
-    out = bytearray(m * rb)
+    per_key: dict[int, int] = {}
+    saturated = 0
     for b, keys in enumerate(blocks):
-        byte, bit = b >> 3, 1 << (b & 7)
+        bit = 1 << b
         if len(keys) > MAX_KEYS:
-            for r in range(m):
-                out[r * rb + byte] |= bit
+            saturated |= bit
             continue
+        get = per_key.get
         for key in keys:
-            for r in _rows(key, m):
-                out[r * rb + byte] |= bit
-    return bytes(out)
+            per_key[key] = get(key, 0) | bit
+    rows = [saturated] * m
+    for key, bitmap in per_key.items():
+        for r in _rows(key, m):
+            rows[r] |= bitmap
+    return b"".join(r.to_bytes(rb, "little") for r in rows)
 
 
 def candidates(filt: bytes, m: int, nblocks: int, keys: Sequence[int]) -> int:
