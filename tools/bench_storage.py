@@ -8,6 +8,9 @@ latency of "newest 100 records" (a backward scan).
     python tools/bench_storage.py                       # about a minute
     python tools/bench_storage.py --records 10000000    # the 10M-record partition (~2 GB of disk)
     python tools/bench_storage.py --json
+
+Sealed segments (compression, the token index, fetch and search against plain segments) have
+their own benchmark: tools/bench_sealed.py (and tools/bench_index.py for the index choice).
 """
 
 from __future__ import annotations
