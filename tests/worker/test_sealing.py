@@ -14,7 +14,7 @@ from tests._cluster import Cluster, http, wait_until
 
 def _cluster(tmp_path: Path) -> Cluster:
     c = Cluster(tmp_path, partitions=2, workers=1, fsync="never",
-                toml_extra="[seal]\nblock_bytes = 4096\nlevel = 3\ncpu_share = 1.0\n")
+                toml_extra="[seal]\nblock_bytes = 4096\nlevel = 3\ncpu_share = 1.0\nidle_ms = 0\n")
     text = c.config_path.read_text().replace("[storage]\n", "[storage]\nsegment_bytes = 24576\n"
                                              "index_interval_bytes = 512\n")
     c.config_path.write_text(text)

@@ -142,8 +142,9 @@ def validate(cfg: Config) -> None:
     if c.lease_ttl_ms < 1000:
         raise ConfigError("cluster.lease_ttl_ms must be >= 1000 (etcd leases count whole seconds)")
     if not (4096 <= cfg.seal.block_bytes <= 64 << 20 and 1 <= cfg.seal.level <= 22
-            and 0 < cfg.seal.cpu_share <= 1):
-        raise ConfigError("seal.block_bytes 4096..64 MiB, seal.level 1..22, seal.cpu_share in (0, 1]")
+            and 0 < cfg.seal.cpu_share <= 1 and cfg.seal.idle_ms >= 0 and cfg.seal.max_backlog >= 0):
+        raise ConfigError("seal.block_bytes 4096..64 MiB, seal.level 1..22, seal.cpu_share in (0, 1], "
+                          "seal.idle_ms and seal.max_backlog >= 0")
     g = cfg.gateway
     if g.max_body_bytes < 1024 or g.max_records < 1 or g.request_timeout_ms < 1:
         raise ConfigError("gateway limits must be positive (max_body_bytes >= 1024)")

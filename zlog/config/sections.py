@@ -110,6 +110,10 @@ class SealConfig:
     block_bytes: int = 256 * 1024  # lines per zstd frame; a fetch decompresses one
     level: int = 9  # zstd level: 9 is ~20x on typical logs at ~1.5 us of CPU per record
     cpu_share: float = 0.5  # of one core, for the low-priority child process that seals
+    # Sealing waits for ingest to be quiet this long (the seal process is paused meanwhile),
+    # unless more than max_backlog closed segments per worker are waiting.
+    idle_ms: int = 1000
+    max_backlog: int = 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,19 @@ Invariants:
 - While a partition has a child sealing one of its segments, retention skips that partition
   (``busy``), so a segment being sealed is never deleted under the child.
 - A seal that fails is logged and not retried for that segment until the worker restarts.
+- Sealing runs only while ingest is quiet (no commit for ``seal.idle_ms``) or the backlog is over
+  ``seal.max_backlog`` segments: otherwise the child is paused (SIGSTOP) or not started. Measured:
+  even at idle priority, a seal running beside heavy ingest cost the ingest path CPU per log.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -35,6 +40,8 @@ class SealMetrics:
         self.backlog = Gauge("zlog_seal_backlog_segments", "Closed segments not yet sealed", registry=r)
         self.sealed = Counter("zlog_seal_segments", "Segments sealed", registry=r)
         self.failed = Counter("zlog_seal_failures", "Seals that failed", registry=r)
+        self.paused = Gauge("zlog_seal_paused", "1 while the seal process waits for ingest to go quiet",
+                            registry=r)
         self.cpu = Counter("zlog_seal_cpu_seconds", "CPU seconds spent by seal processes", registry=r)
         self.raw_bytes = Gauge("zlog_storage_raw_bytes", "Record bytes in plain form", ["partition"], registry=r)
         self.index_bytes = Gauge("zlog_storage_index_bytes", "Bytes of sealed block indexes and token filters",
@@ -73,6 +80,9 @@ class SealRunner:
         self.metrics = SealMetrics(registry)
         self.job: _Job | None = None
         self.failed: set[tuple[int, int]] = set()
+        self.paused = False
+        self._commits = -1.0
+        self._active_at = 0.0
 
     def busy(self, partition: int) -> bool:
         return self.job is not None and self.job.partition == partition
@@ -80,14 +90,29 @@ class SealRunner:
     def backlog(self) -> int:
         return sum(len(plog.unsealed()) for plog in self.logs.values())
 
+    def _may_run(self) -> bool:
+        """Ingest has been quiet for ``idle_ms``, or the backlog is too long to wait."""
+        now = time.monotonic()
+        commits = sum(plog.stats["commits"] for plog in self.logs.values())
+        if commits != self._commits:
+            self._commits, self._active_at = commits, now
+        return (now - self._active_at) * 1000 >= self.cfg.idle_ms or self.backlog() > self.cfg.max_backlog
+
     def tick(self) -> None:
         if not self.cfg.enabled:
             return
+        may_run = self._may_run()
         if self.job is not None:
             if self.job.proc.poll() is None:
+                if may_run == self.paused:
+                    self.paused = not may_run
+                    self.job.proc.send_signal(signal.SIGSTOP if self.paused else signal.SIGCONT)
+                    self.metrics.paused.set(int(self.paused))
                 return
             self._finish(self.job)
             self.job = None
+        if not may_run:
+            return
         for p, plog in self.logs.items():
             for seg in plog.unsealed():
                 if (p, seg.base) not in self.failed:
@@ -101,6 +126,8 @@ class SealRunner:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         _idle_priority(proc.pid)
         self.job = _Job(p, base, proc)
+        self.paused = False
+        self.metrics.paused.set(0)
 
     def _finish(self, job: _Job) -> None:
         out, err = job.proc.communicate()
@@ -137,6 +164,6 @@ class SealRunner:
     def stop(self) -> None:
         """Stop a running child (its temp file is discarded on the next open)."""
         if self.job is not None:
-            self.job.proc.kill()
+            self.job.proc.kill()  # a stopped process dies of SIGKILL too
             self.job.proc.communicate()
             self.job = None
