@@ -38,11 +38,12 @@ def cpu(pid: int) -> tuple[float, float]:
     return (int(f[11]) + int(f[12])) / CLK_TCK, (int(f[13]) + int(f[14])) / CLK_TCK
 
 
-def run(seal: bool, seconds: float, segment_mb: int) -> dict[str, float]:
+def run(seal: bool, seconds: float, segment_mb: int, idle_ms: int | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="zlog-bench-seal-") as tmp:
         c = Cluster(Path(tmp), workers=2, gateways=1, fsync="always",
                     env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": str(segment_mb << 20),
-                               "ZLOG_SEAL_ENABLED": "true" if seal else "false"})
+                               "ZLOG_SEAL_ENABLED": "true" if seal else "false",
+                               **({"ZLOG_SEAL_IDLE_MS": str(idle_ms)} if idle_ms is not None else {})})
         c.start()
         try:
             pids = {n: p.pid for n, p in c.procs.items() if p.alive()}
@@ -69,12 +70,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--segment-mb", type=int, default=8)
+    ap.add_argument("--idle-ms", type=int, default=None,
+                    help="seal.idle_ms (0: seal beside the load instead of waiting for quiet)")
     args = ap.parse_args()
     print("| sealing | logs/s | cluster CPU-ms / 1000 logs | seal CPU-ms / 1000 logs | segments closed | sealed |")
     print("|---|---:|---:|---:|---:|---:|")
     for _ in range(args.rounds):
         for seal in (True, False):
-            r = run(seal, args.seconds, args.segment_mb)
+            r = run(seal, args.seconds, args.segment_mb, args.idle_ms)
             print(f"| {'on' if seal else 'off'} | {r['logs_per_s']:,.0f} | {r['cluster_cpu_ms_per_1k']:.2f} | "
                   f"{r['seal_cpu_ms_per_1k']:.2f} | {r['segments_closed']} | {r['segments_sealed']} |", flush=True)
     return 0
