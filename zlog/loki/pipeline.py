@@ -227,6 +227,17 @@ def _escaped(text: str) -> bytes:
     return orjson.dumps(text)[1:-1]
 
 
+def line_substrings(q: ast.LogQuery) -> list[str]:
+    """Substrings every matching record's message holds: the ``|=`` filters before any line_format."""
+    out: list[str] = []
+    for s in q.stages:
+        if isinstance(s, ast.LineFormat):
+            break
+        if isinstance(s, ast.LineFilter) and s.op == "|=" and s.value:
+            out.append(s.value)
+    return out
+
+
 def needles(q: ast.LogQuery) -> list[bytes]:
     """Bytes that must occur in a stored line for ``q`` to match it (see the invariants)."""
     out = [_escaped(m.value) for m in q.matchers if m.op == "=" and m.value]

@@ -31,9 +31,10 @@ from zlog.config import StorageConfig
 from zlog.protocol import wire
 from zlog.protocol.errors import BadParameter
 from zlog.read.counting import Counts, CountSpec, key_of, matches_keys, rollup_eligible, stream_identity
-from zlog.read.query import compile_filter
-from zlog.storage import PartitionLog
+from zlog.read.query import compile_filter, needles_of
+from zlog.storage import PartitionLog, tokens
 from zlog.storage.rollup import SLOT_MS
+from zlog.storage.tokens import Needles
 
 
 def from_rollup(plog: PartitionLog, spec: CountSpec) -> Counts:
@@ -77,6 +78,21 @@ def needles(spec: CountSpec) -> list[bytes]:
         except ValueError as exc:
             raise BadParameter("query", str(exc)) from None
     return out
+
+
+def block_needles(spec: CountSpec) -> Needles:
+    """What every counted record holds, for sealed segments to skip blocks (zlog.storage.tokens)."""
+    base = needles_of(spec.filter)
+    if spec.logql is None:
+        return base
+    from zlog.loki.logql import parse_log_query
+    from zlog.loki.pipeline import line_substrings
+
+    try:
+        extra = line_substrings(parse_log_query(spec.logql))
+    except ValueError as exc:
+        raise BadParameter("query", str(exc)) from None
+    return tokens.needles(base.words, [*base.substrings, *extra])
 
 
 def escaped(text: str) -> bytes:
@@ -173,8 +189,9 @@ def answer(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
             # buf.append returns None: the scan keeps no record and hands every line over. The
             # bytes that must occur in a match then drop most lines in one C-level pass, and
             # only the rest pay for a Python call each.
-            res = plog.scan(backward=True, start=start, since_ms=spec.start_ms, predicate=lines.append,  # type: ignore[arg-type]
-                            limit=1, budget_bytes=storage.scan_budget_bytes)
+            res = plog.scan(backward=True, start=start, since_ms=spec.start_ms, until_ms=spec.end_ms,
+                            predicate=lines.append,  # type: ignore[arg-type]
+                            limit=1, budget_bytes=storage.scan_budget_bytes, needles=block_needles(spec))
             for needle in needles(spec):
                 lines = [line for line in lines if needle in line]
             for line in lines:
