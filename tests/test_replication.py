@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,13 +98,22 @@ def test_leaders_killed_under_acks_all_lose_nothing(tmp_path: Path) -> None:
             kills: list[float] = []
             try:
                 time.sleep(1.5)
-                for i, restart_after in enumerate((0.3, LEASE_MS / 1000 + 1.5, 0.3)):
+                # SIGKILL, restart inside the lease; SIGKILL, restart after it; SIGSTOP past the
+                # lease (a hung leader: fenced, elected away, and on SIGCONT it must not acknowledge).
+                for i, (how, pause) in enumerate((("kill", 0.3), ("kill", LEASE_MS / 1000 + 1.5),
+                                                  ("stop", LEASE_MS / 1000 + 1.5))):
                     leader = coord.snapshot().partitions["0"][0].leader
                     assert leader is not None
-                    c.kill(f"storage-{leader}")
+                    if how == "kill":
+                        c.kill(f"storage-{leader}")
+                    else:
+                        c.signal(f"storage-{leader}", signal.SIGSTOP)
                     kills.append(time.monotonic())
-                    time.sleep(restart_after)
-                    c.start(f"storage-{leader}", wait=False)
+                    time.sleep(pause)
+                    if how == "kill":
+                        c.start(f"storage-{leader}", wait=False)
+                    else:
+                        c.signal(f"storage-{leader}", signal.SIGCONT)
                     killed = kills[-1]
                     # Load goes on until partition 0 acknowledges again (bounded), then a little more.
                     deadline = killed + LEASE_MS / 1000 + 4.0

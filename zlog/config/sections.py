@@ -99,7 +99,7 @@ class StorageConfig:
     scan_budget_bytes: int = 8 * 1024 * 1024  # per SEARCH request, keeps the worker responsive
     replication_factor: int = 1  # copies of each partition, on distinct workers (1: no etcd)
     min_insync_replicas: int = 0  # acks=all needs an ISR this large; 0 = min(2, replication_factor)
-    replica_lag_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
+    replica_lag_ms: int = 4000  # a follower not keeping up for this long leaves the ISR (< request timeout)
 
 
 @dataclass(frozen=True, slots=True)
