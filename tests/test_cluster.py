@@ -260,9 +260,9 @@ def test_one_produce_can_carry_several_partitions_of_one_owner(cluster: Cluster)
     sock.connect(f"tcp://127.0.0.1:{cluster.front}")
     try:
         # Partitions 0 and 1 belong to worker 0; partition 2 does not: it is refused on its own.
-        body = bodies.multi_produce_body([(0, [line("a0"), line("a1")], 7, b"multi-test-0", 0),
-                                        (1, [line("b0")], 7, None, None),
-                                        (2, [line("c0")], 7, None, None)])
+        body = bodies.multi_produce_body([(0, [line("a0"), line("a1")], 7, b"multi-test-0", 0, None),
+                                        (1, [line("b0")], 7, None, None, None),
+                                        (2, [line("c0")], 7, None, None, None)])
         sock.send_multipart(wire.encode(wire.Command.PRODUCE, 99, partition=0, body=body))
         assert sock.poll(5000), "no answer"
         reply = wire.decode(sock.recv_multipart())

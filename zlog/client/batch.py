@@ -1,7 +1,7 @@
 """What a producer sends: a batch of one partition's records, and the callers' shares of it.
 
 Invariants:
-- A ``Batch`` holds records of one partition only, in the order the callers enqueued them; a
+- A ``Batch`` holds records of one tenant's partition only, in the order the callers enqueued them; a
   caller's ``Part`` is a contiguous run of it, so its offsets are the batch's base offset plus
   its start.
 - ``producer_id`` and ``sequence`` are assigned when the batch is first sent and kept across
@@ -38,6 +38,7 @@ class Part:
 @dataclass(slots=True)
 class Batch:
     partition: int
+    tenant: str | None = None  # None: the cluster's default tenant
     chunks: list[bytes] = field(default_factory=list)  # callers' blobs of newline-terminated lines
     count: int = 0  # lines in chunks
     nbytes: int = 0

@@ -10,7 +10,7 @@ Invariants:
 - Every caller's future resolves exactly once: to its (partition, base offset, count) shares,
   or to a named ``ZlogError`` (NO_OWNER, TIMEOUT, BACKPRESSURE, ...); never hangs past its
   deadline.
-- Per partition, sequences are assigned in send order and a batch is retried with the same
+- Per (tenant, partition), sequences are assigned in send order and a batch is retried with the same
   (producer id, sequence) until it is acknowledged or its deadline passes. When a batch fails
   for good, that partition moves to a fresh producer id, so later batches never wait on a gap;
   until the new id's first batch is acknowledged, it is the only one in flight.
@@ -43,6 +43,8 @@ from zlog.security.curve import ClientCurve
 @dataclass(slots=True)
 class PartitionState:
     producer_id: bytes
+    partition: int = 0
+    tenant: str | None = None  # None: the cluster's default tenant
     next_seq: int = 0
     inflight: int = 0
     open: Batch | None = None
@@ -59,8 +61,10 @@ class PartitionState:
 OWNERSHIP_ERRORS = frozenset(("NO_OWNER", "NOT_OWNER", "WORKER_LOST"))
 # Failures after which a batch may wait in a write-ahead log instead of failing the caller.
 SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST"))
-# spool(partition, producer_id, sequence, max_ts, lines) -> True when durably spooled.
-SpoolHook = Callable[[int, bytes, int, int, list[bytes]], bool]
+# spool(partition, producer_id, sequence, max_ts, lines, tenant) -> True when durably spooled.
+SpoolHook = Callable[[int, bytes, int, int, list[bytes], str | None], bool]
+StateKey = tuple[str | None, int]  # (tenant, partition): each has its own sequences
+MAX_IDLE_STATES = 4096  # idle per-(tenant, partition) states kept; beyond, idle ones are dropped
 RETRY_BASE_S = 0.025
 RETRY_CAP_S = 1.0
 
@@ -104,7 +108,7 @@ class AsyncProducer:
         self.client: AsyncClient | None = None
         self.partitioner: Partitioner | None = None
         self.partitions = 0
-        self._states: list[PartitionState] = []
+        self._states: dict[StateKey, PartitionState] = {}
         self._pending_records = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -130,7 +134,7 @@ class AsyncProducer:
         self.sender = Sender(self.client, owners_of(meta, self.partitions), coalesce=self.coalesce)
         self.sender.acks = self.acks
         self.partitioner = Partitioner(self.partitions)
-        self._states = [PartitionState(_new_producer_id()) for _ in range(self.partitions)]
+        self._states = {}
 
     # -- the API --------------------------------------------------------------------------
 
@@ -144,22 +148,24 @@ class AsyncProducer:
         return [(parts[r["service"]], next(placed[r["service"]])) for r in records]
 
     async def send_groups(
-        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = (),
+        tenant: str | None = None,
     ) -> list[Share]:
         """Store pre-encoded groups; one ``Share`` per group, in ``groups`` order.
 
         Raises the first group's error if any group fails; ``send_groups_settled`` reports each.
         """
-        results = await self.send_groups_settled(groups, timeout=timeout, fail_fast=fail_fast)
+        results = await self.send_groups_settled(groups, timeout=timeout, fail_fast=fail_fast, tenant=tenant)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
         return results  # type: ignore[return-value]
 
     async def send_groups_settled(
-        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = (),
+        tenant: str | None = None,
     ) -> list[Share | ZlogError]:
-        futs = self.enqueue(groups, timeout=timeout, fail_fast=fail_fast)
+        futs = self.enqueue(groups, timeout=timeout, fail_fast=fail_fast, tenant=tenant)
         out: list[Share | ZlogError] = []
         for f in futs:
             try:
@@ -169,9 +175,11 @@ class AsyncProducer:
         return out
 
     def enqueue(
-        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+        self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = (),
+        tenant: str | None = None,
     ) -> list[asyncio.Future[Share]]:
-        """Add groups to the accumulators; returns one future per group."""
+        """Add groups to the accumulators of ``tenant`` (None: the default tenant); returns one
+        future per group."""
         if self.client is None or self.partitioner is None:
             raise ZlogError("SHUTTING_DOWN", "producer is not started")
         n = sum(g.count for g in groups.values())
@@ -188,7 +196,7 @@ class AsyncProducer:
         futs = []
         for service, g in groups.items():
             p = self.partitioner(service)
-            st = self._states[p]
+            st = self._state(tenant, p)
             b = st.open
             gbytes = len(g.data)
             if (
@@ -199,9 +207,9 @@ class AsyncProducer:
             ):
                 if b is not None:
                     self._close_batch(st)
-                b = st.open = Batch(p, deadline=deadline, fail_fast=ff)
+                b = st.open = Batch(p, tenant, deadline=deadline, fail_fast=ff)
                 if st.inflight < self.max_inflight:
-                    self._schedule_flush(p, linger)
+                    self._schedule_flush(st, linger)
             fut: asyncio.Future[Share] = loop.create_future()
             b.parts.append(Part(fut, b.count, g.count))
             b.chunks.append(g.data)
@@ -218,15 +226,23 @@ class AsyncProducer:
 
     # -- batching -------------------------------------------------------------------------
 
-    def _schedule_flush(self, p: int, linger: bool) -> None:
+    def _state(self, tenant: str | None, p: int) -> PartitionState:
+        st = self._states.get((tenant, p))
+        if st is None:
+            if len(self._states) >= MAX_IDLE_STATES:
+                # Bounded whatever the number of tenants: forget idle states (their next batch
+                # starts a fresh producer id, which a worker accepts like any new producer).
+                for k in [k for k, s in self._states.items() if _idle(s)]:
+                    del self._states[k]
+            st = self._states[(tenant, p)] = PartitionState(_new_producer_id(), p, tenant)
+        return st
+
+    def _schedule_flush(self, st: PartitionState, linger: bool) -> None:
         assert self.client is not None
         if linger and self.linger_s > 0:
-            self.client.loop.call_later(self.linger_s, self._flush_partition, p)
+            self.client.loop.call_later(self.linger_s, self._pump, st)
         else:
-            self.client.loop.call_soon(self._flush_partition, p)
-
-    def _flush_partition(self, p: int) -> None:
-        self._pump(self._states[p])
+            self.client.loop.call_soon(self._pump, st)
 
     def _close_batch(self, st: PartitionState) -> None:
         b = st.open
@@ -312,7 +328,7 @@ class AsyncProducer:
     def _settle(self, b: Batch, share_base: int, error: ZlogError | None) -> None:
         spooled = False
         if error is not None and self.spool is not None and error.code in SPOOLABLE:
-            spooled = self.spool(b.partition, b.producer_id, b.sequence, b.max_ts, b.lines)
+            spooled = self.spool(b.partition, b.producer_id, b.sequence, b.max_ts, b.lines, b.tenant)
             if not spooled:
                 error = ZlogError("WAL_FULL", f"{error.message}, and the ingest write-ahead log is full",
                                   partition=b.partition)
@@ -328,7 +344,8 @@ class AsyncProducer:
                 part.future.set_result(Share(b.partition, off, part.count))
 
     async def send_keyed(
-        self, groups: dict[str, Group], key: bytes, *, timeout: float | None = None, fail_fast: Iterable[str] = ()
+        self, groups: dict[str, Group], key: bytes, *, timeout: float | None = None, fail_fast: Iterable[str] = (),
+        tenant: str | None = None,
     ) -> list[Share | ZlogError]:
         """Store ``groups`` under a caller's idempotency key: one batch per partition, sent with
         producer id = hash(key) and sequence 0, so a retry with the same key is recognised by the
@@ -343,7 +360,7 @@ class AsyncProducer:
             p = self.partitioner(service)
             b = batches.get(p)
             if b is None:
-                b = batches[p] = Batch(p, deadline=deadline, fail_fast=frozenset(fail_fast),
+                b = batches[p] = Batch(p, tenant, deadline=deadline, fail_fast=frozenset(fail_fast),
                                         producer_id=pid, sequence=0)
             fut: asyncio.Future[Share] = self.client.loop.create_future()
             b.parts.append(Part(fut, b.count, g.count))
@@ -365,9 +382,9 @@ class AsyncProducer:
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is acknowledged or has failed."""
-        for p, st in enumerate(self._states):
+        for st in list(self._states.values()):
             if st.open is not None:
-                self._flush_partition(p)
+                self._pump(st)
         await self._idle.wait()
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -382,6 +399,10 @@ class AsyncProducer:
             self.sender.cancel()
         if self.client is not None:
             self.client.close()
+
+
+def _idle(st: PartitionState) -> bool:
+    return st.inflight == 0 and st.open is None and not st.waiting and not st.probing
 
 
 def _new_producer_id() -> bytes:

@@ -51,7 +51,7 @@ class Sender:
 
     def _body(self, b: Batch) -> bytes:
         return bodies.produce_body(b.data(), b.max_ts, b.producer_id or None, b.sequence if b.producer_id else None,
-                                   acks=self.acks)
+                                   b.tenant, acks=self.acks)
 
     async def direct(self, b: Batch, socket_index: int, remaining: float) -> Outcome:
         """One PRODUCE of this batch alone: its ACK, its error, or None when the time ran out."""
@@ -99,7 +99,8 @@ class Sender:
                 f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
             return
         body = bodies.multi_produce_body([(b.partition, b.data(), b.max_ts, b.producer_id or None,
-                                         b.sequence if b.producer_id else None) for b, _ in items], self.acks)
+                                         b.sequence if b.producer_id else None, b.tenant) for b, _ in items],
+                                         self.acks)
         outcomes: list[bodies.Ack | ZlogError]
         try:
             fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)

@@ -22,6 +22,8 @@ from zlog.config.sections import (
     SealConfig,
     StorageConfig,
     SyslogConfig,
+    TenantLimits,
+    TenantsConfig,
     assign_partitions,
     owner_of,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "SealConfig",
     "StorageConfig",
     "SyslogConfig",
+    "TenantLimits",
+    "TenantsConfig",
     "assign_partitions",
     "load",
     "owner_of",

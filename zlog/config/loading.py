@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zlog.config.sections import DEFAULT_CONFIG_PATH, Config, ConfigError, FsyncPolicy
+from zlog.config.sections import DEFAULT_CONFIG_PATH, Config, ConfigError, FsyncPolicy, TenantLimits
 from zlog.tenants.ids import is_valid
 
 _SECTIONS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Config))
+_LIMIT_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(TenantLimits))
 
 # Short environment names users reach for first.
 _ENV_ALIASES = {
@@ -70,10 +71,26 @@ def _apply(cfg: Config, section: str, key: str, value: Any) -> Config:
         raise ConfigError(f"unknown config section [{section}]")
     sub = getattr(cfg, section)
     names = {f.name for f in dataclasses.fields(sub)}
-    if key not in names:
+    if key not in names or (section, key) == ("tenants", "declared"):
         raise ConfigError(f"unknown config key {section}.{key}")
     new_sub = dataclasses.replace(sub, **{key: _coerce(section, key, getattr(sub, key), value)})
     return dataclasses.replace(cfg, **{section: new_sub})
+
+
+def _declare_tenant(cfg: Config, tenant: str, values: dict[str, Any]) -> Config:
+    """``[tenants.<id>]``: a declared tenant and the limits it sets over the ``[tenants]`` defaults."""
+
+    if not is_valid(tenant):
+        raise ConfigError(f"[tenants.{tenant[:40]!r}]: not a tenant id (1..150 of 0-9a-zA-Z!-_.*'())")
+    t = cfg.tenants
+    defaults = t.limits("")
+    own = dict(next((o for n, o in t.declared if n == tenant), ()))
+    for key, value in values.items():
+        if key not in _LIMIT_KEYS:
+            raise ConfigError(f"unknown config key tenants.{tenant}.{key}")
+        own[key] = _coerce(f"tenants.{tenant}", key, getattr(defaults, key), value)
+    declared = tuple((n, o) for n, o in t.declared if n != tenant) + ((tenant, tuple(sorted(own.items()))),)
+    return dataclasses.replace(cfg, tenants=dataclasses.replace(t, declared=declared))
 
 
 def load(
@@ -100,7 +117,10 @@ def load(
             if not isinstance(values, dict):
                 raise ConfigError(f"config: [{section}] must be a table")
             for key, value in values.items():
-                cfg = _apply(cfg, section, key, value)
+                if section == "tenants" and isinstance(value, dict):
+                    cfg = _declare_tenant(cfg, key, value)
+                else:
+                    cfg = _apply(cfg, section, key, value)
     for name, value in sorted(env.items()):
         if not name.startswith("ZLOG_") or name == "ZLOG_CONFIG":
             continue
@@ -156,6 +176,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("auth.mode must be none, token or basic")
     if not is_valid(c.tenant):
         raise ConfigError("cluster.tenant must be a tenant id (1..150 bytes of 0-9 a-z A-Z ! - _ . * ' ( ))")
+    t = cfg.tenants
+    for name, lim in (("tenants", t.limits("")), *((n, t.limits(n)) for n in t.names())):
+        if min(lim.records_per_s, lim.bytes_per_s, lim.max_services, lim.max_query_range_ms,
+               lim.max_query_records, lim.retention_ms, lim.retention_bytes, lim.max_partition_bytes) < 0:
+            raise ConfigError(f"[{name if name == 'tenants' else 'tenants.' + name}]: limits must be >= 0")
+        if lim.burst_s <= 0:
+            raise ConfigError(f"[{name if name == 'tenants' else 'tenants.' + name}]: burst_s must be > 0")
+    if t.max_tenants < 1:
+        raise ConfigError("tenants.max_tenants must be >= 1")
     if cfg.log.format not in ("json", "logfmt"):
         raise ConfigError("log.format must be json or logfmt")
     if cfg.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):

@@ -92,6 +92,7 @@ class StorageConfig:
     segment_ms: int = 7 * 24 * 3600 * 1000
     retention_bytes: int = 0  # per partition; 0 = unlimited
     retention_ms: int = 0  # 0 = keep forever
+    retention_check_ms: int = 30_000  # how often a worker applies retention
     index_interval_bytes: int = 4096
     max_record_bytes: int = 256 * 1024
     metrics_port_base: int = 9110  # worker N serves metrics on base + N
@@ -197,6 +198,45 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """One tenant's quotas; 0 means no limit. ``[tenants]`` holds the defaults, ``[tenants.<id>]``
+    a declared tenant's own values (keys it does not name keep the defaults)."""
+
+    records_per_s: int = 0  # ingest rate, shared by every gateway process (the router's bucket)
+    bytes_per_s: int = 0  # ingest rate in bytes of stored lines
+    burst_s: float = 2.0  # a bucket holds this many seconds of rate
+    max_services: int = 0  # distinct services (streams) a tenant may write
+    max_query_range_ms: int = 0  # until - since of one search
+    max_query_records: int = 0  # records one read may return (limit=)
+    retention_ms: int = 0  # age after which the tenant's closed segments are deleted
+    retention_bytes: int = 0  # per partition of the tenant: oldest segments go beyond this
+    max_partition_bytes: int = 0  # storage quota per partition: beyond it, 429 QUOTA_EXCEEDED
+
+
+_LIMIT_KEYS = frozenset(TenantLimits.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantsConfig(TenantLimits):
+    auto_create: bool = True  # a tenant appears when first written; false: only declared ones
+    max_tenants: int = 1000  # tenants a worker keeps open (each has its own partition logs)
+    # Declared tenants: (id, the limits it sets itself); every other limit is the default above,
+    # so an environment override of a default reaches declared tenants too.
+    declared: tuple[tuple[str, tuple[tuple[str, int | float], ...]], ...] = field(
+        default=(), metadata={"subtables": True})
+
+    def limits(self, tenant: str) -> TenantLimits:
+        values = {k: getattr(self, k) for k in _LIMIT_KEYS}
+        for name, own in self.declared:
+            if name == tenant:
+                values.update(own)
+        return TenantLimits(**values)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.declared)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
@@ -207,6 +247,7 @@ class Config:
     syslog: SyslogConfig = field(default_factory=SyslogConfig)
     log: LogConfig = field(default_factory=LogConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tenants: TenantsConfig = field(default_factory=TenantsConfig)
 
     def partitions_of(self, worker_id: int) -> tuple[int, ...]:
         return assign_partitions(self.cluster.partitions, self.cluster.workers)[worker_id]

@@ -23,13 +23,16 @@ import time
 import orjson
 from aiohttp import web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.partitions import now_ms, partition_count, scope
 from zlog.gateway.read_api import _order_key, run_search
+from zlog.gateway.tenant import check_cursor
 from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.read.paging import with_position
 from zlog.read.params import parse_params
 from zlog.read.query import MAX_LIMIT
+from zlog.tenants.quotas import check_range
 
 DEFAULT_EXPORT_ROWS = 10_000
 MAX_EXPORT_ROWS = 1_000_000
@@ -50,7 +53,11 @@ def parse_rows(text: str | None) -> int:
 async def get_export(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     rows = parse_rows(request.query.get("limit"))
-    q = parse_params([(k, v) for k, v in request.query.items() if k != "limit"], now_ms())
+    tenant = tenant_of(request)
+    now = now_ms()
+    q = parse_params([(k, v) for k, v in request.query.items() if k != "limit"], now)
+    check_cursor(request, tenant, q.cursor)
+    check_range(ctx.cfg.tenants.limits(tenant), q.filter.since_ms, q.filter.until_ms, now)
     n = partition_count(ctx)
     parts = scope(q.filter, n)
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):
@@ -61,7 +68,8 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     try:
         while sent < rows:
             errors: dict[int, ZlogError] = {}
-            merge, _, _ = await run_search(ctx, q.filter, parts, q.backward, min(MAX_LIMIT, rows - sent), cursor, errors)
+            merge, _, _ = await run_search(ctx, q.filter, parts, q.backward, min(MAX_LIMIT, rows - sent), cursor, errors,
+                                           tenant=tenant)
             if errors:
                 raise next(iter(errors.values()))
             merge.out.sort(key=_order_key, reverse=q.backward)

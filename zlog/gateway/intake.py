@@ -13,7 +13,8 @@ Invariants:
 - Every record is validated and encoded before anything is sent (``encode_body`` for /v1/logs,
   ``encode_label_groups`` for the other APIs, which names each refused record so an API can
   refuse the request whole or in part); ``store`` then sends with the request's
-  ``Idempotency-Key`` when there is one, so a retry is stored once.
+  ``Idempotency-Key`` when there is one, so a retry is stored once, and for the
+  request's tenant (``tenant_of``): every ingest API stores into that tenant's partitions.
   It returns an ``Outcome`` saying, per group, what is stored, spooled or failed; it raises
   ``ZlogError`` only when nothing at all was sent.
 """
@@ -30,7 +31,9 @@ from typing import Any
 from aiohttp import web
 
 from zlog.client import AsyncProducer, Share
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
+from zlog.gateway.tenant import wire_tenant
 from zlog.ingest import streams
 from zlog.ingest.records import Group, RecordError
 from zlog.ingest.streams import LabelGroup
@@ -195,9 +198,11 @@ def cfg_timeout(ctx: Any) -> float:
 
 
 async def store(request: web.Request, groups: dict[str, Group], total: int, *, source: str) -> Outcome:
-    """Store encoded groups (``total`` records); raises ``ZlogError`` when nothing was sent."""
+    """Store encoded groups (``total`` records) for the request's tenant; raises ``ZlogError`` when
+    nothing was sent."""
     ctx = request.app[CONTEXT]
     cfg = ctx.cfg.gateway
+    tenant = wire_tenant(request, tenant_of(request))
     if ctx.limiter is not None:
         wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
         if wait > 0:
@@ -210,9 +215,11 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
     producer = await producer_for(request)
     try:
         if key is None:
-            results = await producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST)
+            results = await producer.send_groups_settled(groups, timeout=timeout, fail_fast=FAIL_FAST,
+                                                         tenant=tenant)
         else:
-            results = await producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST)
+            results = await producer.send_keyed(groups, key.encode(), timeout=timeout, fail_fast=FAIL_FAST,
+                                                tenant=tenant)
     except ZlogError as exc:  # refused before anything was sent (producer queue full, shutting down)
         ctx.metrics.errors.labels(kind=exc.code).inc()
         raise

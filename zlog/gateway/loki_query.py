@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.partitions import partition_count, scope
 from zlog.gateway.read_api import run_search
@@ -88,14 +89,15 @@ def _ns(rec: dict[str, Any]) -> int:
 
 
 async def log_streams(ctx: GatewayContext, q: ast.LogQuery, start_ns: int, end_ns: int | None, limit: int,
-                      backward: bool, cursor: Cursor | None = None) -> tuple[list[dict[str, Any]], PageMerge, int, int]:
+                      backward: bool, cursor: Cursor | None = None, *,
+                      tenant: str) -> tuple[list[dict[str, Any]], PageMerge, int, int]:
     """The newest (or oldest) ``limit`` entries in ``[start, end)`` grouped into Loki streams, and the
     merge that found them (its cursors resume the search)."""
     base = prefilter(q)
     flt = Filter(services=base.services, since_ms=ns_to_ms(start_ns),
                  until_ms=None if end_ns is None else ns_to_ms(end_ns - 1))
     merge, scanned, scanned_bytes = await run_search(ctx, flt, scope(flt, partition_count(ctx)), backward, limit,
-                                                     cursor, logql=q.text())
+                                                     cursor, logql=q.text(), tenant=tenant)
     return to_streams(q, [line for _, _, line in merge.out], backward), merge, scanned, scanned_bytes
 
 
@@ -120,7 +122,8 @@ def to_streams(q: ast.LogQuery, lines: list[bytes], backward: bool) -> list[dict
 # -- metric queries ------------------------------------------------------------------------
 
 
-async def metric(ctx: GatewayContext, e: ast.Expr, times: list[int]) -> tuple[dict[str, Series] | float, Counts]:
+async def metric(ctx: GatewayContext, e: ast.Expr, times: list[int],
+                 tenant: str) -> tuple[dict[str, Series] | float, Counts]:
     counts: dict[ast.RangeAgg, Counts] = {}
     seen = Counts()
     for agg in range_aggs(e):
@@ -133,7 +136,7 @@ async def metric(ctx: GatewayContext, e: ast.Expr, times: list[int]) -> tuple[di
         base = prefilter(agg.query)
         measure = "bytes" if agg.op.startswith("bytes") else "count"
         spec = CountSpec(base, start, width, n, "stream", measure, agg.query.text())
-        c, _ = await run_count(ctx, spec, scope(base, partition_count(ctx)))
+        c, _ = await run_count(ctx, spec, scope(base, partition_count(ctx)), tenant=tenant)
         counts[agg] = c
         seen.merge(Counts(scanned_records=c.scanned_records, scanned_bytes=c.scanned_bytes))
     return evaluate(e, times, counts), seen
@@ -167,11 +170,12 @@ async def get_query_range(request: web.Request) -> web.Response:
     r = range_request(await _params(request), _now_ns())
     q = parse_query(r.query)
     if isinstance(q, ast.LogQuery):
-        result, _, lines, nbytes = await log_streams(ctx, q, r.start_ns, r.end_ns, r.limit, r.backward)
+        result, _, lines, nbytes = await log_streams(ctx, q, r.start_ns, r.end_ns, r.limit, r.backward,
+                                                     tenant=tenant_of(request))
         entries = sum(len(s["values"]) for s in result)
         return _ok({"resultType": "streams", "result": result, "stats": _stats(t0, entries, lines, nbytes)})
     times = _times(r)
-    res, seen = await metric(ctx, q, times)
+    res, seen = await metric(ctx, q, times, tenant_of(request))
     result = _matrix(res, times)
     return _ok({"resultType": "matrix", "result": result,
                 "stats": _stats(t0, 0, seen.scanned_records, seen.scanned_bytes)})
@@ -192,7 +196,7 @@ async def get_query(request: web.Request) -> web.Response:
         raise BadParameter("query", "log queries are not supported as an instant query type, please change your "
                                     "query to a range query type")
     t = ns_to_ms(at)
-    res, seen = await metric(ctx, q, [t])
+    res, seen = await metric(ctx, q, [t], tenant_of(request))
     stats = _stats(t0, 0, seen.scanned_records, seen.scanned_bytes)
     if isinstance(res, float):
         return _ok({"resultType": "scalar", "result": [_sec(t), fmt(res)], "stats": stats})
@@ -205,7 +209,7 @@ async def get_query(request: web.Request) -> web.Response:
 
 
 async def _streams(ctx: GatewayContext, params: dict[str, str], selector: str | None,
-                   measure: str = "count") -> Counts:
+                   measure: str = "count", *, tenant: str) -> Counts:
     """Every stream (label set) with entries in the request's range, from the counting engine."""
     end = parse_time(params.get("end"), "end", _now_ns())
     since = parse_duration(params.get("since"), "since")
@@ -221,7 +225,7 @@ async def _streams(ctx: GatewayContext, params: dict[str, str], selector: str | 
         base, logql = prefilter(q), q.text()
     lo, hi = ns_to_ms(start), ns_to_ms(end)
     spec = CountSpec(base, lo, hi - lo + 1, 1, "stream", measure, logql)
-    counts, _ = await run_count(ctx, spec, scope(base, partition_count(ctx)))
+    counts, _ = await run_count(ctx, spec, scope(base, partition_count(ctx)), tenant=tenant)
     return counts
 
 
@@ -231,14 +235,14 @@ def _label_sets(counts: Counts) -> list[dict[str, str]]:
 
 async def get_labels(request: web.Request) -> web.Response:
     params = await _params(request)
-    counts = await _streams(request.app[CONTEXT], params, params.get("query"))
+    counts = await _streams(request.app[CONTEXT], params, params.get("query"), tenant=tenant_of(request))
     return _ok(sorted({name for labels in _label_sets(counts) for name in labels}))
 
 
 async def get_label_values(request: web.Request) -> web.Response:
     params = await _params(request)
     name = request.match_info["name"]
-    counts = await _streams(request.app[CONTEXT], params, params.get("query"))
+    counts = await _streams(request.app[CONTEXT], params, params.get("query"), tenant=tenant_of(request))
     return _ok(sorted({labels[name] for labels in _label_sets(counts) if name in labels}))
 
 
@@ -252,7 +256,7 @@ async def get_series(request: web.Request) -> web.Response:
         raise BadParameter("match[]", "at least one stream selector is required")
     found: dict[str, dict[str, str]] = {}
     for m in matches:
-        for labels in _label_sets(await _streams(ctx, params, m)):
+        for labels in _label_sets(await _streams(ctx, params, m, tenant=tenant_of(request))):
             found[orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()] = labels
     return _ok([found[k] for k in sorted(found)])
 
@@ -261,8 +265,8 @@ async def get_index_stats(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     params = await _params(request)
     query = params.get("query") or None
-    entries = await _streams(ctx, params, query)
-    nbytes = await _streams(ctx, params, query, "bytes")
+    entries = await _streams(ctx, params, query, tenant=tenant_of(request))
+    nbytes = await _streams(ctx, params, query, "bytes", tenant=tenant_of(request))
     streams = len(entries.series)
     # zlog has no chunks: a stream's entries sit in its partition's segments; one per stream here.
     body = {"streams": streams, "chunks": streams, "entries": entries.total, "bytes": nbytes.total}

@@ -24,6 +24,7 @@ import time
 import orjson
 from aiohttp import WSMsgType, web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.loki_query import log_streams, parse_query
 from zlog.loki import ast
@@ -43,6 +44,7 @@ def _frame(streams: list[dict[str, object]]) -> str:
 
 async def get_tail(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    tenant = tenant_of(request)
     text = request.query.get("query", "")
     if not text:
         raise BadParameter("query", "required")
@@ -57,7 +59,7 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
     active = request.app[_ACTIVE]
     if len(active) >= MAX_TAILS:
         raise ZlogError("BACKPRESSURE", f"at most {MAX_TAILS} live tails per gateway")
-    first, merge, _, _ = await log_streams(ctx, q, start, None, limit, True)
+    first, merge, _, _ = await log_streams(ctx, q, start, None, limit, True, tenant=tenant)
     cursor = merge.tail_cursor()
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
@@ -70,10 +72,10 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
             await ws.send_str(_frame(first))
         while not ws.closed and not reader.done():
             if cursor is None:  # no head seen at connect (a partition was away): start from now
-                _, merge, _, _ = await log_streams(ctx, q, time.time_ns(), None, 1, True)
+                _, merge, _, _ = await log_streams(ctx, q, time.time_ns(), None, 1, True, tenant=tenant)
                 cursor = merge.tail_cursor()
             else:
-                streams, merge, _, _ = await log_streams(ctx, q, start, None, PAGE, False, cursor)
+                streams, merge, _, _ = await log_streams(ctx, q, start, None, PAGE, False, cursor, tenant=tenant)
                 cursor = merge.cursor()
                 if streams:
                     await ws.send_str(_frame(streams))

@@ -6,6 +6,8 @@ The read API, the live tail and every other read front end (Loki, stats) ask thr
 Invariants:
 - Every request carries the gateway's request timeout; a failure is a ``ZlogError``, never hangs.
 - ``scope`` reads only the partitions a service filter names (FNV-1a of the service).
+- Every request names the tenant whose partition it reads (``tenant``, required: a read front end
+  cannot forget it); the default tenant's bodies name none, as before tenants existed.
 """
 
 from __future__ import annotations
@@ -50,15 +52,20 @@ def scope(flt: Filter, partitions: int) -> list[int]:
     return list(range(partitions))
 
 
-async def ask(ctx: GatewayContext, command: Command, partition: int, body: dict[str, Any]) -> dict[str, Any]:
+async def ask(ctx: GatewayContext, command: Command, partition: int, body: dict[str, Any],
+              tenant: str) -> dict[str, Any]:
+    """One read of ``tenant``'s partition ``partition``."""
+    if tenant != ctx.cfg.cluster.tenant:
+        body = {**body, "tenant": tenant}
     msg = await client_of(ctx).request(command, partition=partition, body=body, timeout=timeout_s(ctx))
     return msg.unpack()
 
 
-async def stats_all(ctx: GatewayContext, parts: list[int], body: dict[str, Any]) -> list[dict[str, Any] | ZlogError]:
+async def stats_all(ctx: GatewayContext, parts: list[int], body: dict[str, Any],
+                    tenant: str) -> list[dict[str, Any] | ZlogError]:
     async def one(p: int) -> dict[str, Any] | ZlogError:
         try:
-            return await ask(ctx, Command.STATS, p, body)
+            return await ask(ctx, Command.STATS, p, body, tenant)
         except ZlogError as exc:
             return exc
 

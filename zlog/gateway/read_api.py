@@ -13,6 +13,8 @@ Invariants:
 - Records leave as stored, spliced with ``partition`` and ``offset`` (never re-encoded).
 - Bad parameters answer 400 naming the parameter; storage failures keep their own status
   (503 no owner, 504 timeout), never 400.
+- Every request to a worker names the caller's tenant (``tenant_of``): a read sees that
+  tenant's partitions only, and a cursor made for another tenant is 404 (``check_cursor``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.partitions import (
     FETCH_BYTES,
@@ -35,11 +38,13 @@ from zlog.gateway.partitions import (
     stats_all,
     timeout_s,
 )
+from zlog.gateway.tenant import check_cursor
 from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, PageMerge, timestamp_of, with_position
 from zlog.read.params import parse_params
 from zlog.read.query import MAX_LIMIT, Filter
+from zlog.tenants.quotas import capped, check_limit, check_range
 
 SEARCH_DEADLINE_S = 2.0
 
@@ -50,14 +55,14 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backward: bool, limit: int,
                      cursor: Cursor | None, errors: dict[int, ZlogError] | None = None,
-                     logql: str | None = None) -> tuple[PageMerge, int, int]:
+                     logql: str | None = None, *, tenant: str) -> tuple[PageMerge, int, int]:
     """Fill one page; returns the merge (records, cursor) and the records and bytes scanned.
 
     A partition whose owner cannot answer (a retryable error) is left out and named in
     ``errors``; when every partition is out, the first error is raised (a 503/504, never a 400).
     """
     errors = {} if errors is None else errors
-    merge = PageMerge(parts, backward, limit, cursor, flt.digest())
+    merge = PageMerge(parts, backward, limit, cursor, flt.digest(), tenant)
     fbody = flt.to_body()
     deadline = time.monotonic() + min(SEARCH_DEADLINE_S, timeout_s(ctx))
     scanned = scanned_bytes = 0
@@ -73,7 +78,7 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
                 body["logql"] = logql
             if start is not None:
                 body["start"] = start
-            bodies.append(ask(ctx, Command.SEARCH, p, body))
+            bodies.append(ask(ctx, Command.SEARCH, p, body, tenant))
         replies = await asyncio.gather(*bodies, return_exceptions=True)
         for p, r in zip(wanted, replies, strict=True):
             if isinstance(r, BaseException):
@@ -104,13 +109,20 @@ def _records_json(items: list[tuple[int, int, bytes]]) -> bytes:
 async def get_logs(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     t0 = time.perf_counter()
-    q = parse_params(request.query.items(), now_ms())
+    tenant = tenant_of(request)
+    now = now_ms()
+    q = parse_params(request.query.items(), now)
+    check_cursor(request, tenant, q.cursor)
+    limits = ctx.cfg.tenants.limits(tenant)
+    check_range(limits, q.filter.since_ms, q.filter.until_ms, now)
+    check_limit(limits, q.limit)
     n = partition_count(ctx)
     parts = scope(q.filter, n)
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):
         raise BadParameter("cursor", "names a partition this cluster does not have")
     errors: dict[int, ZlogError] = {}
-    merge, scanned, scanned_bytes = await run_search(ctx, q.filter, parts, q.backward, q.limit, q.cursor, errors)
+    merge, scanned, scanned_bytes = await run_search(ctx, q.filter, parts, q.backward, q.limit, q.cursor, errors,
+                                                     tenant=tenant)
     # Which records make the page is the merge's business (the cursor depends on it); within the
     # page, strict time order reads better, since batches interleave services inside a partition.
     merge.out.sort(key=_order_key, reverse=q.backward)
@@ -139,6 +151,7 @@ async def get_logs(request: web.Request) -> web.Response:
 async def get_query(request: web.Request) -> web.Response:
     """The original's ``/v1/query?service=S&limit=M``: S's last M records, newest last."""
     ctx = request.app[CONTEXT]
+    tenant = tenant_of(request)
     service = request.query.get("service", "")
     if not service:
         raise BadParameter("service", "required")
@@ -155,14 +168,14 @@ async def get_query(request: web.Request) -> web.Response:
         return _json(b"[]")
     # The original took any limit; memory here is bounded, so a larger one is served as the
     # maximum, and the header says so (the body must stay the original's bare array).
-    limit = min(asked, MAX_LIMIT)
+    limit = capped(ctx.cfg.tenants.limits(tenant), min(asked, MAX_LIMIT))
     flt = Filter(services=(service,))
     parts = scope(flt, partition_count(ctx))
     cursor: Cursor | None = None
     items: list[tuple[int, int, bytes]] = []
     deadline = time.monotonic() + timeout_s(ctx) / 2
     while True:  # a rare service may need more than one bounded round
-        merge, _, _ = await run_search(ctx, flt, parts, True, limit - len(items), cursor)
+        merge, _, _ = await run_search(ctx, flt, parts, True, limit - len(items), cursor, tenant=tenant)
         items += merge.out
         if len(items) >= limit or not merge.more() or time.monotonic() > deadline:
             break
@@ -179,7 +192,7 @@ async def get_services(request: web.Request) -> web.Response:
     parts = list(range(partition_count(ctx)))
     found: list[dict[str, Any]] = []
     errors = []
-    for p, r in zip(parts, await stats_all(ctx, parts, {"services": True}), strict=True):
+    for p, r in zip(parts, await stats_all(ctx, parts, {"services": True}, tenant_of(request)), strict=True):
         if isinstance(r, ZlogError):
             errors.append({"partition": p, "error": r.code, "message": r.message})
             continue
@@ -201,13 +214,14 @@ def _storage_fields(r: dict[str, Any]) -> dict[str, Any]:
 
 async def get_partitions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
+    tenant = tenant_of(request)
     n = partition_count(ctx)
     try:
         owners = (await client_of(ctx).metadata(timeout=timeout_s(ctx))).get("owners", [])
     except ZlogError:
         owners = []
     out = []
-    for p, r in zip(range(n), await stats_all(ctx, list(range(n)), {}), strict=True):
+    for p, r in zip(range(n), await stats_all(ctx, list(range(n)), {}, tenant), strict=True):
         owner = owners[p] if p < len(owners) else None
         if isinstance(r, ZlogError):
             out.append({"partition": p, "owner": owner, "error": r.code, "message": r.message})
@@ -239,6 +253,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 async def get_records(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
+    tenant = tenant_of(request)
     n = partition_count(ctx)
     text = request.match_info["partition"]
     if not text.isdigit() or int(text) >= n:
@@ -246,7 +261,9 @@ async def get_records(request: web.Request) -> web.Response:
     p = int(text)
     offset = _int_param(request, "offset", 0, 0, 1 << 62)
     limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    r = await ask(ctx, Command.FETCH, p, {"offset": offset, "max_records": limit, "max_bytes": FETCH_BYTES})
+    check_limit(ctx.cfg.tenants.limits(tenant), limit)
+    r = await ask(ctx, Command.FETCH, p, {"offset": offset, "max_records": limit, "max_bytes": FETCH_BYTES},
+                   tenant)
     items = [(p, o, line) for o, line in r["records"]]
     meta = {"partition": p, "next_offset": r["next_offset"], "lowest_offset": r["lowest_offset"],
             "high_watermark": r["high_watermark"]}

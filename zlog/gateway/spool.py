@@ -44,11 +44,12 @@ class Spool:
             log.info("WAL has batches to replay", extra={"batches": wal.pending, "bytes": wal.size_bytes})
             self._wake.set()
 
-    def hook(self, partition: int, producer_id: bytes, sequence: int, max_ts: int, lines: list[bytes]) -> bool:
+    def hook(self, partition: int, producer_id: bytes, sequence: int, max_ts: int, lines: list[bytes],
+             tenant: str | None = None) -> bool:
         """``AsyncProducer.spool``: True when the batch is durably in the WAL."""
         if not producer_id:
             producer_id, sequence = os.urandom(12), 0
-        ok = self.wal.append(partition, producer_id, sequence, max_ts, lines)
+        ok = self.wal.append(partition, producer_id, sequence, max_ts, lines, tenant)
         if ok:
             self.metrics.spooled.inc(len(lines))
             self._wake.set()
@@ -74,7 +75,8 @@ class Spool:
             if client is None:
                 await asyncio.sleep(BACKOFF_BASE_S)
                 continue
-            body = bodies.produce_body(entry.lines, entry.max_timestamp, entry.producer_id, entry.sequence)
+            body = bodies.produce_body(entry.lines, entry.max_timestamp, entry.producer_id, entry.sequence,
+                                     entry.tenant)
             try:
                 msg = await client.request(Command.PRODUCE, partition=entry.partition, body=body,
                                            timeout=self.timeout_s)
@@ -105,7 +107,7 @@ class Spool:
         if entry is None or entry.number != number:
             return
         # Re-append under a fresh producer id, then skip the old copy.
-        if self.wal.append(entry.partition, os.urandom(12), 0, entry.max_timestamp, entry.lines):
+        if self.wal.append(entry.partition, os.urandom(12), 0, entry.max_timestamp, entry.lines, entry.tenant):
             self.wal.advance()
 
     def stop(self) -> None:

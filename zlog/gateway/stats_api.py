@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.partitions import ask, now_ms, partition_count, scope, timeout_s
 from zlog.protocol.errors import BadParameter, ZlogError
@@ -48,8 +49,9 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w
 
 
 async def run_count(ctx: GatewayContext, spec: CountSpec, parts: list[int],
-                    deadline_s: float = COUNT_DEADLINE_S) -> tuple[Counts, list[int]]:
-    """Count ``spec`` over ``parts``; returns the merged counts and the partitions left incomplete."""
+                    deadline_s: float = COUNT_DEADLINE_S, *, tenant: str) -> tuple[Counts, list[int]]:
+    """Count ``spec`` over ``tenant``'s ``parts``; returns the merged counts and the partitions
+    left incomplete."""
     total = Counts()
     body = spec.to_body()
     deadline = time.monotonic() + min(deadline_s, timeout_s(ctx))
@@ -58,7 +60,8 @@ async def run_count(ctx: GatewayContext, spec: CountSpec, parts: list[int],
     while todo:
         wanted = list(todo.items())
         replies = await asyncio.gather(
-            *(ask(ctx, Command.STATS, p, {"count": body} if start is None else {"count": body, "start": start})
+            *(ask(ctx, Command.STATS, p, {"count": body} if start is None else {"count": body, "start": start},
+                  tenant)
               for p, start in wanted), return_exceptions=True)
         for (p, _), r in zip(wanted, replies, strict=True):
             if isinstance(r, BaseException):
@@ -116,7 +119,7 @@ async def get_volume(request: web.Request) -> web.Response:
     by = by_param(mine.get("by"))
     spec = CountSpec(_timeless(flt), start, step, n, by, mine.get("measure", "count"))
     spec.check()
-    counts, missing = await run_count(ctx, spec, scope(flt, partition_count(ctx)))
+    counts, missing = await run_count(ctx, spec, scope(flt, partition_count(ctx)), tenant=tenant_of(request))
     buckets = [{"t": start + j * step, "counts": c} for j, c in enumerate(counts.by_bucket(n))]
     out: dict[str, Any] = {"start_ms": start, "end_ms": spec.end_ms, "step_ms": step,
                            "by": by[6:] if by.startswith("label:") else by, "buckets": buckets,
@@ -137,7 +140,7 @@ async def get_values(request: web.Request) -> web.Response:
     by = by_param(field)
     spec = CountSpec(_timeless(flt), start, SLOT_MS * n, 1, by)
     spec.check()
-    counts, _ = await run_count(ctx, spec, scope(flt, partition_count(ctx)))
+    counts, _ = await run_count(ctx, spec, scope(flt, partition_count(ctx)), tenant=tenant_of(request))
     ranked = counts.totals()
     # A record without the label has no value for it: it is not a facet value.
     values = [{"value": k, "count": v} for k, v in ranked if k != "" or by in ("level", "service")]

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT, GatewayContext
 from zlog.gateway.partitions import FETCH_BYTES, ask, now_ms, partition_count, scope
+from zlog.gateway.tenant import check_cursor
 from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, decode_cursor, with_position
@@ -42,7 +44,7 @@ KEEPALIVE_S = 10.0
 
 @dataclass(eq=False, slots=True)
 class Subscriber:
-    partitions: frozenset[int]
+    partitions: frozenset[tuple[str, int]]  # (tenant, partition): a tail sees its tenant only
     queue: asyncio.Queue[tuple[int, list[tuple[int, bytes]], int] | None]
     overflowed: bool = False
     queued_bytes: int = 0
@@ -67,26 +69,27 @@ class TailHub:
     """One poller per gateway process: the head of every watched partition, fanned out."""
 
     ctx: GatewayContext
-    heads: dict[int, int] = field(default_factory=dict)
+    heads: dict[tuple[str, int], int] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     closed: bool = False
 
-    async def subscribe(self, parts: list[int]) -> tuple[Subscriber, dict[int, int]]:
+    async def subscribe(self, parts: list[int], tenant: str) -> tuple[Subscriber, dict[int, int]]:
         if self.closed:
             raise ZlogError("SHUTTING_DOWN", "the gateway is stopping")
         if len(self.subscribers) >= MAX_SUBSCRIBERS:
             raise ZlogError("BACKPRESSURE", f"at most {MAX_SUBSCRIBERS} live tails per gateway process")
-        missing = [p for p in parts if p not in self.heads]
-        stats = await asyncio.gather(*(ask(self.ctx, Command.STATS, p, {}) for p in missing))
-        for p, st in zip(missing, stats, strict=True):
-            self.heads.setdefault(p, st["next_offset"])
+        keys = [(tenant, p) for p in parts]
+        missing = [k for k in keys if k not in self.heads]
+        stats = await asyncio.gather(*(ask(self.ctx, Command.STATS, p, {}, t) for t, p in missing))
+        for k, st in zip(missing, stats, strict=True):
+            self.heads.setdefault(k, st["next_offset"])
         # No await from here on: the snapshot and the registration are one step for the poller.
-        sub = Subscriber(frozenset(parts), asyncio.Queue(QUEUE_BATCHES))
+        sub = Subscriber(frozenset(keys), asyncio.Queue(QUEUE_BATCHES))
         self.subscribers.add(sub)
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
-        return sub, {p: self.heads[p] for p in parts}
+        return sub, {p: self.heads[(tenant, p)] for p in parts}
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
@@ -109,24 +112,25 @@ class TailHub:
             await asyncio.sleep(POLL_S)
         self.heads.clear()
 
-    async def _poll(self, p: int) -> None:
+    async def _poll(self, key: tuple[str, int]) -> None:
+        tenant, p = key
         for _ in range(8):  # catch up quickly after a burst, but let other partitions have turns
-            head = self.heads.get(p)
+            head = self.heads.get(key)
             if head is None:
                 return
             try:
                 r = await ask(self.ctx, Command.FETCH, p,
-                               {"offset": head, "max_records": FETCH_RECORDS, "max_bytes": FETCH_BYTES})
+                               {"offset": head, "max_records": FETCH_RECORDS, "max_bytes": FETCH_BYTES}, tenant)
             except ZlogError as exc:
                 log.debug("tail poll failed", extra={"partition": p, "error": exc.code})
                 return
             records = [(o, line) for o, line in r["records"]]
-            if not records or self.heads.get(p) != head:
+            if not records or self.heads.get(key) != head:
                 return
-            self.heads[p] = r["next_offset"]
+            self.heads[key] = r["next_offset"]
             size = sum(len(line) for _, line in records)
             for sub in self.subscribers:
-                if p in sub.partitions:
+                if key in sub.partitions:
                     sub.offer((p, records, size))
             if r["next_offset"] >= r["high_watermark"]:
                 return
@@ -135,24 +139,26 @@ class TailHub:
 HUB = web.AppKey("zlog_tail_hub", TailHub)
 
 
-def _event(p: int, o: int, line: bytes, positions: dict[int, int], digest: str) -> bytes:
-    cid = Cursor(False, positions, digest).encode()
+def _event(p: int, o: int, line: bytes, positions: dict[int, int], digest: str, tenant: str) -> bytes:
+    cid = Cursor(False, positions, digest, tenant).encode()
     return b"id: " + cid.encode() + b"\ndata: " + with_position(line, p, o) + b"\n\n"
 
 
 async def get_tail(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     hub = request.app[HUB]
+    tenant = tenant_of(request)
     pairs = [(k, v) for k, v in request.query.items() if k not in ("cursor", "direction", "limit")]
     flt = parse_params(pairs, now_ms()).filter
     digest = flt.digest()
     resume = request.headers.get("Last-Event-ID") or request.query.get("cursor") or ""
     cursor = decode_cursor(resume, "Last-Event-ID" if request.headers.get("Last-Event-ID") else "cursor") if resume else None
+    check_cursor(request, tenant, cursor)
     if cursor is not None and (cursor.backward or cursor.filter_digest != digest):
         raise BadParameter("cursor", "is not a tail cursor for these filters")
     parts = scope(flt, partition_count(ctx))
     pred = compile_filter(flt)
-    sub, heads = await hub.subscribe(parts)
+    sub, heads = await hub.subscribe(parts, tenant)
     try:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
@@ -160,8 +166,8 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
         pos = {p: (cursor.positions.get(p, heads[p]) if cursor is not None else heads[p]) for p in parts}
         try:
             await resp.write(b"retry: 1000\n: tailing partitions " + orjson.dumps(parts) + b"\n\n")
-            await _catch_up(ctx, resp, flt, parts, pos, heads, digest)
-            await _live(resp, sub, pred, pos, digest)
+            await _catch_up(ctx, resp, flt, parts, pos, heads, digest, tenant)
+            await _live(resp, sub, pred, pos, digest, tenant)
         except ZlogError as exc:
             # Headers are sent: say it as an event; the client reconnects with its last id.
             await resp.write(b"event: error\ndata: " + orjson.dumps(exc.to_json()) + b"\n\n")
@@ -173,19 +179,19 @@ async def get_tail(request: web.Request) -> web.StreamResponse:
 
 
 async def _catch_up(ctx: GatewayContext, resp: web.StreamResponse, flt: Filter, parts: list[int],
-                    pos: dict[int, int], heads: dict[int, int], digest: str) -> None:
+                    pos: dict[int, int], heads: dict[int, int], digest: str, tenant: str) -> None:
     """Records between a resumed cursor and the heads at subscription, via forward SEARCH."""
     fbody = flt.to_body()
     for p in parts:
         while pos[p] < heads[p]:
             r = await ask(ctx, Command.SEARCH, p, {"filter": fbody, "backward": False, "start": pos[p],
-                                                    "limit": 500})
+                                                    "limit": 500}, tenant)
             chunks = []
             for o, line in r["records"]:
                 if o >= heads[p]:
                     break
                 pos[p] = o + 1
-                chunks.append(_event(p, o, line, pos, digest))
+                chunks.append(_event(p, o, line, pos, digest, tenant))
             if chunks:
                 await resp.write(b"".join(chunks))
             nxt = r["next"]
@@ -193,7 +199,7 @@ async def _catch_up(ctx: GatewayContext, resp: web.StreamResponse, flt: Filter, 
 
 
 async def _live(resp: web.StreamResponse, sub: Subscriber, pred: Predicate | None, pos: dict[int, int],
-                digest: str) -> None:
+                digest: str, tenant: str) -> None:
     while True:
         try:
             item = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
@@ -210,7 +216,7 @@ async def _live(resp: web.StreamResponse, sub: Subscriber, pred: Predicate | Non
                 continue
             pos[p] = o + 1
             if pred is None or pred(line):
-                chunks.append(_event(p, o, line, pos, digest))
+                chunks.append(_event(p, o, line, pos, digest, tenant))
         if chunks:
             await resp.write(b"".join(chunks))
         if sub.overflowed and sub.queue.empty():

@@ -5,7 +5,8 @@ When a partition has no live owner or misses the deadline, the gateway appends t
 
 On disk: ``<dir>/<first entry number, 20 digits>.wal`` segments of entries
 ``[u32 length][u32 xxh32(payload)][payload]``, payload = msgpack
-``{p: partition, pid: bytes, seq: int, ts: max timestamp, r: [line bytes]}``, and ``cursor``
+``{p: partition, pid: bytes, seq: int, ts: max timestamp, r: [line bytes], t?: tenant}`` (no
+``t``: the default tenant, as in logs written before tenants), and ``cursor``
 (the number of the first entry not yet acknowledged by storage).
 
 Invariants:
@@ -46,6 +47,7 @@ class WalEntry:
     sequence: int
     max_timestamp: int
     lines: list[bytes]
+    tenant: str | None = None
 
 
 @dataclass(slots=True)
@@ -122,11 +124,11 @@ class IngestWal:
     # -- writing --------------------------------------------------------------------------
 
     def append(self, partition: int, producer_id: bytes, sequence: int, max_timestamp: int,
-               lines: list[bytes]) -> bool:
-        payload = msgpack.packb(
-            {"p": partition, "pid": producer_id, "seq": sequence, "ts": max_timestamp, "r": lines},
-            use_bin_type=True,
-        )
+               lines: list[bytes], tenant: str | None = None) -> bool:
+        obj = {"p": partition, "pid": producer_id, "seq": sequence, "ts": max_timestamp, "r": lines}
+        if tenant is not None:
+            obj["t"] = tenant
+        payload = msgpack.packb(obj, use_bin_type=True)
         record = _HEADER.pack(len(payload), xxhash.xxh32_intdigest(payload)) + payload
         if self.size_bytes + len(record) > self.max_bytes:
             return False
@@ -180,7 +182,7 @@ class IngestWal:
                     f.seek(seg.offsets[i])
                     length, _ = _HEADER.unpack(f.read(_HEADER.size))
                     obj = msgpack.unpackb(f.read(length), raw=False)
-                return WalEntry(self.cursor, obj["p"], obj["pid"], obj["seq"], obj["ts"], obj["r"])
+                return WalEntry(self.cursor, obj["p"], obj["pid"], obj["seq"], obj["ts"], obj["r"], obj.get("t"))
         return None
 
     def advance(self) -> None:

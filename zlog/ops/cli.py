@@ -66,6 +66,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=("forward", "backward"), help="read order")
     p.add_argument("--json", action="store_true", help="print raw JSON lines")
     p.add_argument("--url", help="gateway base URL (default http://127.0.0.1:<gateway.port>)")
+    p.add_argument("--tenant", help="read this tenant's logs (sent as X-Scope-OrgID; default: the default tenant)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,18 +72,31 @@ class WorkerMetrics:
         )
         self.errors = Counter("zlog_storage_errors", "Storage worker errors, by kind", ["kind"], registry=r)
         self.requests = Counter("zlog_storage_requests", "Requests handled, by command", ["command"], registry=r)
-        self._appended: dict[int, tuple[Counter, Counter]] = {}
+        # Usage per tenant (every partition of the tenant on this worker, summed).
+        self.tenant_records = Counter("zlog_tenant_records", "Records appended, by tenant", ["tenant"], registry=r)
+        self.tenant_bytes = Gauge("zlog_tenant_disk_bytes", "Bytes on disk, by tenant", ["tenant"], registry=r)
+        self.tenant_segments = Gauge("zlog_tenant_segments", "Segments on disk, by tenant", ["tenant"], registry=r)
+        self.tenant_stored = Gauge("zlog_tenant_stored_records", "Records kept (after retention), by tenant",
+                                   ["tenant"], registry=r)
+        self._appended: dict[tuple[int, str], tuple[Counter, Counter, Counter]] = {}
 
-    def appended(self, partition: int, records: int) -> None:
-        """One stored batch. The labelled children are looked up once per partition: ``labels()``
-        costs more than the two increments together, and this runs once per batch."""
-        series = self._appended.get(partition)
+    def appended(self, partition: int, records: int, tenant: str = "") -> None:
+        """One stored batch. The labelled children are looked up once per (partition, tenant):
+        ``labels()`` costs more than the increments together, and this runs once per batch."""
+        series = self._appended.get((partition, tenant))
         if series is None:
             label = str(partition)
-            series = (self.records.labels(partition=label), self.batches.labels(partition=label))
-            self._appended[partition] = series
+            series = (self.records.labels(partition=label), self.batches.labels(partition=label),
+                      self.tenant_records.labels(tenant=tenant))
+            self._appended[(partition, tenant)] = series
         series[0].inc(records)
         series[1].inc()
+        series[2].inc(records)
+
+    def tenant_usage(self, tenant: str, nbytes: int, segments: int, records: int) -> None:
+        self.tenant_bytes.labels(tenant=tenant).set(nbytes)
+        self.tenant_segments.labels(tenant=tenant).set(segments)
+        self.tenant_stored.labels(tenant=tenant).set(records)
 
 
 class GatewayMetrics:

@@ -73,9 +73,16 @@ def auth_headers() -> dict[str, str]:
     return headers
 
 
-def _get(url: str, timeout: float = 30.0) -> dict[str, Any]:
+def request_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The tenant a command reads when ``--tenant`` names one (over ``ZLOG_TENANT``)."""
+    tenant = getattr(args, "tenant", None)
+    return {"X-Scope-OrgID": tenant} if tenant else {}
+
+
+def _get(url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=auth_headers()), timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={**auth_headers(), **(headers or {})}),
+                                    timeout=timeout) as resp:
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except urllib.error.HTTPError as err:
@@ -94,20 +101,21 @@ def _http_error(err: urllib.error.HTTPError) -> ReadError:
 
 
 def fetch_page(base: str, params: list[tuple[str, str]], limit: int, backward: bool,
-               cursor: str | None = None) -> dict[str, Any]:
+               cursor: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
     p = [*params, ("limit", str(limit)), ("direction", "backward" if backward else "forward")]
     if cursor:
         p.append(("cursor", cursor))
-    return _get(f"{base}/v1/logs?{urllib.parse.urlencode(p)}")
+    return _get(f"{base}/v1/logs?{urllib.parse.urlencode(p)}", headers=headers)
 
 
-def search(base: str, params: list[tuple[str, str]], limit: int, backward: bool) -> tuple[list[dict[str, Any]], str | None]:
+def search(base: str, params: list[tuple[str, str]], limit: int, backward: bool,
+           headers: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``limit`` records in the gateway's order, paging as needed; and the tail cursor."""
     out: list[dict[str, Any]] = []
     cursor: str | None = None
     tail_cursor: str | None = None
     while len(out) < limit:
-        page = fetch_page(base, params, min(MAX_PAGE, limit - len(out)), backward, cursor)
+        page = fetch_page(base, params, min(MAX_PAGE, limit - len(out)), backward, cursor, headers)
         tail_cursor = tail_cursor or page.get("tail_cursor")
         out += page["records"]
         cursor = page.get("cursor")
@@ -149,7 +157,7 @@ def query(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> i
         return 2
     emit = _printer(args, out)
     try:
-        records, _ = search(args.url.rstrip("/"), filter_params(args), limit, backward)
+        records, _ = search(args.url.rstrip("/"), filter_params(args), limit, backward, request_headers(args))
     except ReadError as err:
         print(f"zlog query: {err}", file=sys.stderr)
         return err.exit_code
@@ -159,9 +167,10 @@ def query(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> i
     return 0
 
 
-def sse_events(url: str, last_id: str | None, timeout: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
+def sse_events(url: str, last_id: str | None, timeout: float = 60.0,
+               extra: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(id, record) per event of one ``/v1/tail`` connection, until it ends."""
-    headers = {"Accept": "text/event-stream", **auth_headers()}
+    headers = {"Accept": "text/event-stream", **auth_headers(), **(extra or {})}
     if last_id:
         headers["Last-Event-ID"] = last_id
     req = urllib.request.Request(url, headers=headers)
@@ -196,7 +205,7 @@ def tail(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> in
     last_id: str | None = None
     try:
         if limit > 0:
-            records, last_id = search(base, params, limit, True)
+            records, last_id = search(base, params, limit, True, request_headers(args))
             for rec in reversed(records):
                 emit(rec)
             out.flush()
@@ -204,7 +213,7 @@ def tail(cfg: Config, args: argparse.Namespace, out: TextIO | None = None) -> in
         while True:
             url = f"{base}/v1/tail?{urllib.parse.urlencode(params)}"
             try:
-                for eid, rec in sse_events(url, last_id):
+                for eid, rec in sse_events(url, last_id, extra=request_headers(args)):
                     last_id = eid or last_id
                     emit(rec)
                     out.flush()

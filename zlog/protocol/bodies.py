@@ -99,17 +99,21 @@ def produce_from(obj: dict[str, Any]) -> ProduceBody:
     return ProduceBody(data, _int(obj, "max_ts", 0), pid, seq, tenant)
 
 
-def multi_produce_body(batches: Sequence[tuple[int, Sequence[bytes] | bytes, int, bytes | None, int | None]],
-                       acks: str | None = None) -> bytes:
+def multi_produce_body(
+    batches: Sequence[tuple[int, Sequence[bytes] | bytes, int, bytes | None, int | None, str | None]],
+    acks: str | None = None,
+) -> bytes:
     """Several partitions' batches in one PRODUCE, for partitions with the same owner (Kafka's
-    produce request): ``(partition, records, max_ts, producer id, sequence)`` each. The route
-    frame names the first partition; the worker answers one ACK with a result per batch."""
+    produce request): ``(partition, records, max_ts, producer id, sequence, tenant)`` each. The
+    route frame names the first partition; the worker answers one ACK with a result per batch."""
     items = []
-    for partition, records, max_ts, pid, seq in batches:
+    for partition, records, max_ts, pid, seq, tenant in batches:
         item: dict[str, Any] = {"p": partition, "data": _data(records), "max_ts": max_ts}
         if pid is not None:
             item["pid"] = pid
             item["seq"] = seq
+        if tenant is not None:
+            item["tenant"] = tenant
         items.append(item)
     obj: dict[str, Any] = {"batches": items}
     if acks == "leader":

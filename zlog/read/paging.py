@@ -8,7 +8,9 @@ Invariants:
 - A cursor is opaque (base64url of JSON) and holds, per partition, the offset to resume from:
   for ``backward`` the next offset to examine going down (``-1`` = exhausted), for ``forward`` the
   next offset to examine going up. It also binds the direction and a digest of the filter, so a
-  cursor replayed with other filters is refused instead of silently skipping records.
+  cursor replayed with other filters is refused instead of silently skipping records, and the
+  tenant that made it (``t``; a cursor without one is the default tenant's), which the gateway
+  checks: another tenant's cursor is not found (404), never read with the caller's data.
 - A cursor this server did not make is ``BadParameter`` naming the parameter it came in (HTTP 400).
 - A page never repeats or skips a record relative to the previous page's cursor, although
   timestamps are not monotonic within a partition (see ``PageMerge``).
@@ -78,14 +80,17 @@ class Cursor:
     backward: bool
     positions: Mapping[int, int]
     filter_digest: str = ""
+    tenant: str | None = None
 
     def encode(self) -> str:
-        obj = {
+        obj: dict[str, Any] = {
             "v": 1,
             "d": "b" if self.backward else "f",
             "f": self.filter_digest,
             "p": {str(p): o for p, o in sorted(self.positions.items())},
         }
+        if self.tenant is not None:
+            obj["t"] = self.tenant
         return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
 
     def exhausted(self) -> bool:
@@ -104,14 +109,15 @@ def decode_cursor(text: str, name: str = "cursor") -> Cursor:
         raise BadParameter(name, "not a cursor this server made")
     parts = obj.get("p")
     digest = obj.get("f", "")
-    if not isinstance(parts, dict) or not isinstance(digest, str):
+    tenant = obj.get("t")
+    if not isinstance(parts, dict) or not isinstance(digest, str) or not isinstance(tenant, str | None):
         raise BadParameter(name, "not a cursor this server made")
     positions: dict[int, int] = {}
     for k, v in parts.items():
         if not k.isdigit() or type(v) is not int or v < EXHAUSTED:
             raise BadParameter(name, "not a cursor this server made")
         positions[int(k)] = v
-    return Cursor(obj["d"] == "b", positions, digest)
+    return Cursor(obj["d"] == "b", positions, digest, tenant)
 
 
 # -- merging partitions into one page -----------------------------------------------------
@@ -143,10 +149,11 @@ class PageMerge:
     """
 
     def __init__(self, partitions: Iterable[int], backward: bool, limit: int, cursor: Cursor | None,
-                 digest: str) -> None:
+                 digest: str, tenant: str | None = None) -> None:
         self.backward = backward
         self.limit = limit
         self.digest = digest
+        self.tenant = tenant
         self.started_fresh = cursor is None
         self.lanes: dict[int, _Lane] = {}
         for p in partitions:
@@ -219,10 +226,10 @@ class PageMerge:
 
     def cursor(self) -> Cursor:
         positions = {p: lane.pos for p, lane in self.lanes.items() if lane.pos is not None}
-        return Cursor(self.backward, positions, self.digest)
+        return Cursor(self.backward, positions, self.digest, self.tenant)
 
     def tail_cursor(self) -> Cursor | None:
         """A forward cursor at the end of every partition as first seen: where a live tail picks up."""
         if not self.started_fresh or any(lane.first_hw is None for lane in self.lanes.values()):
             return None
-        return Cursor(False, {p: lane.first_hw or 0 for p, lane in self.lanes.items()}, self.digest)
+        return Cursor(False, {p: lane.first_hw or 0 for p, lane in self.lanes.items()}, self.digest, self.tenant)

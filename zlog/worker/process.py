@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from zlog.config import Config
+from zlog.config import Config, StorageConfig
 from zlog.ingest.records import Limits
 from zlog.ingest.stored import check_data
 from zlog.ops.metrics import WorkerMetrics, serve
@@ -41,6 +41,8 @@ from zlog.security.curve import client_curve
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
+from zlog.tenants.ids import is_valid as valid_tenant
+from zlog.tenants.layout import PartitionKey, on_disk, tenant_root
 from zlog.worker.sealing import SealRunner
 
 if TYPE_CHECKING:
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zlog.worker")
 
 DRAIN_PER_TURN = 4096
-RETENTION_EVERY_MS = 30_000
 IDLE_ROLLUP_BYTES = 1024 * 1024
 
 
@@ -73,6 +74,11 @@ class Pending:
     index: int
     partition: int
     result: AppendResult
+    tenant: str | None = None  # None: the default tenant (``StorageWorker.logs``)
+
+    @property
+    def key(self) -> tuple[str | None, int]:
+        return self.tenant, self.partition
 
 
 def partition_dir(data_dir: Path, partition: int) -> Path:
@@ -110,6 +116,16 @@ class StorageWorker:
             bodies.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
                        cfg.worker_metrics_port(worker_id))
         )
+        # Other tenants' partitions p of the same owned numbers, opened at start when on disk and
+        # on a tenant's first write otherwise (never by a read).
+        self.default_tenant = cfg.cluster.tenant
+        self.tenant_logs: dict[PartitionKey, PartitionLog] = {}
+        self.tenants: set[str] = {self.default_tenant}
+        for key in on_disk(self.storage_dir, tuple(self.logs), self.default_tenant):
+            if key[0] != self.default_tenant:
+                self._open_tenant(key)
+        self._turn_bytes: dict[tuple[str | None, int], int] = {}  # staged this turn, for storage quotas
+        self.retention_every_ms = cfg.storage.retention_check_ms
         self.sockets = [self._connect(ep) for ep in cfg.router.back]
         if replicated:
             self.repl = ReplicaManager(self, cfg)
@@ -117,6 +133,59 @@ class StorageWorker:
         self._last_heartbeat = 0.0
         self._last_retention = time.monotonic() * 1000
         self._reads: list[tuple[zmq.Socket[bytes], bytes, wire.Message]] = []
+
+    # -- tenants --------------------------------------------------------------------------
+
+    def _storage_of(self, tenant: str) -> StorageConfig:
+        """The engine's settings for one tenant: its own retention where it has one."""
+        lim = self.cfg.tenants.limits(tenant)
+        s = self.cfg.storage
+        return dataclasses.replace(s, retention_ms=lim.retention_ms or s.retention_ms,
+                                   retention_bytes=lim.retention_bytes or s.retention_bytes)
+
+    def _open_tenant(self, key: PartitionKey) -> PartitionLog:
+        t0 = time.monotonic()
+        directory = tenant_root(self.storage_dir, key[0], self.default_tenant) / str(key[1])
+        plog = PartitionLog.open(directory, self._storage_of(key[0]))
+        self.tenant_logs[key] = plog
+        self.tenants.add(key[0])
+        log.info("partition open", extra={"tenant": key[0], "partition": key[1], "next_offset": plog.next_offset,
+                                           "segments": plog.segment_count, "bytes": plog.size_bytes,
+                                           "ms": round((time.monotonic() - t0) * 1000, 1)})
+        return plog
+
+    def log_of(self, tenant: str | None, p: int) -> PartitionLog | None:
+        """The log of ``tenant``'s partition ``p`` if this worker has it (None: default tenant)."""
+        if tenant is None or tenant == self.default_tenant:
+            return self.logs.get(p)
+        return self.tenant_logs.get((tenant, p))
+
+    def all_logs(self) -> list[tuple[str, int, PartitionLog]]:
+        return ([(self.default_tenant, p, plog) for p, plog in self.logs.items()]
+                + [(t, p, plog) for (t, p), plog in self.tenant_logs.items()])
+
+    def _tenant_log_for_write(self, tenant: str, p: int) -> PartitionLog | bodies.Nack:
+        """A non-default tenant's log, created on its first write; a Nack says why not."""
+        plog = self.tenant_logs.get((tenant, p))
+        if plog is not None:
+            return plog
+        if not valid_tenant(tenant):
+            return bodies.Nack("INVALID_TENANT", "the batch's tenant is not a tenant id", False, p)
+        if self.repl is not None:
+            # Only the default tenant's partitions have replicas and leaders (docs/tenants.md).
+            return bodies.Nack("UNKNOWN_TENANT", "this cluster replicates the default tenant only", False, p)
+        t = self.cfg.tenants
+        if tenant not in self.tenants:
+            if not t.auto_create and tenant not in t.names():
+                return bodies.Nack("UNKNOWN_TENANT", f"tenant {tenant!r} is not declared", False, p)
+            if len(self.tenants) >= t.max_tenants:
+                return bodies.Nack("TOO_MANY_TENANTS", f"this cluster keeps at most {t.max_tenants} tenants",
+                                   False, p)
+        try:
+            return self._open_tenant((tenant, p))
+        except (StorageError, OSError) as exc:
+            log.error("cannot open partition", extra={"tenant": tenant, "partition": p, "detail": str(exc)})
+            return bodies.Nack("STORAGE_ERROR", f"cannot open the tenant's partition: {exc}", True, p)
 
     def _connect(self, endpoint: str) -> zmq.Socket[bytes]:
         s = self.ctx.socket(zmq.DEALER)
@@ -207,24 +276,38 @@ class StorageWorker:
                 self.metrics.errors.labels(kind=outcome.code).inc()
                 reply.results[i] = outcome
             else:
-                pending.append(Pending(reply, i, outcome[0], outcome[1]))
+                pending.append(Pending(reply, i, outcome[0], outcome[1], tenant_key(body.tenant, self.default_tenant)))
 
     def _append(self, p: int | None, body: bodies.ProduceBody, acks: str = "all") -> bodies.Nack | tuple[int, AppendResult]:
         """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
         plog = self.logs.get(p) if p is not None else None
         if plog is None or p is None:
             return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
-        if self.repl is not None:
+        tenant = tenant_key(body.tenant, self.default_tenant)
+        if tenant is not None:
+            found = self._tenant_log_for_write(tenant, p)
+            if isinstance(found, bodies.Nack):
+                return found
+            plog = found
+        elif self.repl is not None:
             refused = self.repl.check_produce(p, acks)
             if refused is not None:
                 return refused
-        if body.tenant not in (None, self.cfg.cluster.tenant):
-            return bodies.Nack("UNKNOWN_TENANT", f"unknown tenant {body.tenant!r}", False, p)
         # Whoever sent it: nothing of a batch is stored unless every record keeps the record rules.
         bad = check_data(body.data, self.limits)
         if bad is not None:
             return bodies.Nack("INVALID_RECORD", f"record {bad.index}: {bad.field or 'record'}: {bad.problem}; "
                                                  "nothing of the batch was stored", False, p)
+        quota = self.cfg.tenants.limits(tenant or self.default_tenant).max_partition_bytes
+        if quota:
+            # Stored bytes, plus what this turn already staged for the partition, plus this batch.
+            size = len(body.data)
+            used = plog.size_bytes + self._turn_bytes.get((tenant, p), 0)
+            if used + size > quota:
+                return bodies.Nack("QUOTA_EXCEEDED", f"tenant {tenant or self.default_tenant!r}: partition {p} "
+                                   f"would exceed its storage quota of {quota} bytes; nothing of the batch was stored",
+                                   False, p)
+            self._turn_bytes[(tenant, p)] = used - plog.size_bytes + size
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
             return p, plog.append_data(body.data, body.max_timestamp, producer)
@@ -236,23 +319,26 @@ class StorageWorker:
             return bodies.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
 
     def commit(self, pending: list[Pending]) -> None:
-        # partition -> (code, detail, how many of its staged batches were stored before the error)
-        failed: dict[int, tuple[str, str, int]] = {}
-        owed = []
+        # (tenant, partition) -> (code, detail, how many of its staged batches were stored before the error)
+        failed: dict[tuple[str | None, int], tuple[str, str, int]] = {}
+        owed: list[PartitionLog] = []
         t0 = time.perf_counter()
-        for p in {x.partition for x in pending}:
+        self._turn_bytes.clear()
+        for key in {x.key for x in pending}:
+            plog = self.log_of(*key)
+            assert plog is not None  # staged batches have their log
             try:
-                if self.logs[p].commit(defer_sync=True):
-                    owed.append(p)
+                if plog.commit(defer_sync=True):
+                    owed.append(plog)
             except (StorageError, OSError) as exc:
                 code = "DISK_FULL" if isinstance(exc, DiskFull) else "STORAGE_ERROR"
-                failed[p] = (code, str(exc), int(getattr(exc, "committed", 0)))
-                log.error("commit failed", extra={"partition": p, "code": code, "detail": str(exc),
-                                                  "committed_batches": failed[p][2]})
+                failed[key] = (code, str(exc), int(getattr(exc, "committed", 0)))
+                log.error("commit failed", extra={"tenant": key[0], "partition": key[1], "code": code,
+                                                  "detail": str(exc), "committed_batches": failed[key][2]})
         if owed:
             # Group commit across partitions: one filesystem sync for every partition written.
             try:
-                sync_partitions([self.logs[p] for p in owed])
+                sync_partitions(owed)
             except OSError as exc:
                 # Whether those writes are durable is now unknown, and the page cache may already
                 # have dropped them: nothing may be acknowledged. Exit, and let recovery on the
@@ -261,17 +347,17 @@ class StorageWorker:
                 log.critical("fsync failed; exiting without acknowledging", extra={"detail": str(exc)})
                 os._exit(70)
             seconds = time.perf_counter() - t0
-            for p in owed:
-                self.logs[p].synced(seconds)
+            for plog in owed:
+                plog.synced(seconds)
         self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
         m = self.metrics
         for x in pending:
             r = x.result
-            if x.partition in failed:
-                code, text, stored = failed[x.partition]
+            if x.key in failed:
+                code, text, stored = failed[x.key]
                 if stored > 0 and not r.duplicate:
                     # Staged before the failing write (a commit spanning a segment roll): durable.
-                    failed[x.partition] = (code, text, stored - 1)
+                    failed[x.key] = (code, text, stored - 1)
                 else:
                     m.errors.labels(kind=code).inc()
                     x.reply.results[x.index] = bodies.Nack(code, text, True, x.partition)
@@ -279,7 +365,7 @@ class StorageWorker:
             if r.duplicate:
                 m.duplicates.inc()
             else:
-                m.appended(x.partition, r.count)
+                m.appended(x.partition, r.count, x.tenant or self.default_tenant)
             x.reply.results[x.index] = bodies.Ack(x.partition, r.base_offset, r.count, r.duplicate)
 
     def answer(self, reply: Reply) -> None:
@@ -300,7 +386,7 @@ class StorageWorker:
     # -- reads ----------------------------------------------------------------------------
 
     def serve_reads(self) -> None:
-        from zlog.worker.reads import answer  # the read path's own module; kept out of the write path
+        from zlog.worker.reads import answer, read_tenant  # the read path's module, off the write path
 
         reads, self._reads = self._reads, []
         for sock, reply_to, msg in reads:
@@ -311,11 +397,15 @@ class StorageWorker:
                            f"worker {self.worker_id} does not own partition {p}", retry=True, partition=p)
                 continue
             self.metrics.requests.labels(command=msg.command.name).inc()
-            # A replicated partition is read below its high watermark only.
-            source: Any = plog if self.repl is None else self.repl.view(p)
             try:
+                # A read names its tenant in the body; a tenant never written here reads as an
+                # empty partition (and nothing is created for it: reads never make directories).
+                tenant = tenant_key(read_tenant(msg, self.default_tenant), self.default_tenant)
+                # A replicated partition is read below its high watermark only.
+                source: Any = (self.tenant_logs.get((tenant, p)) if tenant is not None
+                               else plog if self.repl is None else self.repl.view(p))
                 body: dict[str, Any] = answer(msg, p, source, self.cfg.storage)
-                if self.repl is not None and msg.command is Command.STATS:
+                if self.repl is not None and tenant is None and msg.command is Command.STATS:
                     body.update(self.repl.describe(p))
             except wire.MalformedFrame as exc:
                 self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), exc.code, str(exc),
@@ -349,24 +439,28 @@ class StorageWorker:
             self._last_heartbeat = now_ms
             self.heartbeat()
             self.refresh_gauges()
-        for plog in self.logs.values():
+        for _, _, plog in self.all_logs():
             plog.tick()
         if self.repl is not None:
             self.repl.tick()
         self.sealer.tick()
-        if now_ms - self._last_retention >= RETENTION_EVERY_MS:
+        if now_ms - self._last_retention >= self.retention_every_ms:
             self._last_retention = now_ms
-            for p, plog in self.logs.items():
-                if self.sealer.busy(p):
-                    continue  # not under the seal process's feet; next time
-                deleted = plog.enforce_retention()
-                if deleted:
-                    log.info("retention deleted segments", extra={"partition": p, "segments": deleted})
+            self.enforce_retention()
+
+    def enforce_retention(self) -> None:
+        """Each tenant's partitions by that tenant's own retention (``_storage_of``)."""
+        for tenant, p, plog in self.all_logs():
+            if tenant == self.default_tenant and self.sealer.busy(p):
+                continue  # not under the seal process's feet; next time
+            deleted = plog.enforce_retention()
+            if deleted:
+                log.info("retention deleted segments", extra={"tenant": tenant, "partition": p, "segments": deleted})
 
     def idle(self) -> None:
         """A turn with nothing to do: count a little of what the rollups have not seen yet
         (zlog.storage.rollup), so that volume queries find them caught up."""
-        for plog in self.logs.values():
+        for _, _, plog in self.all_logs():
             if not plog.rollup.catch_up(plog.segments, IDLE_ROLLUP_BYTES):
                 return  # one partition's budget per idle turn keeps the next message waiting little
 
@@ -378,6 +472,14 @@ class StorageWorker:
             m.segments.labels(partition=label).set(plog.segment_count)
             m.highest_offset.labels(partition=label).set(plog.next_offset - 1)
             m.lowest_offset.labels(partition=label).set(plog.lowest_offset)
+        usage: dict[str, list[int]] = {}  # per tenant: bytes, segments, records kept
+        for tenant, _, plog in self.all_logs():
+            u = usage.setdefault(tenant, [0, 0, 0])
+            u[0] += plog.size_bytes
+            u[1] += plog.segment_count
+            u[2] += plog.next_offset - plog.lowest_offset
+        for tenant, (nbytes, segments, records) in usage.items():
+            m.tenant_usage(tenant, nbytes, segments, records)
         if self.repl is not None:
             self.repl.gauges()
         self.sealer.refresh()
@@ -395,7 +497,7 @@ class StorageWorker:
         if pending:
             self.commit(pending)
             if self.repl is not None:
-                self.repl.after_commit({x.partition for x in pending})
+                self.repl.after_commit({x.partition for x in pending if x.tenant is None})
         for reply in replies:
             if self.repl is None or not self.repl.hold(reply):
                 self.answer(reply)
@@ -438,10 +540,15 @@ class StorageWorker:
             self.repl.close()  # held acknowledgements are NACKed, the lease revoked: others elect now
         self.heartbeat(Command.DISCONNECT)
         self.sealer.stop()
-        for plog in self.logs.values():
+        for _, _, plog in self.all_logs():
             plog.close()
         for s in self.sockets:
             s.close(linger=1000)
+
+
+def tenant_key(tenant: str | None, default: str) -> str | None:
+    """A batch's or read's tenant as the worker keys it: None for the default tenant."""
+    return None if tenant is None or tenant == default else tenant
 
 
 def run(cfg: Config, worker_id: int) -> int:

@@ -3,6 +3,10 @@
 ``answer(msg, partition, plog, storage)`` is called by ``zlog.worker.process`` inside its loop, after the
 turn's commit, and its dict goes back as the RESULT body.
 
+Every body may name its ``tenant`` (absent: the default tenant): the answer is about that
+tenant's partition only; a tenant this worker never stored anything for reads as an empty
+partition (``answer`` gets ``plog=None``), so a reader learns nothing about which tenants exist.
+
 Bodies (msgpack maps; every key optional unless said otherwise):
 - FETCH  ``{offset (required), max_records, max_bytes}`` -> ``{partition, records: [[offset, line]],
   next_offset, lowest_offset, high_watermark}``. ``next_offset`` is where the next fetch starts.
@@ -41,6 +45,7 @@ from zlog.protocol.errors import BadParameter
 from zlog.protocol.wire import Command
 from zlog.read.query import MAX_LIMIT, Filter, Predicate, compile_filter, needles_of
 from zlog.storage import PartitionLog
+from zlog.tenants.ids import is_valid
 
 MAX_RECORDS = 10_000
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -226,8 +231,45 @@ def stats(partition: int, plog: PartitionLog, body: dict[str, Any], storage: Sto
     return out
 
 
-def answer(msg: wire.Message, partition: int, plog: PartitionLog, storage: StorageConfig) -> dict[str, Any]:
+def read_tenant(msg: wire.Message, default: str) -> str:
+    """The tenant a read is about (its body's ``tenant``); ``BAD_BODY`` if that is not an id."""
+    tenant = msg.unpack().get("tenant", default)
+    if not is_valid(tenant):
+        raise _bad("tenant must be a tenant id")
+    return str(tenant)
+
+
+def empty(msg: wire.Message, partition: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a partition that holds nothing (a tenant's partition never written)."""
+    if msg.command is Command.FETCH:
+        offset = _int(body, "offset", None, 0, 1 << 62)
+        return {"partition": partition, "records": [], "next_offset": offset, "lowest_offset": 0,
+                "high_watermark": 0}
+    if msg.command is Command.SEARCH:
+        backward = body.get("backward", True)
+        return {"partition": partition, "records": [], "next": None if backward else 0, "scanned_records": 0,
+                "scanned_bytes": 0, "lowest_offset": 0, "high_watermark": 0}
+    if msg.command is Command.STATS and "count" in body:
+        from zlog.read.counting import Counts, CountSpec
+
+        try:
+            CountSpec.from_body(body["count"])  # a bad spec is refused whether or not there is data
+        except BadParameter as exc:
+            raise _bad(exc.message) from None
+        return {"partition": partition, "counts": Counts().to_body(), "next": None, "high_watermark": 0}
+    if msg.command is Command.STATS:
+        out: dict[str, Any] = {"partition": partition, "lowest_offset": 0, "next_offset": 0, "bytes": 0,
+                               "segments": 0, "max_timestamp": -1}
+        if body.get("services"):
+            out["services"] = {}
+        return out
+    raise wire.MalformedFrame("BAD_COMMAND", f"{msg.command.name} is not a read")
+
+
+def answer(msg: wire.Message, partition: int, plog: PartitionLog | None, storage: StorageConfig) -> dict[str, Any]:
     body = msg.unpack()
+    if plog is None:
+        return empty(msg, partition, body)
     if msg.command is Command.FETCH:
         return fetch(partition, plog, body)
     if msg.command is Command.SEARCH:
