@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cluster import Cluster, http, wait_until
+from tests._cluster import Cluster, http
 from zlog.read.paging import Cursor
 from zlog.read.query import Filter
 
@@ -193,47 +193,3 @@ def test_layout_default_tenant_in_place_others_under_tenants(cluster: Cluster) -
     d: Path = cluster.data_dir
     assert all((d / str(p)).is_dir() for p in range(cluster.partitions))
     assert any((d / "tenants" / "acme" / str(p)).is_dir() for p in range(cluster.partitions))
-
-
-def test_storage_quota_and_retention_are_per_tenant(tmp_path: Path) -> None:
-    extra = """
-[tenants.tiny]
-max_partition_bytes = 3000
-
-[tenants.brief]
-retention_ms = 500
-"""
-    c = Cluster(tmp_path, gateways=1, toml_extra=extra,
-                env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": "2048", "ZLOG_STORAGE_RETENTION_CHECK_MS": "200"})
-    with c:
-        t0 = int(time.time() * 1000)
-        one = [{"timestamp": t0, "service": "billing", "message": "q" * 600}]
-        stored = 0
-        for _ in range(10):
-            status, headers, body = post(c, "tiny", one)
-            if status != 200:
-                break
-            stored += 1
-        assert status == 429 and body["error"] == "QUOTA_EXCEEDED", body
-        assert "Retry-After" in headers
-        assert 1 <= stored < 10
-        status, logs = get(c, "/v1/logs?limit=1000", "tiny")
-        assert isinstance(logs, dict) and len(logs["records"]) == stored  # the refused batch stored nothing
-        assert post(c, "other", one * 8)[0] == 200  # another tenant is not bound by tiny's quota
-
-        # Retention: brief's and the default tenant's segments roll at 2 KiB; only brief's go.
-        batch = [{"timestamp": t0 + i, "service": "billing", "message": f"r{i} " + "z" * 300} for i in range(30)]
-        for tenant in ("brief", "default"):
-            for i in range(0, 30, 5):
-                assert post(c, tenant, batch[i:i + 5])[0] == 200
-
-        def lowest(tenant: str) -> int:
-            _, body = get(c, "/v1/partitions", tenant)
-            assert isinstance(body, dict)
-            return sum(p["lowest_offset"] for p in body["partitions"])
-
-        wait_until(lambda: lowest("brief") > 0, timeout=15, what="retention of brief's old segments")
-        time.sleep(0.6)  # a few more retention rounds: the default tenant must still have everything
-        assert lowest("default") == 0
-        _, body = get(c, "/v1/logs?limit=1000", "default")
-        assert isinstance(body, dict) and len(body["records"]) == 30

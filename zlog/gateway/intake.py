@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from zlog.client import AsyncProducer, Share
+from zlog.gateway.admit import OverLimit, admit
 from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.tenant import wire_tenant
@@ -57,7 +58,7 @@ class RateLimited(ZlogError):
 
 
 def retry_after_of(exc: ZlogError, default: int) -> int:
-    return exc.retry_after if isinstance(exc, RateLimited) else default
+    return exc.retry_after if isinstance(exc, RateLimited | OverLimit) else default
 
 
 @dataclass(slots=True)
@@ -202,7 +203,8 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
     nothing was sent."""
     ctx = request.app[CONTEXT]
     cfg = ctx.cfg.gateway
-    tenant = wire_tenant(request, tenant_of(request))
+    name = tenant_of(request)
+    tenant = wire_tenant(request, name)
     if ctx.limiter is not None:
         wait = ctx.limiter.admit(ctx.client_ip(request), total, time.monotonic())
         if wait > 0:
@@ -212,6 +214,7 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ZlogError("BAD_PARAMETER", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+    await admit(ctx, name, groups, total)  # the tenant's shared rate limits (429 before anything is stored)
     producer = await producer_for(request)
     try:
         if key is None:

@@ -48,6 +48,9 @@ class RouterMetrics:
         self.partitions_owned = Gauge(
             "zlog_router_partitions_owned", "Partitions that have a live owner", registry=r
         )
+        self.tenant_refused = Counter(
+            "zlog_tenant_refused", "Ingest requests refused by a tenant's limits (ADMIT)", ["tenant", "code"],
+            registry=r)
 
 
 class WorkerMetrics:

@@ -1,4 +1,4 @@
-"""The bodies of wire messages: PRODUCE, ACK, NACK and READY, their builders and schema-checking parsers.
+"""The bodies of wire messages: PRODUCE, ACK, NACK, READY and ADMIT, their builders and schema-checking parsers.
 
 ``wire`` frames a message and leaves its body as bytes; the consumer of a message parses the body
 here, once.
@@ -259,3 +259,42 @@ def parse_ready(body: bytes) -> Ready:
         _int(obj, "pid", 0),
         _int(obj, "metrics_port", 0),
     )
+
+
+MAX_ADMIT_SERVICES = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitRequest:
+    """ADMIT: a tenant asks to ingest ``records`` (``nbytes`` of stored lines) to ``services``."""
+
+    tenant: str
+    records: int
+    nbytes: int
+    services: tuple[str, ...] = ()
+
+
+def admit_body(req: AdmitRequest) -> bytes:
+    obj: dict[str, Any] = {"tenant": req.tenant, "records": req.records, "bytes": req.nbytes}
+    if req.services:
+        obj["services"] = list(req.services)
+    return msgpack.packb(obj)
+
+
+def parse_admit(body: bytes) -> AdmitRequest:
+    obj = unpack_body(body)
+    tenant = obj.get("tenant")
+    if not isinstance(tenant, str):
+        raise MalformedFrame("BAD_BODY", "tenant must be a string")
+    services = obj.get("services", [])
+    if (not isinstance(services, list) or len(services) > MAX_ADMIT_SERVICES
+            or not all(isinstance(s, str) for s in services)):
+        raise MalformedFrame("BAD_BODY", f"services must be a list of at most {MAX_ADMIT_SERVICES} strings")
+    return AdmitRequest(tenant, _int(obj, "records"), _int(obj, "bytes"), tuple(services))
+
+
+def admitted_body(code: str | None = None, message: str = "", retry_after_s: int = 0) -> bytes:
+    """The RESULT of an ADMIT: ``{ok: true}``, or a refusal naming its code and the wait."""
+    if code is None:
+        return msgpack.packb({"ok": True})
+    return msgpack.packb({"ok": False, "code": code, "message": message, "retry_after": retry_after_s})

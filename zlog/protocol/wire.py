@@ -51,6 +51,7 @@ class Command(IntEnum):
     DISCONNECT = 0x09  # a peer leaves on purpose
     METADATA = 0x0A  # producer -> router: partition count and owners
     STATS = 0x0B  # -> worker (routed by partition): partition statistics
+    ADMIT = 0x0C  # gateway -> router: may this tenant ingest this much now? (its rate limits)
 
 
 _COMMANDS = {int(c): c for c in Command}

@@ -5,7 +5,9 @@ or FNV-1a of a key) to the partition's live owner, forwards the frames untouched
 producer's identity prepended, and passes the worker's reply back by that identity.
 
 Invariants:
-- Bodies are never decoded or re-encoded here (only METADATA and READY/heartbeat bodies are).
+- Bodies are never decoded or re-encoded here (only METADATA, ADMIT and READY/heartbeat bodies are).
+- ADMIT keeps one token bucket per tenant (``zlog.tenants.admission``) for every gateway that
+  asks this router, so a tenant's ingest rate is one limit however many gateway processes run.
 - Every request either reaches a live owner or is NACKed at once (NO_OWNER, BACKPRESSURE,
   UNKNOWN_PARTITION, or a malformed-frame code); a worker's death NACKs what it had in flight
   with WORKER_LOST, so no producer waits for a reply that cannot come.
@@ -31,6 +33,7 @@ from zlog.protocol.hashing import Partitioner
 from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
+from zlog.tenants.admission import Admission
 
 log = logging.getLogger("zlog.router")
 
@@ -63,6 +66,7 @@ class Router:
         self.back = self._socket(rc.back[index], "back")
         self.stopping = False
         self._counts: dict[tuple[str, str], int] = {}
+        self.admission = Admission(cfg.tenants.max_tenants)
         self._next_heartbeat = 0
 
     def _socket(self, endpoint: str, domain: str) -> zmq.Socket[bytes]:
@@ -156,6 +160,8 @@ class Router:
                 self.front.send_multipart([ident, *reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 self._count("errors", "reply_dropped")
+        elif msg.command is Command.ADMIT:
+            self._admit(ident, frames[3], msg, bound)
         elif msg.command is Command.HEARTBEAT:
             try:
                 self.front.send_multipart([ident, *wire.encode(Command.HEARTBEAT, msg.request_id)], zmq.NOBLOCK)
@@ -164,6 +170,27 @@ class Router:
         else:
             self._nack(self.front, ident, frames[3], "BAD_COMMAND",
                        f"{msg.command.name} is not accepted from producers", retry=False)
+
+    def _admit(self, ident: bytes, rid: bytes, msg: wire.Message, bound: bytes | None) -> None:
+        try:
+            req = bodies.parse_admit(msg.body)
+        except wire.MalformedFrame as exc:
+            self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
+            return
+        if bound is not None and req.tenant.encode() != bound:
+            # A producer key bound to a tenant must not draw on (and so exhaust) another's bucket.
+            self._nack(self.front, ident, rid, "FORBIDDEN", "this producer's key acts only as its own tenant",
+                       retry=False)
+            return
+        limits = self.cfg.tenants.limits(req.tenant)
+        refused = self.admission.admit(req.tenant, limits, req.records, req.nbytes, req.services,
+                                       time.monotonic())
+        body = (bodies.admitted_body() if refused is None
+                else bodies.admitted_body(refused.code, refused.message, refused.retry_after_s))
+        try:
+            self.front.send_multipart([ident, *wire.encode(Command.RESULT, msg.request_id, body=body)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._count("errors", "reply_dropped")
 
     # -- back: workers --------------------------------------------------------------------
 
@@ -244,6 +271,9 @@ class Router:
             else:
                 m.errors.labels(kind=label).inc(n)
         self._counts.clear()
+        for (tenant, code), n in self.admission.refused.items():
+            m.tenant_refused.labels(tenant=tenant, code=code).inc(n)
+        self.admission.refused.clear()
         m.inflight.set(self.table.inflight_count())
         m.workers_alive.set(self.table.alive_count())
         m.partitions_owned.set(sum(1 for o in self.table.owners if o is not None))

@@ -1,0 +1,54 @@
+"""A tenant's ingest limits at the gateway: ask the router's shared buckets before storing.
+
+Invariants:
+- Asked only when the tenant has a rate or services limit: a tenant without limits (the
+  default) costs nothing here, not one message.
+- One router keeps a tenant's buckets: the one at ``fnv1a(tenant) % routers``, so every gateway
+  process (and every host) draws on the same bucket while that router lives.
+- Over a limit the request is refused before anything is stored (429 + Retry-After naming the
+  limit); a router that does not answer in time does not refuse ingest (fail open, counted as
+  ``ADMIT_UNAVAILABLE``): the limits protect the cluster, they must not take ingest down.
+"""
+
+from __future__ import annotations
+
+from zlog.gateway.context import GatewayContext
+from zlog.ingest.records import Group
+from zlog.protocol import bodies
+from zlog.protocol.errors import ZlogError
+from zlog.protocol.hashing import fnv1a_32
+from zlog.protocol.wire import Command
+
+ADMIT_TIMEOUT_S = 1.0
+
+
+class OverLimit(ZlogError):
+    """A refusal that says how long to wait (429 + Retry-After)."""
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
+async def admit(ctx: GatewayContext, tenant: str, groups: dict[str, Group], total: int) -> None:
+    """Raise ``OverLimit`` when ``tenant`` may not ingest these records now."""
+    lim = ctx.cfg.tenants.limits(tenant)
+    if not (lim.records_per_s or lim.bytes_per_s or lim.max_services):
+        return
+    client = ctx.producer.client
+    if client is None:
+        return
+    nbytes = sum(sum(map(len, g.lines)) + len(g.lines) for g in groups.values()) if lim.bytes_per_s else 0
+    req = bodies.AdmitRequest(tenant, total, nbytes, tuple(groups) if lim.max_services else ())
+    try:
+        msg = await client.request(Command.ADMIT, body=bodies.admit_body(req), timeout=ADMIT_TIMEOUT_S,
+                                   socket_index=fnv1a_32(tenant.encode()) % len(client.sockets))
+        answer = msg.unpack()
+    except ZlogError:
+        ctx.metrics.errors.labels(kind="ADMIT_UNAVAILABLE").inc()
+        return
+    if answer.get("ok") is False:
+        code = str(answer.get("code", "TENANT_RATE_LIMITED"))
+        retry = answer.get("retry_after", 1)
+        ctx.metrics.errors.labels(kind=code).inc()
+        raise OverLimit(code, str(answer.get("message", "")), retry if isinstance(retry, int) and retry > 0 else 1)
