@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -136,6 +138,13 @@ def test_a_tenant_over_its_rate_gets_429_while_another_keeps_its_full_rate(tmp_p
 
         wait_until(lambda: usage("slow") == slow["stored"] and usage("fast") == alone["stored"] + fast["stored"],
                    timeout=10, what="per-tenant usage in the workers' metrics")
+        # ... and in zlog status, with what the router refused
+        out = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], capture_output=True, env=c.env,
+                             timeout=60, check=False)
+        tenants = {t["tenant"]: t for t in json.loads(out.stdout)["tenants"]}
+        assert tenants["slow"]["records"] == slow["stored"] and tenants["slow"]["declared"]
+        assert tenants["slow"]["refused"] >= slow["statuses"][429] and tenants["fast"]["refused"] == 0
+        assert tenants["fast"]["records"] == alone["stored"] + fast["stored"] and tenants["fast"]["bytes"] > 0
 
 
 def test_storage_quota_and_retention_are_per_tenant(tmp_path: Path) -> None:

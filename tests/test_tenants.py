@@ -193,3 +193,20 @@ def test_layout_default_tenant_in_place_others_under_tenants(cluster: Cluster) -
     d: Path = cluster.data_dir
     assert all((d / str(p)).is_dir() for p in range(cluster.partitions))
     assert any((d / "tenants" / "acme" / str(p)).is_dir() for p in range(cluster.partitions))
+
+
+def test_a_native_producer_writes_as_the_tenant_it_names(cluster: Cluster) -> None:
+    from zlog.client import Producer
+
+    producer = Producer([f"tcp://127.0.0.1:{cluster.front}"])
+    try:
+        recs = [{"timestamp": 1, "service": s, "message": f"native says {i}"} for i, s in enumerate(SERVICES)]
+        placed = producer.send(recs, tenant="native").result(30)
+    finally:
+        producer.close()
+    assert len(placed) == len(SERVICES)
+    status, body = get(cluster, "/v1/logs?limit=100", "native")
+    assert status == 200 and isinstance(body, dict)
+    assert _owners([r["message"] for r in body["records"]]) == {"native"} and len(body["records"]) == 4
+    status, body = get(cluster, "/v1/logs?limit=100&contains=native", "default")
+    assert isinstance(body, dict) and body["records"] == []

@@ -35,9 +35,10 @@ class Producer:
     def partitions(self) -> int:
         return self._async.partitions
 
-    def send(self, records: Sequence[dict[str, Any]], *, timeout: float | None = None) -> concurrent.futures.Future[list[tuple[int, int]]]:
+    def send(self, records: Sequence[dict[str, Any]], *, timeout: float | None = None,
+             tenant: str | None = None) -> concurrent.futures.Future[list[tuple[int, int]]]:
         """Returns a future of (partition, offset) per record, or raising a named ZlogError."""
-        return self._call(self._async.send(records, timeout=timeout))
+        return self._call(self._async.send(records, timeout=timeout, tenant=tenant))
 
     def flush(self, timeout: float | None = None) -> None:
         self._call(self._async.flush()).result(timeout)

@@ -138,11 +138,13 @@ class AsyncProducer:
 
     # -- the API --------------------------------------------------------------------------
 
-    async def send(self, records: Sequence[dict[str, Any]], *, client_ip: str = "", timeout: float | None = None) -> list[tuple[int, int]]:
-        """Validate, enrich, store; returns (partition, offset) per record in input order."""
+    async def send(self, records: Sequence[dict[str, Any]], *, client_ip: str = "", timeout: float | None = None,
+                   tenant: str | None = None) -> list[tuple[int, int]]:
+        """Validate, enrich, store (as ``tenant``; None: the default tenant); returns (partition,
+        offset) per record in input order."""
         groups = encode_batch(list(records), self.limits, received_at=int(time.time() * 1000),
                               client_ip=client_ip, node_id=self.node_id)
-        shares = await self.send_groups(groups, timeout=timeout)
+        shares = await self.send_groups(groups, timeout=timeout, tenant=tenant)
         placed = {svc: iter(range(sh.offset, sh.offset + sh.count)) for svc, sh in zip(groups, shares, strict=True)}
         parts = {svc: sh.partition for svc, sh in zip(groups, shares, strict=True)}
         return [(parts[r["service"]], next(placed[r["service"]])) for r in records]

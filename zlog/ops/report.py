@@ -177,7 +177,28 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
              "error": health if isinstance(health, str) else None}
     return {"ok": not problems, "problems": problems, "node_id": cfg.cluster.node_id,
             "partition_count": cfg.cluster.partitions, "routers": routers, "workers": workers,
-            "partitions": partitions, "gateways": gateways, "sources": sources, "ready": ready}
+            "partitions": partitions, "gateways": gateways, "sources": sources, "ready": ready,
+            "tenants": _tenants(cfg, raw)}
+
+
+def _tenants(cfg: Config, raw: Raw) -> list[dict[str, Any]]:
+    """Usage per tenant, summed over the workers that answered (docs/tenants.md); declared
+    tenants are listed even before their first record."""
+    usage: dict[str, dict[str, float]] = {name: {} for name in cfg.tenants.names()}
+    for metric, key in (("zlog_tenant_disk_bytes", "bytes"), ("zlog_tenant_segments", "segments"),
+                        ("zlog_tenant_stored_records", "records"), ("zlog_tenant_records_total", "appended")):
+        for wm in raw.worker_metrics:
+            for tenant, v in _by_label(wm, metric, "tenant").items():
+                u = usage.setdefault(tenant, {})
+                u[key] = u.get(key, 0.0) + v
+    refused: dict[str, float] = {}
+    for rm in raw.router_metrics:
+        for tenant, v in _by_label(rm, "zlog_tenant_refused_total", "tenant").items():
+            refused[tenant] = refused.get(tenant, 0.0) + v
+    return [{"tenant": t, "declared": t in cfg.tenants.names(), "bytes": int(u.get("bytes", 0)),
+             "segments": int(u.get("segments", 0)), "records": int(u.get("records", 0)),
+             "appended": int(u.get("appended", 0)), "refused": int(refused.get(t, 0))}
+            for t, u in sorted(usage.items())]
 
 
 def _sources(cfg: Config, raw: Raw, problems: list[str]) -> list[dict[str, Any]]:
@@ -291,6 +312,11 @@ def render(report: dict[str, Any]) -> str:
         lines += _table("SOURCES", ["source", "stored", "parsed", "dropped"],
                         ([s["source"], _fmt(s["stored"]), _fmt(s["parsed"]), _fmt(s["dropped"])]
                          for s in report["sources"]))
+    if report.get("tenants"):
+        lines.append("")
+        lines += _table("TENANTS", ["tenant", "bytes", "segments", "records", "appended", "refused"],
+                        ([t["tenant"] + ("" if t["declared"] else "*"), _bytes(t["bytes"]), _fmt(t["segments"]),
+                          _fmt(t["records"]), _fmt(t["appended"]), _fmt(t["refused"])] for t in report["tenants"]))
     rd = report["ready"]
     verdict = rd["error"] or f"HTTP {rd['status']}"
     lines += ["", f"/ready on :{rd['url_port']}: {verdict}"]
