@@ -38,7 +38,7 @@ async def admit(ctx: GatewayContext, tenant: str, groups: dict[str, Group], tota
     client = ctx.producer.client
     if client is None:
         return
-    nbytes = sum(sum(map(len, g.lines)) + len(g.lines) for g in groups.values()) if lim.bytes_per_s else 0
+    nbytes = sum(len(g.data) for g in groups.values())  # stored bytes: the lines and their newlines
     req = bodies.AdmitRequest(tenant, total, nbytes, tuple(groups) if lim.max_services else ())
     try:
         msg = await client.request(Command.ADMIT, body=bodies.admit_body(req), timeout=ADMIT_TIMEOUT_S,
