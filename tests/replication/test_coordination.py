@@ -91,3 +91,11 @@ def test_zlog_up_runs_a_local_etcd_only_when_replicated_without_endpoints(tmp_pa
     assert not needed(external) and local_endpoints(external) == ("http://e1:2379", "http://e2:2379")
     place_extra_programs(external, tmp_path, conf)
     assert not (tmp_path / "supervisord.d" / "etcd.conf").exists()
+
+
+def test_etcd_members_campaign_only_after_a_pre_vote() -> None:
+    # Without pre-vote (3.4's default) a member back from a partition deposes the leader the
+    # others kept: a cluster-wide stall just when a cut-off host returns (tests/multihost).
+    from zlog.replication.etcd_server import command
+
+    assert "--pre-vote" in command("a", Path("/nonexistent"), "127.0.0.1", 1, 2)
