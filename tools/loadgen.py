@@ -200,7 +200,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 class AckLog:
-    """``--record-acks``: one JSON line per acknowledged record."""
+    """``--record-acks``: one JSON line per acknowledged record, with ``acked_ms`` (wall clock,
+    when the acknowledgement arrived) so a test can time when writes resumed."""
 
     def __init__(self, stream: IO[bytes] | None) -> None:
         self.stream = stream
@@ -209,8 +210,10 @@ class AckLog:
         if self.stream is None:
             return
         out = bytearray()
+        acked_ms = int(time.time() * 1000)
         for i, r in enumerate(records):
-            ident: dict[str, Any] = {"service": r["service"], "timestamp": r["timestamp"], "message": r["message"]}
+            ident: dict[str, Any] = {"service": r["service"], "timestamp": r["timestamp"], "message": r["message"],
+                                     "acked_ms": acked_ms}
             seq = r.get("labels", {}).get("zlog_seq")
             if seq is not None:
                 ident["seq"] = seq
