@@ -93,3 +93,20 @@ def test_flipped_byte_is_named_by_reads_and_verify(filled: tuple[Path, list[byte
         good = [(o, line) for o, line in enumerate(lines) if not first <= o < first + n]
         got = [r for o in range(len(lines)) if not first <= o < first + n for r in log.read(o, 1, 1 << 20)]
         assert got == good
+
+
+def test_compact_seals_offline_and_retention_deletes_sealed_segments(
+        filled: tuple[Path, list[bytes]], clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    d, lines = filled
+    assert cli_main(["compact", str(d)]) == 0
+    assert "sealed" in capsys.readouterr().out
+    names = sorted(p.name for p in d.iterdir())
+    assert sum(n.endswith(".jsonl") for n in names) == 1 and sum(n.endswith(SEALED) for n in names) >= 5
+    with PartitionLog.open(d, tiny(retention_bytes=1), clock=clock) as log:
+        assert [line for _, line in log.read(0, 10_000, 1 << 30)] == lines
+        first = log.segments[0]
+        assert isinstance(first, SealedSegment) and log.stored_bytes < log.size_bytes
+        deleted = log.enforce_retention()
+        assert deleted and deleted[0] == first.base and log.segment_count == 1
+        assert log.lowest_offset == log.active.base
+    assert not [p for p in d.iterdir() if p.name.endswith(SEALED) or p.name.startswith(f"{first.base:020d}")]

@@ -106,3 +106,22 @@ def test_foreign_lines_seal_and_search(tmp_path: Path, clock: FakeClock) -> None
         pred = compile_filter(Filter(words=("zz",)))
         assert paged(log, backward=False, predicate=pred, limit=10, needles=needles(["zz"])) == [
             (100, odd[0]), (102, odd[2])]
+
+
+def test_replication_reads_the_same_batches_across_a_sealed_boundary(tmp_path: Path, clock: FakeClock) -> None:
+    """A follower fetching whole batches by offset gets the same bytes from sealed segments."""
+    from zlog.replication.logfiles import BatchReader
+
+    def batches(log: PartitionLog) -> list[object]:
+        out, off, reader = [], 0, BatchReader()
+        while off < log.next_offset:
+            got = reader.read(log, off, 700)
+            out += got
+            off = got[-1].base + got[-1].count
+        return out
+
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as log:
+        fill(log, 300, batch=4)
+        before = batches(log)
+        log.seal_closed(block_bytes=300, level=3)
+        assert batches(log) == before and len(before) == 75
