@@ -63,6 +63,7 @@ class ReplicaManager:
         c = cfg.cluster
         self.partitions = replica_partitions(cfg, self.me)
         self.names = {p: partition_name(p) for p in self.partitions}
+        self.by_name = {n: p for p, n in self.names.items()}
         self.endpoint = f"tcp://{c.host}:{c.replication_port_base + self.me}"
         self.ctx: zmq.Context[zmq.Socket[bytes]] = worker.ctx
         refusal = check_bind(self.endpoint, cfg.cluster.curve)
@@ -233,7 +234,7 @@ class ReplicaManager:
             self.metrics.errors.labels(kind="reply_dropped").inc()
 
     def _serve(self, ident: bytes, req: rm.Request, now: float) -> None:
-        p = next((q for q, n in self.names.items() if n == req.partition), None)
+        p = self.by_name.get(req.partition)
         led = self.led_parts.get(p) if p is not None else None
         if p is None or led is None or self.membership.fenced():
             self._send_server(ident, rm.error_reply(req, "NOT_LEADER", -1))
@@ -284,7 +285,7 @@ class ReplicaManager:
             f.inflight = None
 
     def _on_reply(self, r: rm.Reply, now: float) -> None:
-        p = next((q for q, n in self.names.items() if n == r.partition), None)
+        p = self.by_name.get(r.partition)
         f = self.following.get(p) if p is not None else None
         if f is None or p is None or r.id != f.inflight:
             return
