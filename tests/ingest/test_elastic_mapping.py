@@ -57,3 +57,11 @@ def test_the_spliced_answer_is_the_json_of_item_answer() -> None:
                    "items": [elastic.item_answer(items[0], 7), elastic.item_answer(items[1], 8),
                              elastic.item_answer(items[2], -1)]}
     assert got["items"][1]["create"]["_id"] == "x1" and len(got["items"][0]["index"]["_id"]) == 20
+
+
+def test_preferred_fields_win_and_the_others_stay_as_metadata() -> None:
+    rec = elastic.map_document({"timestamp": 5, "log": "from log", "@timestamp": 7, "message": "from message",
+                                "level": 3, "severity": "warning", "app": "a", "service": {"name": "s"}},
+                               "i", "", NOW)
+    assert (rec["timestamp"], rec["message"], rec["service"], rec["level"]) == (7, "from message", "s", "WARN")
+    assert rec["metadata"] == {"timestamp": "5", "log": "from log", "level": "3", "app": "a"}

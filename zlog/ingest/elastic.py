@@ -86,17 +86,28 @@ def _base36(n: int) -> str:
     return out or "0"
 
 
-def flatten(doc: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    if out is None:
-        if not any(type(v) is dict for v in doc.values()):
-            return dict(doc)  # already flat: the common case of a dotted-key document
-        out = {}
+def flatten(doc: dict[str, Any]) -> dict[str, Any]:
+    """Nested objects to dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``). The first level of
+    nesting is unrolled here (documents rarely go deeper), deeper levels recurse."""
+    out: dict[str, Any] = {}
     for k, v in doc.items():
         if type(v) is dict and v:
-            flatten(v, f"{prefix}{k}.", out)
+            for k2, v2 in v.items():
+                if type(v2) is dict and v2:
+                    _deeper(v2, k + "." + k2 + ".", out)
+                else:
+                    out[k + "." + k2] = v2
         else:
-            out[f"{prefix}{k}" if prefix else k] = v
+            out[k] = v
     return out
+
+
+def _deeper(doc: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for k, v in doc.items():
+        if type(v) is dict and v:
+            _deeper(v, prefix + k + ".", out)
+        else:
+            out[prefix + k] = v
 
 
 def _text(v: Any) -> str:
@@ -117,39 +128,48 @@ def _timestamp_ms(v: Any) -> int:
     raise ValueError(f"cannot read a date from {type(v).__name__}")
 
 
-def map_document(doc: dict[str, Any], index: str, doc_id: str, received_ms: int) -> dict[str, Any]:
-    """A source document -> a /v1/logs record (with metadata). ValueError names a field it cannot read."""
+_ROLES = {"@timestamp": (0, 0), "timestamp": (0, 1), "message": (1, 0), "log": (1, 1), "msg": (1, 2),
+          "service.name": (2, 0), "service": (2, 1), "app": (2, 2),
+          "log.level": (3, 0), "level": (3, 1), "severity": (3, 2), "loglevel": (3, 3)}
+
+
+def map_document(doc: dict[str, Any], index: str, doc_id: str, received_ms: int,
+                 labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A source document -> a /v1/logs record (with metadata). ValueError names a field it cannot read.
+
+    One pass over the (flattened) fields: a field that can be a record field is kept as a
+    candidate of its role (timestamp, message, service, level) with its rank; the best usable
+    candidate of each role wins and every other field goes to metadata."""
     fields = flatten(doc)
+    best: list[tuple[int, str] | None] = [None, None, None, None]
+    roles = _ROLES
+    meta: dict[str, str] = {}
+    for k, v in fields.items():
+        r = roles.get(k)
+        if r is not None and (r[0] == 0 or (type(v) is str and (v or r[0] == 3))):
+            role, rank = r
+            cur = best[role]
+            if cur is None or rank < cur[0]:
+                if cur is not None:  # the one it displaces is an ordinary field after all
+                    old = fields[cur[1]]
+                    meta[cur[1]] = old if type(old) is str else orjson.dumps(old).decode()
+                best[role] = (rank, k)
+                continue
+        meta[k] = v if type(v) is str else orjson.dumps(v).decode()
     ts = received_ms
-    for k in _TIMESTAMP_KEYS:
-        if k in fields:
-            try:
-                ts = _timestamp_ms(fields.pop(k))
-            except ValueError as exc:
-                raise ValueError(f"failed to parse field [{k}]: {exc}") from None
-            break
-    message = None
-    for k in _MESSAGE_KEYS:
-        if isinstance(fields.get(k), str) and fields[k]:
-            message = fields.pop(k)
-            break
-    if message is None:
-        message = orjson.dumps(doc).decode()
-    service = None
-    for k in _SERVICE_KEYS:
-        if isinstance(fields.get(k), str) and fields[k]:
-            service = fields.pop(k)
-            break
-    level = ""
-    for k in _LEVEL_KEYS:
-        if isinstance(fields.get(k), str):
-            level = levels.from_text(fields.pop(k))
-            break
-    meta = {k: _text(v) for k, v in fields.items()}
+    if best[0] is not None:
+        k = best[0][1]
+        try:
+            ts = _timestamp_ms(fields[k])
+        except ValueError as exc:
+            raise ValueError(f"failed to parse field [{k}]: {exc}") from None
+    message = fields[best[1][1]] if best[1] is not None else orjson.dumps(doc).decode()
+    service = fields[best[2][1]] if best[2] is not None else index
+    level = levels.from_text(fields[best[3][1]]) if best[3] is not None else ""
     if doc_id:
         meta["_id"] = doc_id
-    rec: dict[str, Any] = {"timestamp": ts, "service": service or index, "level": level, "message": message,
-                           "labels": {"index": index, "source": SOURCE}}
+    rec: dict[str, Any] = {"timestamp": ts, "service": service, "level": level, "message": message,
+                           "labels": labels if labels is not None else {"index": index, "source": SOURCE}}
     if meta:
         rec["metadata"] = meta
     return rec
@@ -162,6 +182,7 @@ def parse_bulk(body: bytes, default_index: str, received_ms: int) -> list[Item]:
         lines.pop()
     items: list[Item] = []
     new_id = IdMaker()
+    labels_of: dict[str, dict[str, str]] = {}  # one label map per index, shared by its records
     n = 0
     while n < len(lines):
         raw = lines[n]
@@ -212,7 +233,10 @@ def parse_bulk(body: bytes, default_index: str, received_ms: int) -> list[Item]:
             item.reason = f"the source on line [{n}] is not a JSON object"
             continue
         try:
-            item.record = map_document(doc, index, item.doc_id, received_ms)
+            labels = labels_of.get(index)
+            if labels is None:
+                labels = labels_of[index] = {"index": index, "source": SOURCE}
+            item.record = map_document(doc, index, item.doc_id, received_ms, labels)
         except ValueError as exc:
             item.status, item.error_type, item.reason = 400, "document_parsing_exception", str(exc)
     if not items:
