@@ -215,7 +215,7 @@ def test_the_load_generator_against_zlog_up_loses_nothing(process_group: Process
         f'[router]\nfront = ["tcp://127.0.0.1:{free_port()}"]\nback = ["tcp://127.0.0.1:{free_port()}"]\n'
         f"metrics_port = {free_port()}\n"
         f"[storage]\nmetrics_port_base = {free_ports(2)}\n"
-        f"[gateway]\nport = {http_port}\nmetrics_port_base = {free_ports(2)}\n"
+        f"[gateway]\nport = {http_port}\nprocesses = 2\nmetrics_port_base = {free_ports(2)}\n"
     )
     url = f"http://127.0.0.1:{http_port}"
     up = process_group.start("up", "--config", str(config), "up")

@@ -597,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per cell (default 1.5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1.5 s per cell, 0.5 s warm-up, no doc")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
-    p.add_argument("--gateways", type=int, default=2, help="gateway processes (default 2)")
+    p.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1, as zlog up)")
     p.add_argument("--only", action="append", default=[], metavar="CELL",
                    help="run only cells whose name (e.g. http-1000-c8, native-1000) contains this")
     p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")

@@ -66,7 +66,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--gateways", default="2", help="gateway processes; 'A,B' gives base A and after B")
+    p.add_argument("--gateways", default="1", help="gateway processes; 'A,B' gives base A and after B")
     args = p.parse_args()
     gws = [int(g) for g in args.gateways.split(",")]
     gw_base, gw_after = gws[0], gws[-1]

@@ -121,7 +121,9 @@ class SealConfig:
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    processes: int = 2
+    # One process: on 2 cores shared with router and workers, a second gateway costs 7-10% more
+    # CPU per log (docs/benchmarks.md); more cores than processes of the cluster want more.
+    processes: int = 1
     metrics_port_base: int = 9120  # gateway N also serves /metrics on base + N
     max_body_bytes: int = 8 * 1024 * 1024  # after decompression, too
     max_records: int = 20_000
