@@ -149,3 +149,28 @@ def test_lockout_counts_failures_per_client_in_a_window() -> None:
     lock.failed("c", 11.0)
     lock.failed("d", 11.0)  # bounded: the oldest client is forgotten
     assert len(lock._clients) == 2
+
+
+def test_preflight_names_what_would_stop_a_process(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from zlog.config import Config
+    from zlog.ops.cli import main
+    from zlog.security import curve
+    from zlog.security.preflight import refusals
+
+    base = Config()
+    base = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, data_dir=tmp_path))
+    assert refusals(base) == []
+    wide = dataclasses.replace(base, gateway=dataclasses.replace(base.gateway, host="0.0.0.0"),
+                               router=dataclasses.replace(base.router, front=("tcp://0.0.0.0:5555",)))
+    why = refusals(wide)
+    assert len(why) == 2 and "auth.allow_insecure" in why[0] and "cluster.curve" in why[1]
+    curved = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, curve=True))
+    assert any("zlog keys generate" in w for w in refusals(curved))
+    for name in ("server", "gateway", "worker"):
+        curve.generate(tmp_path / "keys", name)
+    assert refusals(curved) == []
+    monkeypatch.setenv("ZLOG_GATEWAY_HOST", "0.0.0.0")
+    assert main(["--data-dir", str(tmp_path / "other"), "up"]) == 2
+    assert "zlog up: auth.mode is none" in capsys.readouterr().err

@@ -233,6 +233,13 @@ def up(cfg: Config, args: argparse.Namespace) -> int:
     if supervisord is None:
         print("zlog up: supervisord not found (pip install supervisor)", file=sys.stderr)
         return 1
+    from zlog.security.preflight import refusals
+
+    problems = refusals(cfg)  # what would make a process exit 2 at start: say it once, start nothing
+    for why in problems:
+        print(f"zlog up: {why}", file=sys.stderr)
+    if problems:
+        return 2
     if not _port_free(cfg.gateway.host, cfg.gateway.port):
         print(f"zlog up: {cfg.gateway.host}:{cfg.gateway.port} is in use (another cluster running?)",
               file=sys.stderr)
