@@ -189,6 +189,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("log.format must be json or logfmt")
     if cfg.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):
         raise ConfigError("log.level must be debug, info, warning (warn) or error")
+    for key in ("tcp", "udp"):
+        addr = getattr(cfg.syslog, key)
+        host, _, port = addr.rpartition(":")
+        if addr and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ConfigError(f"syslog.{key} must be host:port (e.g. 127.0.0.1:1514), got {addr!r}")
     ports = {
         "router.metrics_port": cfg.router.metrics_port,
         "storage.metrics_port_base": cfg.storage.metrics_port_base,
