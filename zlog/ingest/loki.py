@@ -5,13 +5,15 @@ Three wire forms, one result (a list of ``Stream``):
 - ``/loki/api/v1/push`` protobuf: ``logproto.PushRequest`` in a snappy *block* (not framed);
   ``PushRequest{streams=1}``, ``StreamAdapter{labels=1 (text), entries=2, hash=3}``,
   ``EntryAdapter{timestamp=1 (google.protobuf.Timestamp), line=2, structuredMetadata=3}``,
-  ``LabelPairAdapter{name=1, value=2}``.
+  ``LabelPairAdapter{name=1, value=2}`` (decoded by the protobuf package's C parser, ``logproto``).
 - ``/api/prom/push`` JSON: ``{"streams":[{"labels":"{a=\"b\"}","entries":[{"ts":"<RFC3339>","line":..}]}]}``
 
 Invariants:
-- Pure: bytes in, streams or records out; the clock is an argument.
+- Pure: bytes in, streams or label groups out; the clock is an argument.
 - All or nothing: any problem raises ``PushError`` (400) naming the stream and the reason, as
-  Loki's own validation does; nothing is returned to store.
+  Loki's own validation does; nothing is returned to store. zlog's own record checks (line and
+  metadata lengths, encoded size) run where the groups are encoded (``zlog.ingest.streams``),
+  and the push handler refuses the whole push, naming the stream, if any record fails them.
 - Every entry is kept: duplicate streams and equal timestamps are not merged or dropped.
 - Numbers and booleans given as label or metadata values are stored as their JSON text.
 - Bounded: the snappy preamble's length is checked against ``max_bytes`` before inflating.

@@ -1,4 +1,5 @@
-"""A minimal protobuf wire-format reader, for the few small messages zlog decodes by hand.
+"""A minimal protobuf wire-format reader: varints (the snappy block's size preamble, read before
+anything is inflated) and fields, for small messages not worth a generated class.
 
 Invariants:
 - Pure and bounded: works on one ``bytes``/``memoryview``, never reads past its end, never
