@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from bisect import bisect_right
@@ -69,7 +70,7 @@ class Meta:
     max_ts: int
     filter_m: int
     blocks: list[Block]
-    filt: bytes
+    filt_pos: int  # where the token filter starts in the file (read through mmap when searched)
     file_size: int
     index_bytes: int
 
@@ -121,7 +122,8 @@ def write(fd: int, base: int, created_ms: int, chunks: Iterable[bytes], block_by
     write_all(fd, [_SKIP.pack(_INDEX_MAGIC, len(body)), body,
                    _FOOTER.pack(_FOOTER_MAGIC, 16, index_pos, _TAIL)])
     size = index_pos + _SKIP.size + len(body) + _FOOTER.size
-    return Meta(base, rel, raw, created_ms, max_ts, m, blocks, filt, size, size - index_pos)
+    filt_pos = index_pos + _SKIP.size + _HEAD.size + len(blocks) * BLOCK.size
+    return Meta(base, rel, raw, created_ms, max_ts, m, blocks, filt_pos, size, size - index_pos)
 
 
 def read_meta(fd: int, name: str) -> Meta:
@@ -143,7 +145,7 @@ def read_meta(fd: int, name: str) -> Meta:
     if ident != _ID or len(body) != end + m * ((nblocks + 7) // 8) + _HASH.size:
         raise CorruptBlock(f"{name}: index has the wrong shape")
     blocks: list[Block] = [BLOCK.unpack_from(body, _HEAD.size + i * BLOCK.size) for i in range(nblocks)]
-    return Meta(base, count, raw, created, max_ts, m, blocks, body[end:-_HASH.size], size, size - index_pos)
+    return Meta(base, count, raw, created, max_ts, m, blocks, index_pos + _SKIP.size + end, size, size - index_pos)
 
 
 class SealedSegment:
@@ -170,6 +172,7 @@ class SealedSegment:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cands: tuple[object, int] | None = None
         self._dctx = zstandard.ZstdDecompressor()
+        self._map: mmap.mmap | None = None  # the token filter is read in place, not kept in memory
 
     def path(self, suffix: str = SEALED) -> Path:
         return self.directory / (stem(self.base) + suffix)
@@ -231,8 +234,18 @@ class SealedSegment:
             return self._cands[1]
         bl = self.meta.blocks
         n = len(bl)
-        cands = (tokens.candidates(self.meta.filt, self.meta.filter_m, n, needles.keys())
-                 if needles else (1 << n) - 1)
+        if needles:
+            if self._map is None:
+                self._map = mmap.mmap(self.data_fd(), 0, access=mmap.ACCESS_READ)
+            size = self.meta.filter_m * ((n + 7) // 8)
+            with memoryview(self._map) as view:
+                filt = view[self.meta.filt_pos:self.meta.filt_pos + size]
+                try:
+                    cands = tokens.candidates(filt, self.meta.filter_m, n, needles.keys())
+                finally:
+                    filt.release()
+        else:
+            cands = (1 << n) - 1
         for i, b in enumerate(bl):
             if (since is not None and b[7] < since) or (until is not None and b[6] >= 0 and b[6] > until):
                 cands &= ~(1 << i)
@@ -262,6 +275,9 @@ class SealedSegment:
         return out
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -10,6 +10,7 @@ Recovery (``resolve``, on open): a ``.tmp`` is discarded; a sealed file whose fo
 shape check out (same base, and count equal to the next segment's base minus its own) wins, and
 the plain files left beside it are removed (the seal is finished); a sealed file that fails beside
 a plain segment is removed (the plain form is kept). So exactly one form survives every stop.
+A sealed file alone whose index is damaged is rebuilt from its block frames (``rebuild_index``).
 
 Invariants:
 - The ``.batches`` file (producer state, batch list) is never touched: exactly-once state is the
@@ -149,6 +150,8 @@ def resolve(directory: Path, base: int, next_base: int, has_plain: bool,
             seg.close()
             raise CorruptBlock(f"{path}: holds {seg.count} records, the next segment starts at {next_base}")
     except (CorruptBlock, OSError) as exc:
+        if not has_plain and rebuild_index(directory, base):
+            return resolve(directory, base, next_base, has_plain, stats)
         if not has_plain:
             raise StorageError(f"{path}: cannot open sealed segment: {exc}") from exc
         log.warning("%s: unfinished or damaged sealed form removed, plain segment kept (%s)", path, exc)
@@ -162,6 +165,42 @@ def resolve(directory: Path, base: int, next_base: int, has_plain: bool,
         for suffix in (INDEX, TIMEINDEX):
             (directory / (stem(base) + suffix)).unlink(missing_ok=True)
     return seg
+
+
+def rebuild_index(directory: Path, base: int) -> bool:
+    """Rewrite a sealed file whose index or footer is damaged from its block frames (each checks
+    itself), crash-safely as a seal does. False when a block frame is damaged too."""
+    import zstandard
+
+    path = directory / (stem(base) + SEALED)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    chunks: list[bytes] = []
+    pos = 0
+    while pos + 4 <= len(data) and data[pos:pos + 4] == b"\x28\xb5\x2f\xfd":  # a zstd frame, not skippable
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            chunks.append(dobj.decompress(data[pos:]))
+        except zstandard.ZstdError:
+            return False
+        pos = len(data) - len(dobj.unused_data)
+    raw = b"".join(chunks)
+    if not raw.endswith(b"\n"):
+        return False
+    log.error("%s: index damaged; rebuilt from its %d blocks", path, len(chunks))
+    tmp = directory / (stem(base) + SEALED_TMP)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        block = max(map(len, chunks))  # re-cut at the old size: whole blocks of whole lines
+        write(fd, base, _created_ms(directory, base), [raw], block, 9)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(directory)
+    return True
 
 
 def unseal(directory: Path, base: int) -> None:

@@ -188,7 +188,7 @@ def build_filter(blocks: Sequence[set[int]], m: int) -> bytes:
     return b"".join(r.to_bytes(rb, "little") for r in rows)
 
 
-def candidates(filt: bytes, m: int, nblocks: int, keys: Sequence[int]) -> int:
+def candidates(filt: bytes | memoryview, m: int, nblocks: int, keys: Sequence[int]) -> int:
     """A bitmap (bit b = block b) of the blocks that may hold every key."""
     result = (1 << nblocks) - 1
     if not keys or m == 0:
