@@ -193,3 +193,10 @@ def test_fuzzed_queries_parse_or_fail_with_a_located_error(parts: list[str]) -> 
         return
     if isinstance(q, ast.LogQuery):
         assert parse(q.text()) == q
+
+
+def test_service_matcher_is_the_record_service_the_partition_key() -> None:
+    both = {"timestamp": 1, "service": "x", "level": "", "message": "m",
+            "labels": {"service_name": "x", "service": "y"}}
+    assert compile_log(parse('{service="x"}'))(both) is not None  # type: ignore[arg-type]
+    assert compile_log(parse('{service="y"}'))(both) is None  # type: ignore[arg-type]

@@ -61,6 +61,12 @@ def stream_labels(rec: dict[str, Any]) -> dict[str, str]:
 
 
 def _lookup(rec: dict[str, Any], labels: dict[str, str], name: str) -> str:
+    if name == "service":
+        # Always the record's service, the partition key (a stream may carry both service_name and
+        # a different service label): a service= matcher then reads exactly one partition.
+        svc = rec.get("service")
+        if type(svc) is str:
+            return svc
     v = labels.get(name)
     if v is not None:
         return v
