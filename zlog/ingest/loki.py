@@ -134,9 +134,13 @@ def decode_json(body: bytes) -> list[Stream]:
                 if n == 2:
                     append((int(v[0]), v[1], None))
                     continue
-                if n == 3 and type(v[2]) is dict and all(type(x) is str for x in v[2].values()):
-                    append((int(v[0]), v[1], v[2] or None))
-                    continue
+                if n == 3 and type(m := v[2]) is dict:
+                    for x in m.values():
+                        if type(x) is not str:
+                            break
+                    else:
+                        append((int(v[0]), v[1], m or None))
+                        continue
             append(_json_value_entry(v, format_labels(labels)))
         out.append(st)
     return out

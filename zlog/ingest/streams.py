@@ -42,6 +42,17 @@ class LabelGroup:
     entries: list[Entry] = field(default_factory=list)
 
 
+def _meta_ok(meta: dict[str, str], key_fast: int, value_fast: int) -> bool:
+    """The common case of ``_check_labels`` for a small map of short strings, without a call per
+    key: False means "not sure", and the exact check decides."""
+    if len(meta) > 4:
+        return False
+    for k, v in meta.items():
+        if type(v) is not str or type(k) is not str or not k or len(k) > key_fast or len(v) > value_fast:
+            return False
+    return True
+
+
 def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int, client_ip: str, node_id: str,
                   ) -> tuple[dict[str, Group], list[RecordError]]:
     suffix = (b',"received_at":' + str(received_at).encode() + b',"ingested_node_id":' + orjson.dumps(node_id)
@@ -49,6 +60,9 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
     max_line = limits.max_record_bytes - len(suffix)
     svc_lim, msg_lim, lvl_lim = limits.max_service_bytes, limits.max_message_bytes, limits.max_level_bytes
     msg_fast = msg_lim // 4  # at most 4 UTF-8 bytes a character: shorter needs no byte count
+    key_fast, value_fast = limits.max_label_key_bytes // 4, limits.max_label_value_bytes // 4
+    if limits.max_labels < 4:
+        key_fast = 0  # _meta_ok assumes room for a few keys; below that, always the exact check
     dumps = orjson.dumps
     lines: dict[str, list[bytes]] = {}
     newest: dict[str, int] = {}
@@ -72,7 +86,7 @@ def encode_groups(batches: list[LabelGroup], limits: Limits, *, received_at: int
                 labels_ok and s is not None and lv is not None
                 and type(message) is str and message and (len(message) <= msg_fast or not _utf8_len_over(message, msg_lim))
                 and type(ts) is int and 0 <= ts <= MAX_TIMESTAMP
-                and (meta is None or _check_labels(meta, limits) is None)
+                and (meta is None or _meta_ok(meta, key_fast, value_fast) or _check_labels(meta, limits) is None)
             )
             if ok:
                 try:
