@@ -205,3 +205,20 @@ def test_a_router_admits_a_new_key_and_drops_a_removed_one_on_sighup(curve_clust
     finally:
         ctx.destroy(0)
     assert cluster.procs["router"].alive()
+
+
+def test_a_tenant_key_writes_into_its_tenant_only(curve_cluster: tuple[Cluster, Path]) -> None:
+    from zlog.tenants.layout import tenant_root
+
+    cluster, keys = curve_cluster
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    s = dealer(ctx, f"tcp://127.0.0.1:{cluster.front}", keys_of(keys, "app-acme", keys))
+    try:
+        ok = ask(s, wire.encode(Command.PRODUCE, 1, partition=0, body=bodies.produce_body([record("acme native")], 1)))
+        assert ok is not None and ok.command is Command.ACK, ok and ok.unpack()
+    finally:
+        s.close(0)
+        ctx.destroy(0)
+    assert "acme native" not in stored_messages(cluster)  # not in the default tenant
+    acme = tenant_root(cluster.data_dir, "acme", "default") / "0"
+    assert any(b"acme native" in seg.read_bytes() for seg in acme.glob("*.jsonl"))
