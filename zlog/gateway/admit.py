@@ -32,7 +32,7 @@ class OverLimit(ZlogError):
 
 async def admit(ctx: GatewayContext, tenant: str, groups: dict[str, Group], total: int) -> None:
     """Raise ``OverLimit`` when ``tenant`` may not ingest these records now."""
-    lim = ctx.cfg.tenants.limits(tenant)
+    lim = ctx.limits_of(tenant)
     if not (lim.records_per_s or lim.bytes_per_s or lim.max_services):
         return
     client = ctx.producer.client

@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from zlog.client import AsyncProducer
-from zlog.config import Config
+from zlog.config import Config, TenantLimits
 from zlog.gateway.ratelimit import RateLimiter
 from zlog.ingest.records import Limits
 from zlog.ops.metrics import GatewayMetrics
 from zlog.protocol.errors import ZlogError
+from zlog.tenants.quotas import LimitsOf
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -38,6 +39,12 @@ class GatewayContext:
     limiter: RateLimiter | None = None
     started: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
+    tenant_limits: LimitsOf | None = None  # [tenants] limits, memoised per tenant
+
+    def limits_of(self, tenant: str) -> TenantLimits:
+        if self.tenant_limits is None:
+            self.tenant_limits = LimitsOf(self.cfg.tenants)
+        return self.tenant_limits(tenant)
 
     @classmethod
     def create(cls, cfg: Config, producer: AsyncProducer, index: int = 0) -> GatewayContext:

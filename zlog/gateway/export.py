@@ -57,7 +57,7 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     now = now_ms()
     q = parse_params([(k, v) for k, v in request.query.items() if k != "limit"], now)
     check_cursor(request, tenant, q.cursor)
-    check_range(ctx.cfg.tenants.limits(tenant), q.filter.since_ms, q.filter.until_ms, now)
+    check_range(ctx.limits_of(tenant), q.filter.since_ms, q.filter.until_ms, now)
     n = partition_count(ctx)
     parts = scope(q.filter, n)
     if q.cursor is not None and any(p >= n for p in q.cursor.positions):

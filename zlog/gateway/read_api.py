@@ -113,7 +113,7 @@ async def get_logs(request: web.Request) -> web.Response:
     now = now_ms()
     q = parse_params(request.query.items(), now)
     check_cursor(request, tenant, q.cursor)
-    limits = ctx.cfg.tenants.limits(tenant)
+    limits = ctx.limits_of(tenant)
     check_range(limits, q.filter.since_ms, q.filter.until_ms, now)
     check_limit(limits, q.limit)
     n = partition_count(ctx)
@@ -168,7 +168,7 @@ async def get_query(request: web.Request) -> web.Response:
         return _json(b"[]")
     # The original took any limit; memory here is bounded, so a larger one is served as the
     # maximum, and the header says so (the body must stay the original's bare array).
-    limit = capped(ctx.cfg.tenants.limits(tenant), min(asked, MAX_LIMIT))
+    limit = capped(ctx.limits_of(tenant), min(asked, MAX_LIMIT))
     flt = Filter(services=(service,))
     parts = scope(flt, partition_count(ctx))
     cursor: Cursor | None = None
@@ -261,7 +261,7 @@ async def get_records(request: web.Request) -> web.Response:
     p = int(text)
     offset = _int_param(request, "offset", 0, 0, 1 << 62)
     limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    check_limit(ctx.cfg.tenants.limits(tenant), limit)
+    check_limit(ctx.limits_of(tenant), limit)
     r = await ask(ctx, Command.FETCH, p, {"offset": offset, "max_records": limit, "max_bytes": FETCH_BYTES},
                    tenant)
     items = [(p, o, line) for o, line in r["records"]]

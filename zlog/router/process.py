@@ -34,6 +34,7 @@ from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
 from zlog.tenants.admission import Admission
+from zlog.tenants.quotas import LimitsOf
 
 log = logging.getLogger("zlog.router")
 
@@ -67,6 +68,7 @@ class Router:
         self.stopping = False
         self._counts: dict[tuple[str, str], int] = {}
         self.admission = Admission(cfg.tenants.max_tenants)
+        self.limits_of = LimitsOf(cfg.tenants)
         self._next_heartbeat = 0
 
     def _socket(self, endpoint: str, domain: str) -> zmq.Socket[bytes]:
@@ -182,7 +184,7 @@ class Router:
             self._nack(self.front, ident, rid, "FORBIDDEN", "this producer's key acts only as its own tenant",
                        retry=False)
             return
-        limits = self.cfg.tenants.limits(req.tenant)
+        limits = self.limits_of(req.tenant)
         refused = self.admission.admit(req.tenant, limits, req.records, req.nbytes, req.services,
                                        time.monotonic())
         body = (bodies.admitted_body() if refused is None

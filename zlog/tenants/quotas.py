@@ -5,11 +5,12 @@ Invariants:
 - A request over a limit is refused (400 naming the parameter and the limit), never silently
   cut: a shorter range or a smaller page that looked whole would be a wrong answer.
 - 0 means no limit, as everywhere in ``[tenants]``.
+- ``LimitsOf`` memoises a process's lookups in the instance that owns it (bounded).
 """
 
 from __future__ import annotations
 
-from zlog.config import TenantLimits
+from zlog.config import TenantLimits, TenantsConfig
 from zlog.read.query import BadParameter
 
 
@@ -36,3 +37,24 @@ def capped(limits: TenantLimits, limit: int) -> int:
     """For the original's ``/v1/query``, whose body cannot say it was cut: the limit it gets."""
     most = limits.max_query_records
     return min(limit, most) if most else limit
+
+
+class LimitsOf:
+    """``TenantsConfig.limits`` remembered per tenant, for the paths that ask per request or per
+    batch (building the limits costs microseconds; a dict lookup does not). Bounded: forgets
+    everything past ``max_tenants`` entries. One per process, held by its owner (no globals)."""
+
+    __slots__ = ("config", "_memo", "_max")
+
+    def __init__(self, config: TenantsConfig, max_tenants: int = 4096) -> None:
+        self.config = config
+        self._memo: dict[str, TenantLimits] = {}
+        self._max = max_tenants
+
+    def __call__(self, tenant: str) -> TenantLimits:
+        lim = self._memo.get(tenant)
+        if lim is None:
+            if len(self._memo) >= self._max:
+                self._memo.clear()
+            lim = self._memo[tenant] = self.config.limits(tenant)
+        return lim

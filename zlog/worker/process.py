@@ -43,6 +43,7 @@ from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, Rec
 from zlog.storage.sync import sync_partitions
 from zlog.tenants.ids import is_valid as valid_tenant
 from zlog.tenants.layout import PartitionKey, on_disk, tenant_root
+from zlog.tenants.quotas import LimitsOf
 from zlog.worker.sealing import SealRunner
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class StorageWorker:
         # Other tenants' partitions p of the same owned numbers, opened at start when on disk and
         # on a tenant's first write otherwise (never by a read).
         self.default_tenant = cfg.cluster.tenant
+        self.limits_of = LimitsOf(cfg.tenants)
         self.tenant_logs: dict[PartitionKey, PartitionLog] = {}
         self.tenants: set[str] = {self.default_tenant}
         for key in on_disk(self.storage_dir, tuple(self.logs), self.default_tenant):
@@ -298,7 +300,7 @@ class StorageWorker:
         if bad is not None:
             return bodies.Nack("INVALID_RECORD", f"record {bad.index}: {bad.field or 'record'}: {bad.problem}; "
                                                  "nothing of the batch was stored", False, p)
-        quota = self.cfg.tenants.limits(tenant or self.default_tenant).max_partition_bytes
+        quota = self.limits_of(tenant or self.default_tenant).max_partition_bytes
         if quota:
             # Stored bytes, plus what this turn already staged for the partition, plus this batch.
             size = len(body.data)
