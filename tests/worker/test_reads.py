@@ -197,3 +197,31 @@ def test_since_skips_older_segments_by_the_time_index(plog: tuple[PartitionLog, 
             break
     assert sorted(found) == [i for i, line in enumerate(lines) if orjson.loads(line)["timestamp"] >= since]
     assert scanned < N // 3, f"scanned {scanned} of {N} records for the newest ~60"
+
+
+def test_searches_answer_the_same_after_sealing(plog: tuple[PartitionLog, list[bytes]]) -> None:
+    """SEARCH (filters, q= words, LogQL line filters) pages to the same records once the closed
+    segments are sealed and their token filters skip blocks."""
+    log, _ = plog
+    bodies: list[dict[str, Any]] = [
+        {"filter": {"words": ["TOKEN"]}}, {"filter": {"contains": "token expired"}},
+        {"filter": {"contains": "event 17"}, "backward": False}, {"filter": {"services": ["billing"], "levels": ["warn"]}},
+        {"filter": {}, "logql": '{service="search"} |= "expired"'}, {"filter": {"words": ["nothing"]}},
+    ]
+
+    def pages(body: dict[str, Any]) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        start = None
+        while True:
+            r = ask(log, Command.SEARCH, {**body, "limit": 13, **({"start": start} if start is not None else {})})
+            out += r["records"]
+            if r["next"] is None or (not body.get("backward", True) and r["next"] >= r["high_watermark"]):
+                return out
+            start = r["next"]
+
+    before = [pages(b) for b in bodies]
+    assert before[0] and before[0] == before[1] and before[-1] == [] and before[4]
+    skipped = log.stats["blocks_skipped"]
+    assert log.seal_closed(block_bytes=512, level=3) == log.segment_count - 1
+    assert [pages(b) for b in bodies] == before
+    assert log.stats["blocks_skipped"] > skipped

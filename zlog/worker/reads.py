@@ -44,7 +44,8 @@ from zlog.protocol import wire
 from zlog.protocol.errors import BadParameter
 from zlog.protocol.wire import Command
 from zlog.read.query import MAX_LIMIT, Filter, Predicate, compile_filter, needles_of
-from zlog.storage import PartitionLog
+from zlog.storage import PartitionLog, tokens
+from zlog.storage.tokens import Needles
 from zlog.tenants.ids import is_valid
 
 MAX_RECORDS = 10_000
@@ -117,6 +118,19 @@ def _with_logql(predicate: Predicate | None, text: Any) -> Predicate:
     return lambda line: first(line) and run(line) is not None
 
 
+def _with_line_filters(base: Needles, text: str) -> Needles:
+    """The filter's needles and a LogQL query's ``|=`` line filters (every match's message holds
+    them), so sealed segments skip blocks for LogQL searches too."""
+    from zlog.loki.logql import parse_log_query
+    from zlog.loki.pipeline import line_substrings
+
+    try:
+        extra = line_substrings(parse_log_query(text))
+    except ValueError:
+        return base  # _with_logql has refused it already
+    return tokens.needles(base.words, [*base.substrings, *extra])
+
+
 def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
     try:
         flt = Filter.from_body(body.get("filter"))
@@ -130,12 +144,14 @@ def search(partition: int, plog: PartitionLog, body: dict[str, Any], storage: St
     budget = _int(body, "budget", storage.scan_budget_bytes, 1, 1 << 40)
     budget = min(budget, storage.scan_budget_bytes)
     predicate = compile_filter(flt)
+    needles = needles_of(flt)
     if body.get("logql") is not None:
         predicate = _with_logql(predicate, body["logql"])
+        needles = _with_line_filters(needles, body["logql"])
     try:
         result = plog.scan(backward=backward, start=start, since_ms=flt.since_ms, until_ms=flt.until_ms,
                            predicate=predicate, limit=limit, budget_bytes=budget,
-                           needles=needles_of(flt))
+                           needles=needles)
     except BadParameter as exc:  # a pattern that ran out of time on some record
         raise _bad(exc.message) from None
     records = _bounded(result.records, MAX_REPLY_BYTES)
