@@ -186,3 +186,27 @@ retention_ms = 500
         time.sleep(0.6)  # a few more retention rounds: the default tenant must still have everything
         assert lowest("default") == 0
         assert len(get(c, "/v1/logs?limit=1000", "default")["records"]) == 30  # type: ignore[arg-type]
+
+
+def test_only_declared_tenants_write_when_auto_create_is_off_and_services_are_bounded(tmp_path: Path) -> None:
+    extra = """
+[tenants]
+auto_create = false
+
+[tenants.few]
+max_services = 2
+"""
+    c = Cluster(tmp_path, gateways=1, toml_extra=extra)
+    with c:
+        one = [{"timestamp": int(time.time() * 1000), "service": "a", "message": "m"}]
+        status, _, body = post(c, "stranger", one)
+        assert status == 400 and body["error"] == "UNKNOWN_TENANT", body
+        assert not (c.data_dir / "tenants" / "stranger").exists()
+        assert post(c, "default", one)[0] == 200  # the default tenant needs no declaration
+        assert post(c, "few", one)[0] == 200
+        assert post(c, "few", [{**one[0], "service": "b"}])[0] == 200
+        status, headers, body = post(c, "few", [{**one[0], "service": "c"}, {**one[0], "service": "a"}])
+        assert status == 429 and body["error"] == "TOO_MANY_SERVICES" and "max_services" in str(body["message"])
+        assert int(headers["Retry-After"]) >= 1
+        assert post(c, "few", [{**one[0], "service": "b"}, {**one[0], "service": "a"}])[0] == 200
+        assert len(get(c, "/v1/logs?limit=100", "few")["records"]) == 4  # type: ignore[arg-type]
