@@ -103,6 +103,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         print(f"{path}: {RELOAD_HINT}", file=sys.stderr)
     if out:
         print(out)
+    if args.command == "tenant" and args.action == "add" and not cfg.tenants.auto_create \
+            and args.name not in cfg.tenants.names():
+        # Storage decides which tenants exist from the config; the credentials file only says who may act.
+        print(f"note: tenants.auto_create is false: declare [tenants.{args.name}] in the config too, or its "
+              "writes are refused (UNKNOWN_TENANT)", file=sys.stderr)
     return 0
 
 
