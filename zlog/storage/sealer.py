@@ -226,12 +226,29 @@ def unseal(directory: Path, base: int) -> None:
     log.warning("%s: unsealed (the newest segment is always plain)", path)
 
 
+def _die_with_parent() -> None:
+    """A seal outliving its worker could race the restarted worker's seal of the same segment
+    on the same temp file: ask Linux to kill this process when its parent dies."""
+    import ctypes
+    import ctypes.util
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zlog.storage.sealer DIR BASE SIZE BLOCK_BYTES LEVEL CPU_SHARE``: seal one
+    """``zlog.storage.sealer.main DIR BASE SIZE BLOCK_BYTES LEVEL CPU_SHARE`` (the worker runs it with ``-c``): seal one
     segment at low priority; prints ``blocks raw stored cpu_s`` on success."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     directory, base, size, block_bytes, level = Path(args[0]), *map(int, args[1:5])
     share = float(args[5])
     try:

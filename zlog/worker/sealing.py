@@ -1,6 +1,6 @@
 """The storage worker's sealer: closed segments become sealed ones in a low-priority child process.
 
-One child at a time per worker (``python -m zlog.storage.sealer``, SCHED_IDLE and nice 19,
+One child at a time per worker (``zlog.storage.sealer.main`` in its own interpreter, SCHED_IDLE and nice 19,
 paced to ``seal.cpu_share`` of a core), so sealing never runs on the ingest path and takes a bounded share
 of the CPU; the worker loop only polls it (``tick``) and, when it succeeded, switches the
 segment to its sealed file (``PartitionLog.adopt_sealed``: open, check, remove the plain files).
@@ -121,8 +121,9 @@ class SealRunner:
 
     def _start(self, p: int, plog: PartitionLog, base: int, size: int) -> None:
         c = self.cfg
-        args = [sys.executable, "-m", "zlog.storage.sealer", str(plog.directory), str(base), str(size),
-                str(c.block_bytes), str(c.level), str(c.cpu_share)]
+        # -c, not -m: the package imports the sealer module before runpy would run it as __main__
+        args = [sys.executable, "-c", "import sys; from zlog.storage.sealer import main; sys.exit(main())",
+                str(plog.directory), str(base), str(size), str(c.block_bytes), str(c.level), str(c.cpu_share)]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         _idle_priority(proc.pid)
         self.job = _Job(p, base, proc)
