@@ -243,7 +243,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``zlog.storage.sealer.main DIR BASE SIZE BLOCK_BYTES LEVEL CPU_SHARE`` (the worker runs it with ``-c``): seal one
+    """``main DIR BASE SIZE BLOCK_BYTES LEVEL CPU_SHARE`` (the worker runs it with ``-c``): seal one
     segment at low priority; prints ``blocks raw stored cpu_s`` on success."""
     import sys
 
