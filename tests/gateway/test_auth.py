@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -24,6 +25,9 @@ from tests._cluster import Cluster, free_port, free_ports, http, wait_until
 from zlog.security import credentials
 
 RECORD = json.dumps([{"service": "auth-svc", "message": "hello", "level": "INFO"}]).encode()
+OTLP = json.dumps({"resourceLogs": [{"resource": {"attributes": [
+    {"key": "service.name", "value": {"stringValue": "auth-svc"}}]},
+    "scopeLogs": [{"logRecords": [{"timeUnixNano": str(time.time_ns()), "body": {"stringValue": "hello otlp"}}]}]}]}).encode()
 LOKI = json.dumps({"streams": [{"stream": {"service_name": "auth-svc"},
                                 "values": [[str(time.time_ns()), "hello loki"]]}]}).encode()
 
@@ -32,6 +36,9 @@ LOKI = json.dumps({"streams": [{"stream": {"service_name": "auth-svc"},
 ENDPOINTS = [
     ("POST", "/v1/logs", RECORD),
     ("POST", "/loki/api/v1/push", LOKI),
+    ("POST", "/otlp/v1/logs", OTLP),
+    ("GET", "/loki/api/v1/labels", None),
+    ("GET", "/loki/api/v1/query_range?query=" + quote('{service_name="auth-svc"}'), None),
     ("GET", "/v1/logs?limit=5", None),
     ("GET", "/v1/logs/export?limit=5", None),
     ("GET", "/v1/query?service=auth-svc&limit=5", None),
@@ -108,9 +115,11 @@ def expected(role: str | None, method: str, path: str) -> int:
     if role is None:
         return 401
     needed = "write" if method == "POST" else "read"
+    if path == "/" or path.startswith("/ui/"):  # static files: any valid credential
+        needed = role
     if role not in ("admin", needed):
         return 403
-    return 204 if path.startswith("/loki/") else 200
+    return 204 if path == "/loki/api/v1/push" else 200
 
 
 @pytest.mark.parametrize("who", ["none", "bad", "write", "read", "admin"])

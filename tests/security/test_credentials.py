@@ -72,6 +72,8 @@ def test_roles_table() -> None:
     assert roles.required_role("GET", "/_license") == "any" and roles.allows("write", "any")
     assert roles.required_role("PUT", "/_index_template/x") == "any"
     assert roles.required_role("PUT", "/v1/logs") == "admin"
+    assert roles.required_role("GET", "/") == "any" and roles.required_role("GET", "/ui/app.js") == "any"
+    assert roles.required_role("GET", "/_cluster/health") == "any"
     assert roles.allows("admin", "write") and not roles.allows("read", "write") and not roles.allows("write", "read")
 
 

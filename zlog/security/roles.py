@@ -4,7 +4,8 @@ Invariants:
 - ``admin`` may do everything; ``write`` only sends records (the intake endpoints); ``read``
   only reads (every GET/HEAD, and the POST forms of Loki's query endpoints).
 - ``any`` (every valid credential): the Elasticsearch handshake a shipper makes before its first
-  bulk (license, templates, ILM and pipeline probes); they answer fixed bodies and hold no data.
+  bulk (license, cluster health, templates, ILM and pipeline probes, the product check on ``/``),
+  and the viewer's static files: they answer fixed bodies and hold no data.
 - Anything not named here needs ``admin``: an endpoint added later is closed until it is placed.
 """
 
@@ -17,7 +18,12 @@ WRITE_SUFFIXES = ("/_bulk",)
 # Loki's query API also accepts POST with a form body; those requests only read.
 READ_POST_PREFIXES = ("/loki/api/v1/", "/api/prom/")
 READ_METHODS = frozenset(("GET", "HEAD"))
-ES_HANDSHAKE_PREFIXES = ("/_license", "/_xpack", "/_cat/templates", "/_index_template", "/_ilm/", "/_ingest/")
+ES_HANDSHAKE_PREFIXES = ("/_license", "/_xpack", "/_cat/templates", "/_index_template", "/_ilm/", "/_ingest/",
+                         "/_cluster/health")
+# Static files: the viewer's page and scripts (its data comes from the API, which checks the role),
+# and ``GET /``, which is also Elasticsearch's product check that a shipper makes with a write key.
+STATIC_PATHS = frozenset(("/",))
+STATIC_PREFIXES = ("/ui/",)
 
 
 def required_role(method: str, path: str) -> str:
@@ -27,6 +33,8 @@ def required_role(method: str, path: str) -> str:
     if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch's bulk takes PUT as well
         return "write"
     if method in ("GET", "HEAD", "PUT") and path.startswith(ES_HANDSHAKE_PREFIXES):
+        return "any"
+    if method in READ_METHODS and (path in STATIC_PATHS or path.startswith(STATIC_PREFIXES)):
         return "any"
     if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch clients send PUT /_bulk
         return "write"
