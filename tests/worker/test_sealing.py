@@ -48,6 +48,10 @@ def test_seal_under_concurrent_appends_and_reads(tmp_path: Path) -> None:
                 status, body = c.post(recs)
                 if status != 200:
                     errors.append(f"post {status} {body}")
+                if b % 2 == 0:  # another tenant's partitions (their own directories) seal as well
+                    status, body = c.post(recs, headers={"X-Scope-OrgID": "acme"})
+                    if status != 200:
+                        errors.append(f"post acme {status} {body}")
 
         def read() -> None:
             while not stop.is_set():
@@ -68,7 +72,9 @@ def test_seal_under_concurrent_appends_and_reads(tmp_path: Path) -> None:
         def sealed() -> bool:
             names = [p.name for d in (c.data_dir / "0", c.data_dir / "1") for p in d.iterdir()]
             plain = sum(n.endswith(".jsonl") for n in names)
-            return plain == 2 and sum(n.endswith(".jsonl.zst") for n in names) >= 4
+            acme = [p.name for p in c.data_dir.rglob("*") if "acme" in p.parts and p.is_file()]
+            return (plain == 2 and sum(n.endswith(".jsonl.zst") for n in names) >= 4
+                    and sum(n.endswith(".jsonl") for n in acme) == 2 and any(n.endswith(".jsonl.zst") for n in acme))
 
         wait_until(sealed, timeout=90, what="every closed segment sealed")
         stop.set()

@@ -111,7 +111,8 @@ class StorageWorker:
                                                "segments": plog.segment_count, "bytes": plog.size_bytes,
                                                "recovery_truncated_bytes": truncated,
                                                "ms": round((time.monotonic() - t0) * 1000, 1)})
-        self.sealer = SealRunner(cfg.seal, self.logs, self.metrics.registry)
+        self.sealer = SealRunner(cfg.seal, lambda: [((t, p), plog) for t, p, plog in self.all_logs()],
+                                 self.metrics.registry, cfg.cluster.tenant)
         self.identity = b"w%d-%d" % (worker_id, os.getpid())
         self.ready_body = bodies.ready_body(
             bodies.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
@@ -453,7 +454,7 @@ class StorageWorker:
     def enforce_retention(self) -> None:
         """Each tenant's partitions by that tenant's own retention (``_storage_of``)."""
         for tenant, p, plog in self.all_logs():
-            if tenant == self.default_tenant and self.sealer.busy(p):
+            if self.sealer.busy((tenant, p)):
                 continue  # not under the seal process's feet; next time
             deleted = plog.enforce_retention()
             if deleted:

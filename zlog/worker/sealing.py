@@ -8,6 +8,7 @@ segment to its sealed file (``PartitionLog.adopt_sealed``: open, check, remove t
 Invariants:
 - The child only reads the plain segment and writes ``<base>.jsonl.zst`` (temp, fsync, rename):
   killing it at any point leaves a state the next open resolves (``zlog.storage.sealer``).
+- Every tenant's partitions are sealed alike (``logs`` lists them all).
 - While a partition has a child sealing one of its segments, retention skips that partition
   (``busy``), so a segment being sealed is never deleted under the child.
 - A seal that fails is logged and not retried for that segment until the worker restarts.
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -66,34 +68,39 @@ def _idle_priority(pid: int) -> None:
         pass
 
 
+Key = tuple[str, int]  # (tenant, partition)
+
+
 @dataclass(slots=True)
 class _Job:
-    partition: int
+    partition: Key
     base: int
     proc: subprocess.Popen[bytes]
 
 
 class SealRunner:
-    def __init__(self, cfg: SealConfig, logs: dict[int, PartitionLog], registry: CollectorRegistry) -> None:
+    def __init__(self, cfg: SealConfig, logs: Callable[[], Iterable[tuple[Key, PartitionLog]]],
+                 registry: CollectorRegistry, default_tenant: str = "") -> None:
         self.cfg = cfg
-        self.logs = logs
+        self.logs = logs  # every partition log of the worker, of every tenant, as ((tenant, p), log)
         self.metrics = SealMetrics(registry)
         self.job: _Job | None = None
-        self.failed: set[tuple[int, int]] = set()
+        self.failed: set[tuple[Key, int]] = set()
         self.paused = False
+        self.default_tenant = default_tenant  # other tenants' partitions are labelled "<tenant>/<p>"
         self._commits = -1.0
         self._active_at = 0.0
 
-    def busy(self, partition: int) -> bool:
-        return self.job is not None and self.job.partition == partition
+    def busy(self, key: Key) -> bool:
+        return self.job is not None and self.job.partition == key
 
     def backlog(self) -> int:
-        return sum(len(plog.unsealed()) for plog in self.logs.values())
+        return sum(len(plog.unsealed()) for _, plog in self.logs())
 
     def _may_run(self) -> bool:
         """Ingest has been quiet for ``idle_ms``, or the backlog is too long to wait."""
         now = time.monotonic()
-        commits = sum(plog.stats["commits"] for plog in self.logs.values())
+        commits = sum(plog.stats["commits"] for _, plog in self.logs())
         if commits != self._commits:
             self._commits, self._active_at = commits, now
         return (now - self._active_at) * 1000 >= self.cfg.idle_ms or self.backlog() > self.cfg.max_backlog
@@ -113,13 +120,13 @@ class SealRunner:
             self.job = None
         if not may_run:
             return
-        for p, plog in self.logs.items():
+        for p, plog in self.logs():
             for seg in plog.unsealed():
                 if (p, seg.base) not in self.failed:
                     self._start(p, plog, seg.base, seg.size)
                     return
 
-    def _start(self, p: int, plog: PartitionLog, base: int, size: int) -> None:
+    def _start(self, p: Key, plog: PartitionLog, base: int, size: int) -> None:
         c = self.cfg
         # -c, not -m: the package imports the sealer module before runpy would run it as __main__
         args = [sys.executable, "-c", "import sys; from zlog.storage.sealer import main; sys.exit(main())",
@@ -132,8 +139,10 @@ class SealRunner:
 
     def _finish(self, job: _Job) -> None:
         out, err = job.proc.communicate()
-        plog = self.logs[job.partition]
-        where = {"partition": job.partition, "base": job.base}
+        plog = dict(self.logs()).get(job.partition)
+        where = {"tenant": job.partition[0], "partition": job.partition[1], "base": job.base}
+        if plog is None:
+            return  # the log was closed meanwhile; its next open resolves the file
         if job.proc.returncode != 0:
             self.failed.add((job.partition, job.base))
             self.metrics.failed.inc()
@@ -155,8 +164,8 @@ class SealRunner:
     def refresh(self) -> None:
         m = self.metrics
         m.backlog.set(self.backlog())
-        for p, plog in self.logs.items():
-            label = str(p)
+        for (tenant, p), plog in self.logs():
+            label = str(p) if tenant == self.default_tenant else f"{tenant}/{p}"
             m.raw_bytes.labels(partition=label).set(plog.size_bytes)
             m.index_bytes.labels(partition=label).set(plog.index_bytes)
             m.blocks_read.labels(partition=label).set(plog.stats["blocks_read"])
