@@ -43,8 +43,7 @@ def verify(cfg: Config, args: argparse.Namespace) -> int:
 
 def compact(cfg: Config, args: argparse.Namespace) -> int:
     for root in _roots(cfg, args):
-        dirs = [root] if any(root.glob("*.batches")) else sorted(
-            p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+        dirs = sorted({p.parent for p in root.rglob("*.batches")})  # every tenant's partitions too
         for d in dirs:
             t0 = time.monotonic()
             with PartitionLog.open(d, cfg.storage) as log:
