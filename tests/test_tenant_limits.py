@@ -105,10 +105,11 @@ def test_a_tenant_over_its_rate_gets_429_while_another_keeps_its_full_rate(tmp_p
     rate = 300
     c = Cluster(tmp_path, gateways=2, toml_extra=f"\n[tenants.slow]\nrecords_per_s = {rate}\nburst_s = 1.0\n")
     with c:
-        # fast offers 2 x 20 records every 40 ms (1000 rec/s); slow offers ten times its limit.
-        offered = 2 * BATCH / 0.04
-        (alone,) = run_loads(c.url, [("fast", 2, 0.04)], 2.0)
-        fast, slow = run_loads(c.url, [("fast", 2, 0.04), ("slow", 2, 2 * BATCH / (10 * rate))], 3.0)
+        # fast offers 4 x 20 records every 80 ms (1000 rec/s: a request may take 80 ms before the
+        # offered rate is out of reach on a loaded machine); slow offers ten times its limit.
+        offered = 4 * BATCH / 0.08
+        (alone,) = run_loads(c.url, [("fast", 4, 0.08)], 2.0)
+        fast, slow = run_loads(c.url, [("fast", 4, 0.08), ("slow", 2, 2 * BATCH / (10 * rate))], 3.0)
         # The slow tenant: refused with 429 + Retry-After naming the limit, stored about its rate.
         assert slow["statuses"].get(429, 0) > 0, slow["statuses"]
         headers, body = slow["refusals"][0]
