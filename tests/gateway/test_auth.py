@@ -228,21 +228,33 @@ def test_auth_off_refuses_to_listen_beyond_loopback(token_cluster: tuple[Cluster
     assert "refuses to start" in text and "auth.allow_insecure" in text
 
 
+@dataclass
+class OpenGateway:
+    url: str
+
+
 @pytest.fixture(scope="module")
-def open_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(Path(tmp_path_factory.mktemp("auth-none")), partitions=2, workers=1) as c:
-        yield c
+def open_cluster(token_cluster: tuple[Cluster, Creds]) -> Iterator[OpenGateway]:
+    """A gateway with auth off, on the token cluster's router (one process, not a second cluster)."""
+    cluster, _ = token_cluster
+    proc, url, _ = _extra_gateway(cluster, {"ZLOG_AUTH_MODE": "none"})
+    try:
+        wait_until(lambda: http("GET", url + "/healthz", timeout=2)[0] == 200, timeout=30, what="open gateway")
+        yield OpenGateway(url)
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 @pytest.mark.parametrize("value", ["", ".", "..", "a/b", "x" * 151, "a b", "é"])
-def test_mode_none_refuses_an_invalid_scope_header(open_cluster: Cluster, value: str) -> None:
+def test_mode_none_refuses_an_invalid_scope_header(open_cluster: OpenGateway, value: str) -> None:
     status, _, body = http("GET", open_cluster.url + "/v1/services",
                            headers={"X-Scope-OrgID": value.encode("utf-8").decode("latin-1")})
     assert status == 400, body
     assert b'"INVALID_TENANT"' in body
 
 
-def test_mode_none_takes_a_valid_scope_header_or_the_default(open_cluster: Cluster) -> None:
+def test_mode_none_takes_a_valid_scope_header_or_the_default(open_cluster: OpenGateway) -> None:
     assert http("GET", open_cluster.url + "/v1/services", headers={"X-Scope-OrgID": "acme"})[0] == 200
     assert http("GET", open_cluster.url + "/v1/services")[0] == 200
     assert os.environ.get("ZLOG_AUTH_MODE") is None
