@@ -549,6 +549,30 @@ class StorageWorker:
             s.close(linger=1000)
 
 
+FDS_PER_LOG = 4  # an open partition log: active segment data, index, time index, .batches
+FDS_SPARE = 256  # sockets, metrics, closed segments being read
+
+
+def _room_for_tenants(cfg: Config, worker_id: int) -> None:
+    """Raise the soft open-files limit (up to the hard one) to what ``tenants.max_tenants`` open
+    partition logs need, so that a new tenant's first write cannot fail for want of a descriptor;
+    say so when even the hard limit is short."""
+    import resource
+
+    need = cfg.tenants.max_tenants * len(cfg.partitions_of(worker_id)) * FDS_PER_LOG + FDS_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < need:
+        log.warning("open-files limit below what tenants.max_tenants may need",
+                    extra={"limit": target, "need": need, "max_tenants": cfg.tenants.max_tenants})
+
+
 def tenant_key(tenant: str | None, default: str) -> str | None:
     """A batch's or read's tenant as the worker keys it: None for the default tenant."""
     return None if tenant is None or tenant == default else tenant
@@ -562,6 +586,7 @@ def run(cfg: Config, worker_id: int) -> int:
         log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
         return 2
     tune_malloc()
+    _room_for_tenants(cfg, worker_id)
     try:
         worker = StorageWorker(cfg, worker_id)
     except ValueError as exc:  # a missing CurveZMQ key, or a bind that needs curve (ConfigError)
