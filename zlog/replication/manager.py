@@ -291,9 +291,7 @@ class ReplicaManager:
             return
         f.inflight = None
         if r.error is not None:
-            f.phase = "epoch"  # NOT_LEADER: wait for etcd to say who leads; OFFSET: cut first
-            f.sent_ms = now
-            f.inflight = -1 if r.error == "NOT_LEADER" else None
+            f.refused(r.error, now)
             return
         plog = self.worker.logs[p]
         cache = self.cache(p)
@@ -375,7 +373,7 @@ class ReplicaManager:
                 led.proposed, led.proposed_ms = want, now
                 m.propose_isr(led.name, led.epoch, want)
         for f in self.following.values():
-            if (f.inflight is None and now - f.sent_ms > 100) or (f.inflight is not None and f.overdue(now)):
+            if f.due(now):
                 self._ask(f, now)
 
     def _reconcile(self, now: float) -> None:
