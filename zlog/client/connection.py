@@ -7,6 +7,10 @@ Invariants:
 - Every request's future resolves once: the reply message, or an error when the client closes;
   ``request`` turns a NACK into its named ``ZlogError`` and silence into ``Timeout``.
 - Sends never block: a full queue (or no connected router) is ``Backpressure``.
+- A router that stops answering at the network level (its host cut off: no FIN, no RST) is
+  dropped after ``HEARTBEAT_TIMEOUT_MS`` of silence (ZMTP heartbeats), so later sends to it
+  are ``Backpressure`` and retried through the next router instead of queueing on a dead
+  connection until their deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from zlog.protocol import bodies, wire
 from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
 from zlog.protocol.wire import Command
 from zlog.security.curve import ClientCurve
+
+HEARTBEAT_IVL_MS = 500
+HEARTBEAT_TIMEOUT_MS = 1500
 
 
 class AsyncClient:
@@ -48,6 +55,8 @@ class AsyncClient:
             s.setsockopt(zmq.RCVHWM, hwm)
             s.setsockopt(zmq.RECONNECT_IVL, 100)
             s.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
             if curve is not None:  # CurveZMQ: the router checks this key before any frame gets through
                 curve.apply(s)
             s.connect(ep)
