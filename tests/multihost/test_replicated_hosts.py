@@ -53,8 +53,8 @@ why_not = available()
 if why_not is not None:
     pytest.skip(f"network namespaces unavailable here: {why_not}", allow_module_level=True)
 
-LEASE_MS = 2000
-RESUME_S = 10.0  # every partition acknowledges (200) a write sent after the cut within this
+LEASE_MS = 3000  # the default: above etcd's own leader election (~1 s) when the cut host held it
+RESUME_S = 7.5  # every partition acknowledges (200) a write sent after the cut within this
 CUT_S = 4.0  # host 0 stays cut this long: past its lease, so the others elect new leaders
 
 # One writer thread per service, one record per request, acks as the URL says; one line per
@@ -215,8 +215,9 @@ def test_replicated_hosts_move_leadership_off_a_cut_host_and_converge(process_gr
             p = by_service[service]
             first[p] = min(first.get(p, done), done)
         gaps = {p: (first[p] - cut_ms) / 1000 for p in sorted(first)}
-        # Bounded loosely: a gateway answers 202 (its WAL) after its 3 s deadline meanwhile, and the
-        # first 200 comes some seconds after the election (docs/replication.md, host cut off).
+        # A write that went to the cut host's router just before the gateway noticed (ZMTP heartbeat,
+        # 1.5 s) waits out the gateway's 3 s deadline (a 202 from its WAL), so the first 200 comes
+        # about 3 s after the cut even where nothing moved (docs/replication.md, host cut off).
         assert set(gaps) == set(range(6)) and all(g <= RESUME_S for g in gaps.values()), gaps
         failover = sorted(gaps[p] for p in moved)
         print(json.dumps({"failover_s": failover, "others_s": [gaps[p] for p in gaps if p not in moved],
