@@ -54,7 +54,10 @@ if why_not is not None:
     pytest.skip(f"network namespaces unavailable here: {why_not}", allow_module_level=True)
 
 LEASE_MS = 3000  # the default: above etcd's own leader election (~1 s) when the cut host held it
-RESUME_S = 7.5  # every partition acknowledges (200) a write sent after the cut within this
+# Every partition acknowledges (200) a write sent after the cut within this: the lease, plus one
+# more when the cut host held etcd's leadership (a new etcd leader gives every lease a fresh
+# TTL, the cut worker's too), plus a gateway deadline for a write lost on the cut router.
+RESUME_S = 2 * LEASE_MS / 1000 + 3
 CUT_S = 4.0  # host 0 stays cut this long: past its lease, so the others elect new leaders
 
 # One writer thread per service, one record per request, acks as the URL says; one line per
