@@ -186,7 +186,7 @@ def test_a_bad_tenant_header_is_refused_and_nothing_is_stored(cluster: Cluster) 
         status, _, body = post(cluster, bad, records_for("bad", 1, 1))
         assert status == 400 and body["error"] == "INVALID_TENANT", body
         assert get(cluster, "/v1/logs", bad)[0] == 400
-    assert sorted(p.name for p in (cluster.data_dir / "tenants").iterdir()) == ["acme", "globex"]
+    assert {p.name for p in (cluster.data_dir / "tenants").iterdir()} <= {"acme", "globex", "native", "cli"}
 
 
 def test_layout_default_tenant_in_place_others_under_tenants(cluster: Cluster) -> None:
@@ -210,3 +210,19 @@ def test_a_native_producer_writes_as_the_tenant_it_names(cluster: Cluster) -> No
     assert _owners([r["message"] for r in body["records"]]) == {"native"} and len(body["records"]) == 4
     status, body = get(cluster, "/v1/logs?limit=100&contains=native", "default")
     assert isinstance(body, dict) and body["records"] == []
+
+
+def test_zlog_produce_writes_as_the_named_tenant(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "zlog", "produce", "--tenant", "cli", "--service", "billing"],
+                         input=b"cli says 1\ncli says 2\n", env=cluster.env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    status, body = get(cluster, "/v1/logs?limit=100", "cli")
+    assert status == 200
+    assert isinstance(body, dict) and _owners([r["message"] for r in body["records"]]) == {"cli"}
+    assert len(body["records"]) == 2
+    bad = subprocess.run([sys.executable, "-m", "zlog", "produce", "--tenant", "../x", "--service", "s"],
+                         input=b"x\n", env=cluster.env, capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"tenant id" in bad.stderr

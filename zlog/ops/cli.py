@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label added to every record (repeatable)")
     p.add_argument("--router", metavar="ENDPOINT", help="router front endpoint (default: router.front)")
     p.add_argument("--key", metavar="NAME", help="CurveZMQ key under cluster.keys_dir (cluster.curve; default gateway)")
+    p.add_argument("--tenant", help="write as this tenant (default: the default tenant; a key bound to a tenant decides)")
 
     p = sub.add_parser("query", parents=[common], help="search stored logs")
     _filters(p)

@@ -32,6 +32,7 @@ from zlog.config import Config
 from zlog.ingest.records import InvalidBatch, Limits, encode_one
 from zlog.protocol.errors import ZlogError
 from zlog.security.curve import client_curve
+from zlog.tenants.ids import is_valid
 
 BATCH_RECORDS = 1000
 MAX_OUTSTANDING = 64  # sends in flight before reading more stdin
@@ -106,6 +107,10 @@ def produce(cfg: Config, args: argparse.Namespace, stdin: BinaryIO | None = None
     routers = [args.router] if getattr(args, "router", None) else list(cfg.router.front)
     limits = Limits.from_config(cfg.gateway, cfg.storage)
     report = Report(err)
+    tenant = getattr(args, "tenant", None) or None
+    if tenant is not None and not is_valid(tenant):
+        print("zlog produce: --tenant is not a tenant id (1..150 of 0-9 a-z A-Z ! - _ . * ' ( ))", file=err)
+        return 2
     try:
         curve = client_curve(cfg, getattr(args, "key", None) or "gateway")
     except ValueError as exc:
@@ -147,7 +152,7 @@ def produce(cfg: Config, args: argparse.Namespace, stdin: BinaryIO | None = None
                 records.append(rec)
             if not records:
                 continue
-            outstanding.append((producer.send(records), lines[0][0], len(records)))
+            outstanding.append((producer.send(records, tenant=tenant), lines[0][0], len(records)))
             report.sent += len(records)
             while len(outstanding) > MAX_OUTSTANDING:
                 settle(*outstanding.popleft())
