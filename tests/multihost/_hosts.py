@@ -107,6 +107,27 @@ def etcd_endpoints(lab: Lab, host: int) -> list[str]:
     return [f"http://{lab.addr(h)}:{ETCD_CLIENT}" for h in own_first(host)]
 
 
+_ETCD_STATUS = ("import sys, urllib.request\n"
+                "r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'{}'), timeout=2)\n"
+                "print(r.read().decode())\n")
+
+
+def etcd_leader(lab: Lab) -> int | None:
+    """The host whose etcd member leads etcd now (asked from the load host), None if none answers."""
+    ids: dict[str, int] = {}
+    leader = None
+    for h in range(HOSTS):
+        out = lab.run(LB, ["python3", "-c", _ETCD_STATUS, f"http://{lab.addr(h)}:{ETCD_CLIENT}/v3/maintenance/status"],
+                      timeout=10).stdout
+        try:
+            status = json.loads(out)
+        except ValueError:
+            continue
+        ids[str(status["header"]["member_id"])] = h
+        leader = str(status.get("leader"))
+    return ids.get(leader) if leader is not None else None
+
+
 _GET = ("import sys, urllib.request\n"
         "try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
         "    print(r.status); print(r.read().decode())\n"

@@ -36,6 +36,7 @@ from tests.multihost._hosts import (
     LB,
     count_lines,
     etcd_endpoints,
+    etcd_leader,
     http_from,
     loadgen,
     partitions_from,
@@ -167,6 +168,7 @@ def test_replicated_hosts_move_leadership_off_a_cut_host_and_converge(process_gr
         start_probe(process_group, lab, 0, f"http://{lab.addr(0)}:{HTTP_PORT}/v1/logs?acks=leader",
                     list(service_per_partition(moved).values()), isolated_log, 2 + CUT_S, "iso")
         time.sleep(2)
+        etcd_led_by = etcd_leader(lab)
         lab.cut(0)
         cut_ms = int(time.time() * 1000)
         process_group.wait_for(lambda: (ps := parts()) and all(p["leader"] not in (None, 0) for p in ps.values()),
@@ -224,5 +226,6 @@ def test_replicated_hosts_move_leadership_off_a_cut_host_and_converge(process_gr
         assert set(gaps) == set(range(6)) and all(g <= RESUME_S for g in gaps.values()), gaps
         failover = sorted(gaps[p] for p in moved)
         print(json.dumps({"failover_s": failover, "others_s": [gaps[p] for p in gaps if p not in moved],
-                          "leadership_seen_moved_s": round(moved_s, 2), "acknowledged": len(acked),
+                          "leadership_seen_moved_s": round(moved_s, 2),
+                          "etcd_leader_cut": etcd_led_by == 0, "acknowledged": len(acked),
                           "isolated_truncated": len(isolated)}))
