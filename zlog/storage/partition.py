@@ -71,9 +71,13 @@ def check_data(data: bytes, max_record_bytes: int) -> int:
     passes over the bytes instead of a Python loop per line."""
     if not data:
         raise InvalidRecord("empty batch")
-    n = data.count(b"\n")
-    if (n and data[0] == 0x7B and data[-1] == 0x0A and data[-2] == 0x7D and data.count(b"}\n{") == n - 1
-            and (len(data) <= max_record_bytes + 1 or max(map(len, data.split(b"\n"))) <= max_record_bytes)):
+    if len(data) <= max_record_bytes + 1:  # no line can be too long: no split needed
+        n, longest = data.count(b"\n"), 0
+    else:  # one split gives both the line count and the longest line
+        parts = data.split(b"\n")
+        n, longest = len(parts) - 1, max(map(len, parts))
+    if (n and longest <= max_record_bytes and data[0] == 0x7B and data[-1] == 0x0A and data[-2] == 0x7D
+            and data.count(b"}\n{") == n - 1):
         return n
     for i, line in enumerate(data.split(b"\n")):
         if i == n:
