@@ -33,7 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cell(tree: Path, cell: str, seconds: float, warmup: float, gateways: int) -> dict[str, Any]:
     cmd = [sys.executable, str(tree / "tools" / "bench.py"), "--only", cell, "--seconds", str(seconds),
            "--warmup", str(warmup), "--gateways", str(gateways), "--json"]
-    out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=600)
+    for attempt in range(2):  # once more after a failed start: ports are picked at run time and may race
+        out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=600)
+        if out.returncode == 0 or "waiting for the cluster to be ready" not in out.stderr or attempt:
+            break
+        print(f"{cell}: the cluster did not start ({tree}); once more", file=sys.stderr, flush=True)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {cell} failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout)
