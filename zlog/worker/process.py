@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from zlog.config import Config, StorageConfig
+from zlog.config import Config
 from zlog.ingest.records import Limits
 from zlog.ingest.stored import check_data
 from zlog.ops.metrics import WorkerMetrics, serve
@@ -41,10 +41,9 @@ from zlog.security.curve import client_curve
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
 from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.storage.sync import sync_partitions
-from zlog.tenants.ids import is_valid as valid_tenant
-from zlog.tenants.layout import PartitionKey, on_disk, tenant_root
 from zlog.tenants.quotas import LimitsOf
 from zlog.worker.sealing import SealRunner
+from zlog.worker.tenant_logs import TenantLogs, room_for_tenants
 
 if TYPE_CHECKING:
     from zlog.replication.manager import ReplicaManager
@@ -122,11 +121,7 @@ class StorageWorker:
         # on a tenant's first write otherwise (never by a read).
         self.default_tenant = cfg.cluster.tenant
         self.limits_of = LimitsOf(cfg.tenants)
-        self.tenant_logs: dict[PartitionKey, PartitionLog] = {}
-        self.tenants: set[str] = {self.default_tenant}
-        for key in on_disk(self.storage_dir, tuple(self.logs), self.default_tenant):
-            if key[0] != self.default_tenant:
-                self._open_tenant(key)
+        self.tenant_logs = TenantLogs(cfg, self.storage_dir, tuple(self.logs))
         self._turn_bytes: dict[tuple[str | None, int], int] = {}  # staged this turn, for storage quotas
         self.retention_every_ms = cfg.storage.retention_check_ms
         self.sockets = [self._connect(ep) for ep in cfg.router.back]
@@ -139,56 +134,14 @@ class StorageWorker:
 
     # -- tenants --------------------------------------------------------------------------
 
-    def _storage_of(self, tenant: str) -> StorageConfig:
-        """The engine's settings for one tenant: its own retention where it has one."""
-        lim = self.cfg.tenants.limits(tenant)
-        s = self.cfg.storage
-        return dataclasses.replace(s, retention_ms=lim.retention_ms or s.retention_ms,
-                                   retention_bytes=lim.retention_bytes or s.retention_bytes)
-
-    def _open_tenant(self, key: PartitionKey) -> PartitionLog:
-        t0 = time.monotonic()
-        directory = tenant_root(self.storage_dir, key[0], self.default_tenant) / str(key[1])
-        plog = PartitionLog.open(directory, self._storage_of(key[0]))
-        self.tenant_logs[key] = plog
-        self.tenants.add(key[0])
-        log.info("partition open", extra={"tenant": key[0], "partition": key[1], "next_offset": plog.next_offset,
-                                           "segments": plog.segment_count, "bytes": plog.size_bytes,
-                                           "ms": round((time.monotonic() - t0) * 1000, 1)})
-        return plog
-
     def log_of(self, tenant: str | None, p: int) -> PartitionLog | None:
         """The log of ``tenant``'s partition ``p`` if this worker has it (None: default tenant)."""
         if tenant is None or tenant == self.default_tenant:
             return self.logs.get(p)
-        return self.tenant_logs.get((tenant, p))
+        return self.tenant_logs.get(tenant, p)
 
     def all_logs(self) -> list[tuple[str, int, PartitionLog]]:
-        return ([(self.default_tenant, p, plog) for p, plog in self.logs.items()]
-                + [(t, p, plog) for (t, p), plog in self.tenant_logs.items()])
-
-    def _tenant_log_for_write(self, tenant: str, p: int) -> PartitionLog | bodies.Nack:
-        """A non-default tenant's log, created on its first write; a Nack says why not."""
-        plog = self.tenant_logs.get((tenant, p))
-        if plog is not None:
-            return plog
-        if not valid_tenant(tenant):
-            return bodies.Nack("INVALID_TENANT", "the batch's tenant is not a tenant id", False, p)
-        if self.repl is not None:
-            # Only the default tenant's partitions have replicas and leaders (docs/tenants.md).
-            return bodies.Nack("UNKNOWN_TENANT", "this cluster replicates the default tenant only", False, p)
-        t = self.cfg.tenants
-        if tenant not in self.tenants:
-            if not t.auto_create and tenant not in t.names():
-                return bodies.Nack("UNKNOWN_TENANT", f"tenant {tenant!r} is not declared", False, p)
-            if len(self.tenants) >= t.max_tenants:
-                return bodies.Nack("TOO_MANY_TENANTS", f"this cluster keeps at most {t.max_tenants} tenants",
-                                   False, p)
-        try:
-            return self._open_tenant((tenant, p))
-        except (StorageError, OSError) as exc:
-            log.error("cannot open partition", extra={"tenant": tenant, "partition": p, "detail": str(exc)})
-            return bodies.Nack("STORAGE_ERROR", f"cannot open the tenant's partition: {exc}", True, p)
+        return [(self.default_tenant, p, plog) for p, plog in self.logs.items()] + list(self.tenant_logs.items())
 
     def _connect(self, endpoint: str) -> zmq.Socket[bytes]:
         s = self.ctx.socket(zmq.DEALER)
@@ -288,7 +241,7 @@ class StorageWorker:
             return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
         tenant = tenant_key(body.tenant, self.default_tenant)
         if tenant is not None:
-            found = self._tenant_log_for_write(tenant, p)
+            found = self.tenant_logs.for_write(tenant, p, replicated=self.repl is not None)
             if isinstance(found, bodies.Nack):
                 return found
             plog = found
@@ -405,7 +358,7 @@ class StorageWorker:
                 # empty partition (and nothing is created for it: reads never make directories).
                 tenant = tenant_key(read_tenant(msg, self.default_tenant), self.default_tenant)
                 # A replicated partition is read below its high watermark only.
-                source: Any = (self.tenant_logs.get((tenant, p)) if tenant is not None
+                source: Any = (self.tenant_logs.get(tenant, p) if tenant is not None
                                else plog if self.repl is None else self.repl.view(p))
                 body: dict[str, Any] = answer(msg, p, source, self.cfg.storage)
                 if self.repl is not None and tenant is None and msg.command is Command.STATS:
@@ -452,7 +405,7 @@ class StorageWorker:
             self.enforce_retention()
 
     def enforce_retention(self) -> None:
-        """Each tenant's partitions by that tenant's own retention (``_storage_of``)."""
+        """Each tenant's partitions by that tenant's own retention (``tenant_logs.storage_of``)."""
         for tenant, p, plog in self.all_logs():
             if self.sealer.busy((tenant, p)):
                 continue  # not under the seal process's feet; next time
@@ -549,30 +502,6 @@ class StorageWorker:
             s.close(linger=1000)
 
 
-FDS_PER_LOG = 4  # an open partition log: active segment data, index, time index, .batches
-FDS_SPARE = 256  # sockets, metrics, closed segments being read
-
-
-def _room_for_tenants(cfg: Config, worker_id: int) -> None:
-    """Raise the soft open-files limit (up to the hard one) to what ``tenants.max_tenants`` open
-    partition logs need, so that a new tenant's first write cannot fail for want of a descriptor;
-    say so when even the hard limit is short."""
-    import resource
-
-    need = cfg.tenants.max_tenants * len(cfg.partitions_of(worker_id)) * FDS_PER_LOG + FDS_SPARE
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= need:
-        return
-    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        target = soft
-    if target < need:
-        log.warning("open-files limit below what tenants.max_tenants may need",
-                    extra={"limit": target, "need": need, "max_tenants": cfg.tenants.max_tenants})
-
-
 def tenant_key(tenant: str | None, default: str) -> str | None:
     """A batch's or read's tenant as the worker keys it: None for the default tenant."""
     return None if tenant is None or tenant == default else tenant
@@ -586,7 +515,7 @@ def run(cfg: Config, worker_id: int) -> int:
         log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
         return 2
     tune_malloc()
-    _room_for_tenants(cfg, worker_id)
+    room_for_tenants(cfg, worker_id)
     try:
         worker = StorageWorker(cfg, worker_id)
     except ValueError as exc:  # a missing CurveZMQ key, or a bind that needs curve (ConfigError)
