@@ -6,11 +6,11 @@ Invariants:
   is edge-triggered), so no reply waits for another event to be noticed.
 - Every request's future resolves once: the reply message, or an error when the client closes;
   ``request`` turns a NACK into its named ``ZlogError`` and silence into ``Timeout``.
-- Sends never block: a full queue (or no connected router) is ``Backpressure``.
+- Sends never block: a request goes to the chosen router or, if that one is not connected or
+  full, the next; only when none takes it is it ``Backpressure``.
 - A router that stops answering at the network level (its host cut off: no FIN, no RST) is
-  dropped after ``HEARTBEAT_TIMEOUT_MS`` of silence (ZMTP heartbeats), so later sends to it
-  are ``Backpressure`` and retried through the next router instead of queueing on a dead
-  connection until their deadline.
+  dropped after ``HEARTBEAT_TIMEOUT_MS`` of silence (ZMTP heartbeats), so later requests go to
+  the next router instead of queueing on a dead connection until their deadline.
 """
 
 from __future__ import annotations
@@ -105,11 +105,17 @@ class AsyncClient:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFFFFFFFFFF
         rid = self._next_id
         frames = wire.encode(command, rid, partition=partition, key=key, body=body)
-        sock = self.sockets[socket_index % len(self.sockets)]
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            raise Backpressure("no router is connected, or its queue is full") from None
+        # The chosen router first, then the others: one that is not connected (never was, or
+        # dropped by the heartbeat) or full refuses at once, and any router reaches every worker.
+        n = len(self.sockets)
+        for i in range(n):
+            try:
+                self.sockets[(socket_index + i) % n].send_multipart(frames, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                continue
+        else:
+            raise Backpressure("no router is connected, or every router's queue is full") from None
         fut: asyncio.Future[wire.Message] = self.loop.create_future()
         self._waiters[rid] = fut
         # A caller that stops waiting (a timeout cancels the future) leaves no waiter behind.
