@@ -506,8 +506,9 @@ def markdown(result: dict[str, Any]) -> str:
            f"- Machine: {m['nproc']} vCPU ({m['cpu']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
            f"Python {m['python']}",
            f"- Command: `{result['command']}`",
-           f"- Cluster: 1 router, 2 storage workers, {result['gateways']} gateway processes on one port "
-           "(SO_REUSEPORT), 4 partitions, fsync `always`; "
+           ("- Cluster: 1 router, 2 storage workers, 1 gateway process, " if result["gateways"] == 1 else
+            f"- Cluster: 1 router, 2 storage workers, {result['gateways']} gateway processes on one port "
+            "(SO_REUSEPORT), ") + "4 partitions, fsync `always`; "
            f"{result['seconds']:g} s measured per cell after {result['warmup']:g} s of warm-up."]
     if "zlog-r3" in result["audit"]:
         out.append("- `zlog-r3`: the same with `storage.replication_factor = 3` on 3 storage workers, "
