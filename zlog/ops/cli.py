@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+MAX_WORKER_ID = 255  # replicated clusters: ports are base + id, so ids stay small
 
 # Flags accepted by every subcommand (and before it), as (flag, section, key, help).
 _OVERRIDES: tuple[tuple[str, str, str, str], ...] = (
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which of router.front/router.back to bind (default 0)")
 
     p = sub.add_parser("storage", parents=[common], help="run one storage worker")
-    p.add_argument("--worker-id", type=int, required=True, help="0 .. cluster.workers-1")
+    p.add_argument("--worker-id", type=int, required=True, help="0 .. cluster.workers-1 (replicated: up to 255, a worker joining later)")
 
     p = sub.add_parser("gateway", parents=[common], help="run one HTTP gateway process")
     p.add_argument("--port", type=int, dest="gateway__port", metavar="PORT", default=argparse.SUPPRESS, help="HTTP port")
@@ -149,8 +150,12 @@ def dispatch(cfg: Config, args: argparse.Namespace) -> Any:
     if cmd == "router":
         return _target("zlog.router.process", "run")(cfg, args.index)
     if cmd == "storage":
-        if not 0 <= args.worker_id < cfg.cluster.workers:
-            raise ConfigError(f"--worker-id must be 0..{cfg.cluster.workers - 1} (cluster.workers)")
+        # A replicated cluster takes workers beyond cluster.workers (the initial placement):
+        # they register in etcd and get replicas by reassignment (docs/replication.md).
+        most = cfg.cluster.workers if cfg.storage.replication_factor < 2 else MAX_WORKER_ID + 1
+        if not 0 <= args.worker_id < most:
+            raise ConfigError(f"--worker-id must be 0..{most - 1}"
+                              + (" (cluster.workers)" if most == cfg.cluster.workers else ""))
         return _target("zlog.worker.process", "run")(cfg, args.worker_id)
     if cmd == "gateway":
         return _target("zlog.gateway.app", "run")(cfg, args.index)

@@ -141,8 +141,10 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
                          source="stats", leader_epoch=0, high_watermark=st.get("next_offset"),
                          stored_bytes=st.get("stored_bytes"), index_bytes=st.get("index_bytes"),
                          sealed_segments=st.get("sealed_segments"))
-            entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark") if k in st})
-            if len(entry["isr"]) < len(entry["replicas"]):
+            entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark",
+                                             "reassigning", "adding", "removing", "draining") if k in st})
+            # A replica a reassignment is adding is catching up, not missing.
+            if len(entry["isr"]) < len(entry["replicas"]) - len(entry.get("adding", ())):
                 problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
         else:
             # The owner's last published gauges are better than nothing (they lag a heartbeat).
@@ -296,7 +298,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     lines += _table("PARTITIONS", ["partition", "leader", "isr/replicas", "epoch", "lowest", "highest", "hw", "bytes",
                                    "stored", "ratio", "index", "segments", "sealed", "newest"],
-                    ([_fmt(p["partition"]), _fmt(p["leader"]), f"{_fmt(p['isr'])}/{_fmt(p['replicas'])}",
+                    ([_fmt(p["partition"]), _fmt(p["leader"]), f"{_fmt(p['isr'])}/{_fmt(p['replicas'])}" + _moving(p),
                       _fmt(p["leader_epoch"]), _fmt(p["lowest_offset"]), _fmt(p["highest_offset"]),
                       _fmt(p["high_watermark"]), _bytes(p["bytes"]), _bytes(p.get("stored_bytes")), _ratio(p),
                       _bytes(p.get("index_bytes")), _fmt(p["segments"]), _fmt(p.get("sealed_segments")),
@@ -329,3 +331,8 @@ def _newest(ts: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts / 1000))
 
 
+def _moving(p: dict[str, Any]) -> str:
+    """A reassignment under way, as ``+added -removed`` beside the replicas."""
+    if not p.get("reassigning"):
+        return ""
+    return f" +{_fmt(p.get('adding'))} -{_fmt(p.get('removing'))}"

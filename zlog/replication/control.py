@@ -18,7 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zlog.config import owner_of
 from zlog.replication.coordination import PartitionState, Snapshot
@@ -38,7 +38,7 @@ class Proposal:
     name: str
     state: PartitionState
     revision: int  # the mod_revision it was computed from (0: create)
-    why: str  # create | elect | reclaim | isr
+    why: str  # create | elect | reclaim | isr | handoff | reassign | complete
 
 
 def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[str, int],
@@ -49,8 +49,11 @@ def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[st
     had time to start), by the first live one."""
     alive = set(snap.workers)
     out: list[Proposal] = []
-    for name, replicas in mine.items():
+    held = {n: s.replicas for n, (s, _) in snap.partitions.items() if me in s.replicas}
+    for name, replicas in {**mine, **held}.items():
         cur = snap.partitions.get(name)
+        if cur is not None and me not in cur[0].replicas:
+            continue  # moved off this worker by a reassignment: not ours any more
         if cur is None:
             live = [r for r in replicas if r in alive]
             if live and live[0] == me and (eager or replicas[0] == me):
@@ -59,16 +62,16 @@ def plan(snap: Snapshot, me: int, mine: dict[str, tuple[int, ...]], won: dict[st
         state, rev = cur
         if state.leader == me:
             if won.get(name) != state.epoch:
-                out.append(Proposal(name, PartitionState(state.replicas, me, state.isr, state.epoch + 1), rev,
-                                    "reclaim"))
+                out.append(Proposal(name, replace(state, epoch=state.epoch + 1), rev, "reclaim"))
             continue
         if state.leader is not None and state.leader in alive:
             continue
         candidates = [r for r in state.replicas if r in state.isr and r in alive and r != state.leader]
-        candidates.sort(key=lambda r: r in snap.drains)  # a drained replica only when none else is
+        # a drained (or leaving) replica only when none else is
+        candidates.sort(key=lambda r: r in snap.drains or r in state.removing)
         if candidates and candidates[0] == me:
             isr = tuple(sorted({r for r in state.isr if r != state.leader} | {me}))
-            out.append(Proposal(name, PartitionState(state.replicas, me, isr, state.epoch + 1), rev, "elect"))
+            out.append(Proposal(name, replace(state, leader=me, isr=isr, epoch=state.epoch + 1), rev, "elect"))
     return out
 
 
@@ -76,15 +79,22 @@ def handoff_target(snap: Snapshot, me: int, name: str, epoch: int) -> int | None
     """Whom the leader ``me`` of ``name`` in ``epoch`` should hand leadership to now, if anyone:
     when ``me`` is being drained, the first live in-sync replica not drained; otherwise, once
     every replica is in sync, the preferred (first) replica when it is live and not drained
-    (leadership goes back where placement put it, spreading leaders evenly again)."""
+    (leadership goes back where placement put it, spreading leaders evenly again). A leader that
+    a reassignment removes hands over like a drained one, once the added replicas are in sync;
+    during a reassignment the preferred replica is the target's first."""
     cur = snap.partitions.get(name)
     if cur is None or cur[0].leader != me or cur[0].epoch != epoch:
         return None
     state = cur[0]
-    ok = [r for r in state.replicas if r != me and r in state.isr and r in snap.workers and r not in snap.drains]
+    leaving = state.removing
+    order = (*state.target, *state.replicas) if state.target else state.replicas
+    ok = [r for r in dict.fromkeys(order) if r != me and r in state.isr and r in snap.workers
+          and r not in snap.drains and r not in leaving]
     if me in snap.drains:
         return ok[0] if ok else None
-    preferred = state.replicas[0]
+    if me in leaving:
+        return ok[0] if ok and set(state.adding) <= set(state.isr) else None
+    preferred = order[0]
     if preferred != me and preferred in ok and set(state.isr) == set(state.replicas):
         return preferred
     return None
@@ -96,6 +106,8 @@ def isr_change(snap: Snapshot, me: int, name: str, epoch: int, isr: frozenset[in
     if cur is None:
         return None
     state, rev = cur
-    if state.leader != me or state.epoch != epoch or set(state.isr) == set(isr):
+    # Only replicas may be in sync: a member a reassignment just removed is not added back.
+    new = tuple(sorted((isr | {me}) & set(state.replicas)))
+    if state.leader != me or state.epoch != epoch or set(state.isr) == set(new):
         return None
-    return Proposal(name, PartitionState(state.replicas, me, tuple(sorted(isr | {me})), epoch), rev, "isr")
+    return Proposal(name, replace(state, isr=new), rev, "isr")

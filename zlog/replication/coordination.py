@@ -3,7 +3,9 @@
 Keys, under ``cluster.etcd_prefix``:
 - ``workers/<id>``: ``{"id", "host", "pid", "endpoint", "metrics_port"}``, put under the worker's
   lease, so it disappears when the worker stops renewing it (death, partition, hang).
-- ``partitions/<name>``: ``{"replicas", "leader", "isr", "epoch"}``. ``name`` is a string (the
+- ``partitions/<name>``: ``{"replicas", "leader", "isr", "epoch", "target", "adding"}``;
+  ``target``, when not empty, is the replica set a reassignment moves to, ``adding`` the
+  replicas it adds (``replicas`` then holds the old set plus those, see ``zlog.replication.moves``). ``name`` is a string (the
   partition number today), so a tenant prefix fits in later without a new layout.
 - ``drain/<id>``: present while worker ``id`` is being drained (``zlog worker drain``): it leads
   nothing and is never elected while another in-sync replica can be.
@@ -74,17 +76,25 @@ class PartitionState:
     leader: int | None
     isr: tuple[int, ...]
     epoch: int
+    target: tuple[int, ...] = ()  # a reassignment under way: the replica set it ends with
+    adding: tuple[int, ...] = ()  # ... and the replicas it adds (in ``replicas`` already)
+
+    @property
+    def removing(self) -> tuple[int, ...]:
+        return tuple(r for r in self.replicas if r not in self.target) if self.target else ()
 
     def to_json(self) -> bytes:
         return orjson.dumps({"replicas": list(self.replicas), "leader": self.leader,
-                             "isr": sorted(self.isr), "epoch": self.epoch})
+                             "isr": sorted(self.isr), "epoch": self.epoch, "target": list(self.target),
+                             "adding": list(self.adding)})
 
     @classmethod
     def from_json(cls, raw: bytes) -> PartitionState:
         o = orjson.loads(raw)
         leader = o.get("leader")
         return cls(tuple(int(r) for r in o["replicas"]), None if leader is None else int(leader),
-                   tuple(sorted(int(r) for r in o["isr"])), int(o["epoch"]))
+                   tuple(sorted(int(r) for r in o["isr"])), int(o["epoch"]),
+                   tuple(int(r) for r in o.get("target") or ()), tuple(int(r) for r in o.get("adding") or ()))
 
 
 @dataclass(frozen=True, slots=True)

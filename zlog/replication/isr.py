@@ -99,6 +99,18 @@ class LeaderState:
                 want.add(r)
         return frozenset(want)
 
+    def set_replicas(self, replicas: tuple[int, ...], now_ms: float) -> bool:
+        """etcd now lists ``replicas`` (a reassignment). An added replica starts with no benefit
+        of the doubt: it joins the ISR only by catching up. True if the high watermark moved."""
+        self.replicas = replicas
+        for r in replicas:
+            if r != self.leader and r not in self.followers:
+                self.followers[r] = Follower(0, now_ms - self.lag_ms - 1)
+        for r in [r for r in self.followers if r not in replicas]:
+            del self.followers[r]
+        self.isr = frozenset(r for r in self.isr if r in replicas) | {self.leader}
+        return self._advance()
+
     def set_isr(self, isr: frozenset[int]) -> bool:
         """etcd now holds ``isr``. True if the high watermark moved (a laggard left)."""
         self.isr = frozenset(isr) | {self.leader}

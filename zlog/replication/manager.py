@@ -10,6 +10,10 @@ Invariants:
   process (``Membership.won``) and its lease is safe (not fenced); it claims p in READY only
   then, and every held acknowledgement is NACKed the moment any of that stops being true.
 - It follows p only from the leader etcd names, in that leader's epoch.
+- The partitions it holds are those etcd lists it among the replicas of (a reassignment adds
+  and removes them while it runs; ``zlog.replication.moves``), plus, before etcd knows a
+  partition, the ones placement gives it. A partition it is removed from is no longer followed
+  or led; its files stay until the operator removes them.
 - Every read of a replicated partition is bounded by the high watermark (``view``).
 - Malformed replication messages are counted and dropped; nothing here raises into the loop.
 """
@@ -39,6 +43,7 @@ from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.view import BoundedLog
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
+from zlog.storage import PartitionLog
 from zlog.storage.sync import sync_partitions
 
 log = logging.getLogger("zlog.replication")
@@ -185,7 +190,10 @@ class ReplicaManager:
         led = self.led_parts.get(p)
         return {"leader": st.leader if st else None, "replicas": list(st.replicas) if st else [],
                 "isr": sorted(led.state.isr) if led else (list(st.isr) if st else []),
-                "leader_epoch": st.epoch if st else -1, "high_watermark": self.view(p).next_offset}
+                "leader_epoch": st.epoch if st else -1, "high_watermark": self.view(p).next_offset,
+                "reassigning": bool(st and st.target), "adding": list(st.adding) if st else [],
+                "removing": list(st.removing) if st else [],
+                "draining": sorted(snap.drains) if (snap := self.membership.snapshot) else []}
 
     # -- sockets ----------------------------------------------------------------------------
 
@@ -376,10 +384,28 @@ class ReplicaManager:
             if f.due(now):
                 self._ask(f, now)
 
+    def _adopt(self, name: str) -> None:
+        """A replica a reassignment added to this worker: open (or create) its log."""
+        try:
+            p = int(name)
+        except ValueError:
+            return
+        if not 0 <= p < self.cfg.cluster.partitions:
+            return
+        if p not in self.worker.logs:
+            self.worker.logs[p] = PartitionLog.open(Path(self.worker.storage_dir) / name, self.cfg.storage)
+        log.info("replica added to this worker", extra={"partition": p})
+        self.partitions.append(p)
+        self.names[p] = name
+        self.by_name[name] = p
+
     def _reconcile(self, now: float) -> None:
         snap = self.membership.snapshot
         if snap is None:
             return
+        for name, (st, _) in sorted(snap.partitions.items()):
+            if self.me in st.replicas and name not in self.by_name:
+                self._adopt(name)
         claimed = False
         for p in self.partitions:
             name = self.names[p]
@@ -388,6 +414,12 @@ class ReplicaManager:
                 continue
             state = entry[0]
             self.states[p] = state
+            if self.me not in state.replicas:  # moved off this worker
+                if p in self.led_parts:
+                    self._step_down(p)
+                    claimed = True
+                self.following.pop(p, None)
+                continue
             handing = self._handing.get(p)
             if handing is not None and (state.leader != self.me or now - handing > 3000):
                 del self._handing[p]  # done (or the transaction lost: lead again)
@@ -404,11 +436,16 @@ class ReplicaManager:
                     self.following.pop(p, None)
                     self._become_leader(p, state, now)
                     claimed = True
-                elif frozenset(state.isr) | {self.me} != led.state.isr:
+                    continue
+                moved = False
+                if led.state.replicas != state.replicas:  # a reassignment added or removed one
+                    moved = led.state.set_replicas(state.replicas, now)
+                if frozenset(state.isr) | {self.me} != led.state.isr:
                     grew = len(state.isr) > len(led.state.isr)
                     (self.metrics.isr_expands if grew else self.metrics.isr_shrinks).inc()
-                    if led.state.set_isr(frozenset(state.isr)):
-                        self._advanced(led)
+                    moved = led.state.set_isr(frozenset(state.isr)) or moved
+                if moved:
+                    self._advanced(led)
                 continue
             if p in self.led_parts:
                 self._step_down(p)

@@ -23,9 +23,11 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 
 from zlog.replication.control import Proposal, isr_change, plan
-from zlog.replication.coordination import CoordinationError, Coordinator, PartitionState, Snapshot, WorkerInfo
+from zlog.replication.coordination import CoordinationError, Coordinator, Snapshot, WorkerInfo
+from zlog.replication.moves import completions, controller, reassignments
 
 log = logging.getLogger("zlog.replication")
 
@@ -115,6 +117,8 @@ class Membership(threading.Thread):
         snap = self.coord.snapshot()
         eager = time.monotonic() - self._born > max(5.0, 2 * self.ttl_s)
         proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won, eager)
+        if eager and controller(snap) == self.info.id:  # the one worker that moves replicas
+            proposals += completions(snap) + reassignments(snap)
         while True:
             try:
                 name, epoch, isr = self._isr.get_nowait()
@@ -131,8 +135,7 @@ class Membership(threading.Thread):
             cur = snap.partitions.get(name)
             if cur is not None and cur[0].leader == self.info.id and cur[0].epoch == epoch:
                 s = cur[0]
-                proposals.append(Proposal(name, PartitionState(s.replicas, target, s.isr, epoch + 1), cur[1],
-                                          "handoff"))
+                proposals.append(Proposal(name, replace(s, leader=target, epoch=epoch + 1), cur[1], "handoff"))
         changed = False
         for p in proposals:
             if self.coord.cas(p.name, p.state, p.revision):
@@ -143,6 +146,8 @@ class Membership(threading.Thread):
                     self.elections += 1
                 log.info("partition state changed", extra={"partition": p.name, "why": p.why,
                                                            "leader": p.state.leader, "isr": list(p.state.isr),
+                                                           "replicas": list(p.state.replicas),
+                                                           "target": list(p.state.target),
                                                            "epoch": p.state.epoch})
         if changed:
             snap = self.coord.snapshot()

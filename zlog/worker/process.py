@@ -511,8 +511,10 @@ def run(cfg: Config, worker_id: int) -> int:
     from zlog.ops.logs import setup_logging
 
     setup_logging(cfg.log, "storage", worker=worker_id)
-    if not 0 <= worker_id < cfg.cluster.workers:
-        log.error("worker id out of range", extra={"worker": worker_id, "workers": cfg.cluster.workers})
+    # Replicated, cluster.workers is only the initial placement: more workers may join (etcd).
+    most = cfg.cluster.workers if cfg.storage.replication_factor < 2 else 256
+    if not 0 <= worker_id < most:
+        log.error("worker id out of range", extra={"worker": worker_id, "workers": most})
         return 2
     tune_malloc()
     room_for_tenants(cfg, worker_id)
