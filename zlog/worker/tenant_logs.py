@@ -101,7 +101,9 @@ def room_for_tenants(cfg: Config, worker_id: int) -> None:
     """Raise the soft open-files limit (up to the hard one) to what ``tenants.max_tenants`` open
     partition logs need, so that a new tenant's first write cannot fail for want of a descriptor;
     say so when even the hard limit is short."""
-    need = cfg.tenants.max_tenants * len(cfg.partitions_of(worker_id)) * FDS_PER_LOG + FDS_SPARE
+    # Replicated, a worker may come to hold a replica of any partition (reassignment).
+    held = cfg.cluster.partitions if cfg.storage.replication_factor > 1 else len(cfg.partitions_of(worker_id))
+    need = cfg.tenants.max_tenants * held * FDS_PER_LOG + FDS_SPARE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return
