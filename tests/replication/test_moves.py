@@ -8,7 +8,7 @@ import pytest
 
 from zlog.replication.control import handoff_target, isr_change, plan
 from zlog.replication.coordination import PartitionState, Snapshot, WorkerInfo
-from zlog.replication.moves import completions, controller, reassignments
+from zlog.replication.moves import completions, controller, nowhere_to_go, reassignments
 
 
 def snap(alive: dict[int, str], parts: dict[str, PartitionState], drains: set[int] | frozenset[int] = frozenset()
@@ -120,3 +120,9 @@ def test_proposals_keep_the_reassignment_and_a_removed_replica_stays_out() -> No
 def test_the_controller_is_the_smallest_live_worker() -> None:
     assert controller(snap({2: "h", 5: "h"}, {})) == 2
     assert controller(snap({}, {})) is None
+
+
+def test_a_drain_with_nowhere_to_go_says_so() -> None:
+    parts = {"0": full((0, 1)), "1": full((1, 2))}
+    assert nowhere_to_go(snap(hosts(2), parts, {0}), 0) == ["0"]
+    assert nowhere_to_go(snap(hosts(3), parts, {0}), 0) == []

@@ -6,8 +6,9 @@ handoff_target``), and no election picks N while another in-sync replica can be 
 controller also reassigns every replica N holds to another worker (``zlog.replication.moves``):
 the new replica catches up and joins the ISR before N's is dropped. The command prints each
 partition's replicas until worker N holds none (exit 0: it may be stopped with nothing lost)
-or ``--wait`` passes (exit 1). Undraining deletes the key: N may lead and receive replicas
-again (balancing moves some back).
+or ``--wait`` passes (exit 1); when no other live worker could take them, once N leads
+nothing (exit 0, saying which partitions stay one replica short if N stops). Undraining
+deletes the key: N may lead and receive replicas again (balancing moves some back).
 
 Invariants:
 - Only etcd is written; the workers do the moving, each with its own transactions.
@@ -23,6 +24,7 @@ import time
 from zlog.config import Config
 from zlog.replication.coordination import CoordinationError, Coordinator
 from zlog.replication.etcd_server import local_endpoints
+from zlog.replication.moves import nowhere_to_go
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -52,6 +54,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                               for name, (s, _) in sorted(snap.partitions.items())), flush=True)
             if not held:
                 print(f"worker {n} is drained: it holds no replica and may be stopped")
+                return 0
+            stuck = nowhere_to_go(snap, n)
+            if not led and stuck == held:
+                print(f"worker {n} leads nothing; its replicas of {', '.join(stuck)} have no other live worker to "
+                      f"go to, so stopping it leaves those partitions with one replica fewer")
                 return 0
             if time.monotonic() >= deadline:
                 print(f"worker {n} still holds {', '.join(held)} (leads {', '.join(led) or 'nothing'}) after "

@@ -57,6 +57,13 @@ def _start(name: str, state: PartitionState, rev: int, new: tuple[int, ...]) -> 
     return Proposal(name, replace(state, replicas=state.replicas + added, target=new, adding=added), rev, "reassign")
 
 
+def nowhere_to_go(snap: Snapshot, worker: int) -> list[str]:
+    """The partitions ``worker`` holds that no live, undrained worker could take a replica of."""
+    eligible = [w for w in snap.workers if w not in snap.drains]
+    return sorted(n for n, (s, _) in snap.partitions.items()
+                  if worker in s.replicas and not s.target and all(w in s.replicas for w in eligible))
+
+
 def completions(snap: Snapshot) -> list[Proposal]:
     """Reassignments whose added replicas are all in sync and whose leader stays: finish them."""
     out = []
