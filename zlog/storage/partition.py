@@ -12,7 +12,8 @@ Invariants:
 - Only the active segment is ever written; retention deletes whole oldest segments, never it.
 - A closed segment is plain (``Segment``) or sealed (``SealedSegment``, zlog.storage.sealed);
   ``seal_closed``/``adopt_sealed`` switch forms without changing offsets or content.
-- Unknown files in the directory are logged and left alone.
+- Unknown files in the directory are logged and left alone (``opening``, which loads the segments).
+- A batch's bytes are checked by ``batchdata`` before anything is staged.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -32,18 +32,18 @@ from typing import cast
 from zlog.config import StorageConfig
 from zlog.storage import scan as scanning
 from zlog.storage import sealer as sealing
-from zlog.storage.errors import DiskFull, InvalidRecord, RecordTooLarge, StorageError
+from zlog.storage.batchdata import check_data, encode_batch
+from zlog.storage.errors import DiskFull, InvalidRecord, StorageError
 from zlog.storage.index import IndexBuilder, TimeIndexBuilder
+from zlog.storage.opening import open_segments
 from zlog.storage.producers import ProducerBatch, ProducerTable
-from zlog.storage.recovery import Report, load_closed, recover_active
 from zlog.storage.rollup import Rollup
 from zlog.storage.scan import AnySegment, ScanResult
-from zlog.storage.sealed import SEALED, SEALED_TMP, SealedSegment
+from zlog.storage.sealed import SEALED, SealedSegment
 from zlog.storage.segment import DATA, Segment, Staged, create_batches_file, fsync_dir, stem
 from zlog.storage.tokens import Needles
 
 log = logging.getLogger("zlog.storage")
-_KNOWN = re.compile(r"^(\d{20})\.(jsonl|index|timeindex|batches|rollup|jsonl\.zst)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,42 +51,6 @@ class AppendResult:
     base_offset: int  # -1: a duplicate too old to remember where it went
     count: int
     duplicate: bool = False
-
-
-def encode_batch(lines: Sequence[bytes], max_record_bytes: int) -> bytes:
-    """The batch as stored: lines joined by newlines plus a trailing one, checked by ``check_data``."""
-    if not lines:
-        raise InvalidRecord("empty batch")
-    try:
-        data = b"\n".join([*lines, b""])
-    except TypeError:
-        raise InvalidRecord("records must be bytes") from None
-    check_data(data, max_record_bytes)
-    return data
-
-
-def check_data(data: bytes, max_record_bytes: int) -> int:
-    """The number of lines of a batch as stored (newline-terminated one-line JSON objects of at most
-    ``max_record_bytes``), or ``InvalidRecord`` naming the first bad line. A handful of C-level
-    passes over the bytes instead of a Python loop per line."""
-    if not data:
-        raise InvalidRecord("empty batch")
-    if len(data) <= max_record_bytes + 1:  # no line can be too long: no split needed
-        n, longest = data.count(b"\n"), 0
-    else:  # one split gives both the line count and the longest line
-        parts = data.split(b"\n")
-        n, longest = len(parts) - 1, max(map(len, parts))
-    if (n and longest <= max_record_bytes and data[0] == 0x7B and data[-1] == 0x0A and data[-2] == 0x7D
-            and data.count(b"}\n{") == n - 1):
-        return n
-    for i, line in enumerate(data.split(b"\n")):
-        if i == n:
-            raise InvalidRecord(f"record {i}: the batch does not end with a newline", index=i)
-        if len(line) > max_record_bytes:
-            raise RecordTooLarge(f"record {i}: {len(line)} bytes > {max_record_bytes}", index=i)
-        if line[:1] != b"{" or line[-1:] != b"}":
-            raise InvalidRecord(f"record {i}: not a one-line JSON object", index=i)
-    raise InvalidRecord("not newline-terminated one-line JSON objects")  # unreachable
 
 
 def _io_error(exc: OSError, what: str, committed: int) -> StorageError:
@@ -122,50 +86,10 @@ class PartitionLog:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self = cls(directory, config, clock)
-        bases: set[int] = set()
-        plain: set[int] = set()
-        stray: dict[int, list[Path]] = {}
-        for p in sorted(directory.iterdir()):
-            m = _KNOWN.match(p.name)
-            if m and m.group(2) in ("jsonl", "jsonl.zst"):
-                bases.add(int(m.group(1)))
-                plain.update([int(m.group(1))] if m.group(2) == "jsonl" else [])
-            elif m:
-                stray.setdefault(int(m.group(1)), []).append(p)
-            elif p.name.endswith(".batches.tmp") and _KNOWN.match(p.name[:-4]):
-                p.unlink()  # an unfinished roll: the previous segment is still the active one
-            elif p.name.endswith(SEALED_TMP) and _KNOWN.match(p.name[:-4]):
-                p.unlink()  # an unfinished seal: the plain form is still whole
-            elif p.name.endswith(DATA + ".tmp") and _KNOWN.match(p.name[:-4]):
-                p.unlink()  # an unfinished unseal: the sealed form is still whole
-            else:
-                log.warning("%s: unknown file in partition directory, left alone", p)
-        for base, paths in stray.items():
-            if base not in bases:
-                for p in paths:  # leftovers of an interrupted delete or roll: ours, no data
-                    log.info("%s: removing index file without data", p)
-                    p.unlink()
-        ordered = sorted(bases)
-        report = Report()
-        interval = config.index_interval_bytes
-        now_ms = int(clock() * 1000)
         try:
-            for i, base in enumerate(ordered[:-1]):
-                sealed = (sealing.resolve(directory, base, ordered[i + 1], base in plain, self.stats)
-                          if (directory / (stem(base) + SEALED)).exists() else None)
-                self.segments.append(sealed or load_closed(directory, base, ordered[i + 1], interval, report))
-            if ordered and ordered[-1] not in plain:
-                sealing.unseal(directory, ordered[-1])  # cut back into a sealed segment
-            elif ordered and (directory / (stem(ordered[-1]) + SEALED)).exists():
-                (directory / (stem(ordered[-1]) + SEALED)).unlink()  # an unseal finished its rename
-            if ordered:
-                self.segments.append(recover_active(directory, ordered[-1], interval, now_ms, report))
-            else:
-                create_batches_file(directory, 0, now_ms, [])
-                self.segments.append(recover_active(directory, 0, interval, now_ms, report))
-                fsync_dir(directory)
+            self.segments, report = open_segments(directory, config.index_interval_bytes, int(clock() * 1000),
+                                                  self.stats)
         except OSError as exc:
-            self.close()
             raise StorageError(f"{directory}: cannot open: {exc}") from exc
         for e in report.producer_entries:
             self.producers.restore(e.producer_id, e.sequence, e.base_offset, e.count) if e.sequence >= 0 else None
