@@ -48,7 +48,7 @@ from zlog.gateway.server import refusal_body
 from zlog.gateway.spool import Spool
 from zlog.gateway.wal import IngestWal
 from zlog.ops.metrics import serve
-from zlog.ops.runtime import freeze_startup_garbage, tune_malloc
+from zlog.ops.runtime import freeze_startup_garbage, stop_event_on_signals, tune_malloc
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 from zlog.security import credentials
@@ -208,19 +208,7 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
     app = loop.run_until_complete(make_app(cfg, index))
     serve(cfg.gateway.metrics_port_base + index, app[CONTEXT].metrics.registry, host=cfg.gateway.host)
     freeze_startup_garbage()
-    terms = 0
-
-    stop = asyncio.Event()
-
-    def on_term() -> None:
-        nonlocal terms
-        terms += 1
-        if terms > 1:
-            os._exit(1)
-        stop.set()
-
-    loop.add_signal_handler(signal.SIGTERM, on_term)
-    loop.add_signal_handler(signal.SIGINT, on_term)
+    stop = stop_event_on_signals(loop)
     loop.add_signal_handler(signal.SIGHUP, app[AUTH].reload)
     log.info("gateway started", extra={"url": f"http://{host}:{port}", "pid": os.getpid(), "auth": cfg.auth.mode,
                                         "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from zlog.protocol.errors import BadParameter
+from zlog.read.params import parse_limit  # Loki's limit rules are /v1/logs' own
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 5000
 DEFAULT_SINCE_NS = 3_600_000_000_000
 MAX_NS = (1 << 63) - 1
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y))+$")
@@ -72,18 +71,6 @@ def parse_duration(text: str | None, name: str) -> int | None:
     if ns <= 0:
         raise BadParameter(name, "must be a positive duration")
     return ns
-
-
-def parse_limit(text: str | None) -> int:
-    if text is None or text == "":
-        return DEFAULT_LIMIT
-    try:
-        n = int(text)
-    except ValueError:
-        raise BadParameter("limit", "must be an integer") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise BadParameter("limit", f"must be 1..{MAX_LIMIT}")
-    return n
 
 
 def parse_direction(text: str | None) -> bool:

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -60,7 +61,7 @@ def freeze_startup_garbage() -> None:
 
 
 def on_stop_signals(request_stop: Callable[[], None]) -> None:
-    """Install the two-step stop for a process with its own loop (the gateway uses aiohttp's)."""
+    """Install the two-step stop for a process with its own (non-asyncio) loop."""
     asked = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -72,3 +73,21 @@ def on_stop_signals(request_stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def stop_event_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """The two-step stop on an asyncio loop: the first SIGTERM/SIGINT sets the returned event
+    (stop intake, flush, exit), a second one exits at once."""
+    stop = asyncio.Event()
+    asked = False
+
+    def handler() -> None:
+        nonlocal asked
+        if asked:
+            os._exit(1)
+        asked = True
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, handler)
+    loop.add_signal_handler(signal.SIGINT, handler)
+    return stop

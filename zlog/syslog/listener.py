@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import time
 from typing import Any
 
@@ -237,6 +236,7 @@ async def serve_syslog(cfg: Config, stop: asyncio.Event) -> None:
 
 def run(cfg: Config) -> int:
     from zlog.ops.logs import setup_logging
+    from zlog.ops.runtime import stop_event_on_signals
 
     setup_logging(cfg.log, "syslog")
     if not cfg.syslog.tcp and not cfg.syslog.udp:
@@ -244,17 +244,6 @@ def run(cfg: Config) -> int:
         return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    stop = asyncio.Event()
-    terms = 0
-
-    def on_term() -> None:
-        nonlocal terms
-        terms += 1
-        if terms > 1:
-            os._exit(1)
-        stop.set()
-
-    loop.add_signal_handler(signal.SIGTERM, on_term)
-    loop.add_signal_handler(signal.SIGINT, on_term)
+    stop = stop_event_on_signals(loop)
     loop.run_until_complete(serve_syslog(cfg, stop))
     return 0
