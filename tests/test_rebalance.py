@@ -99,6 +99,13 @@ def test_a_joining_worker_gets_replicas_and_a_drain_moves_them_off_losing_nothin
             assert all(p["draining"] == [0] and p["reassigning"] is False and sorted(p["replicas"]) == [1, 2]
                        for p in report["partitions"]), report["partitions"]
             print(f"replicas after the join {held}; acknowledged {len(acked)} records; errors {dict(errors)}")
+            # Every completed move dropped the old replica only with all of the new set in sync.
+            changes = [json.loads(line) for w in range(3)
+                       for line in c.procs[f"storage-{w}"].log_path.read_text().splitlines()
+                       if line.startswith("{") and "partition state changed" in line]
+            done = [e for e in changes if e.get("why") == "complete"]
+            assert len(done) >= 4 and len([e for e in changes if e.get("why") == "reassign"]) == len(done), changes
+            assert all(sorted(e["isr"]) == sorted(e["replicas"]) and not e["target"] for e in done), done
             assert len(acked) > 100
 
             wait_until(lambda: all(len({len(replica_lines(tmp_path, w, p)) for w in (1, 2)}) == 1
