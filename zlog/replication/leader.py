@@ -28,7 +28,7 @@ from zlog.storage import PartitionLog
 class Waiter:
     """A PRODUCE reply waiting for the high watermark of one or more partitions."""
 
-    reply: Any  # zlog.worker.process.Reply
+    reply: Any  # zlog.worker.turn.Reply
     outstanding: int = 0
     failed: bool = False
 

@@ -1,7 +1,7 @@
 """The storage worker process: one DEALER per router, and the storage engine of its partitions.
 
 Each loop turn drains every message that is ready, stages all produce batches, commits each
-touched partition once (one write + one fsync: group commit), and only then sends the ACKs.
+touched partition once (one write + one fsync: group commit, ``turn.py``), and only then sends the ACKs.
 Reads are served after the commit, from committed data, each bounded by a byte budget so that a
 long scan never stalls ingestion for long.
 
@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +38,11 @@ from zlog.protocol import bodies, wire
 from zlog.protocol.wire import Command
 from zlog.security.curve import client_curve
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
-from zlog.storage.errors import DiskFull, InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
-from zlog.storage.sync import sync_partitions
+from zlog.storage.errors import InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
 from zlog.tenants.quotas import LimitsOf
 from zlog.worker.sealing import SealRunner
 from zlog.worker.tenant_logs import TenantLogs, room_for_tenants
+from zlog.worker.turn import Pending, Reply, commit_turn, reply_frames
 
 if TYPE_CHECKING:
     from zlog.replication.manager import ReplicaManager
@@ -52,33 +51,6 @@ log = logging.getLogger("zlog.worker")
 
 DRAIN_PER_TURN = 4096
 IDLE_ROLLUP_BYTES = 1024 * 1024
-
-
-@dataclass(slots=True)
-class Reply:
-    """The answer owed to one PRODUCE message: one result per batch it carried."""
-
-    sock: zmq.Socket[bytes]
-    reply_to: bytes
-    rid: bytes
-    multi: bool
-    results: list[bodies.Ack | bodies.Nack | None]
-    acks: str = "all"  # "all": answered once every in-sync replica has it (replicated partitions)
-
-
-@dataclass(slots=True)
-class Pending:
-    """A batch staged this turn, waiting for the commit to know its result."""
-
-    reply: Reply
-    index: int
-    partition: int
-    result: AppendResult
-    tenant: str | None = None  # None: the default tenant (``StorageWorker.logs``)
-
-    @property
-    def key(self) -> tuple[str | None, int]:
-        return self.tenant, self.partition
 
 
 def partition_dir(data_dir: Path, partition: int) -> Path:
@@ -275,69 +247,13 @@ class StorageWorker:
             return bodies.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
 
     def commit(self, pending: list[Pending]) -> None:
-        # (tenant, partition) -> (code, detail, how many of its staged batches were stored before the error)
-        failed: dict[tuple[str | None, int], tuple[str, str, int]] = {}
-        owed: list[PartitionLog] = []
-        t0 = time.perf_counter()
         self._turn_bytes.clear()
-        for key in {x.key for x in pending}:
-            plog = self.log_of(*key)
-            assert plog is not None  # staged batches have their log
-            try:
-                if plog.commit(defer_sync=True):
-                    owed.append(plog)
-            except (StorageError, OSError) as exc:
-                code = "DISK_FULL" if isinstance(exc, DiskFull) else "STORAGE_ERROR"
-                failed[key] = (code, str(exc), int(getattr(exc, "committed", 0)))
-                log.error("commit failed", extra={"tenant": key[0], "partition": key[1], "code": code,
-                                                  "detail": str(exc), "committed_batches": failed[key][2]})
-        if owed:
-            # Group commit across partitions: one filesystem sync for every partition written.
-            try:
-                sync_partitions(owed)
-            except OSError as exc:
-                # Whether those writes are durable is now unknown, and the page cache may already
-                # have dropped them: nothing may be acknowledged. Exit, and let recovery on the
-                # next start decide from the files what is whole (what the fsync-failure lessons
-                # of databases teach: never retry an fsync and trust it).
-                log.critical("fsync failed; exiting without acknowledging", extra={"detail": str(exc)})
-                os._exit(70)
-            seconds = time.perf_counter() - t0
-            for plog in owed:
-                plog.synced(seconds)
-        self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
-        m = self.metrics
-        for x in pending:
-            r = x.result
-            if x.key in failed:
-                code, text, stored = failed[x.key]
-                if stored > 0 and not r.duplicate:
-                    # Staged before the failing write (a commit spanning a segment roll): durable.
-                    failed[x.key] = (code, text, stored - 1)
-                else:
-                    m.errors.labels(kind=code).inc()
-                    x.reply.results[x.index] = bodies.Nack(code, text, True, x.partition)
-                    continue
-            if r.duplicate:
-                m.duplicates.inc()
-            else:
-                m.appended(x.partition, r.count, x.tenant or self.default_tenant)
-            x.reply.results[x.index] = bodies.Ack(x.partition, r.base_offset, r.count, r.duplicate)
+        commit_turn(pending, self.log_of, self.metrics, self.default_tenant)
 
     def answer(self, reply: Reply) -> None:
         """Send what one PRODUCE message is owed, once every batch of it has a result."""
-        results = [r if r is not None else bodies.Nack("INTERNAL", "no result", True) for r in reply.results]
-        if reply.multi:
-            frames = wire.encode(Command.ACK, 0, body=bodies.multi_ack_body(results))
-        else:
-            (r,) = results
-            if isinstance(r, bodies.Ack):
-                frames = wire.encode(Command.ACK, 0, partition=r.partition, body=bodies.ack_body(r))
-            else:
-                frames = wire.encode(Command.NACK, 0, partition=r.partition, body=bodies.nack_body(r))
-        frames[2] = reply.rid
         if reply.reply_to:
-            self._send(reply.sock, reply.reply_to, frames)
+            self._send(reply.sock, reply.reply_to, reply_frames(reply))
 
     # -- reads ----------------------------------------------------------------------------
 
