@@ -311,3 +311,30 @@ level = "info"
 
     def stored_records(self, partition: int | None = None) -> list[dict[str, Any]]:
         return [json.loads(line) for _, line in self.stored_lines(partition)]
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    """A config for ``zlog up`` (the whole local cluster under supervisord) on free ports."""
+
+    path: Path
+    data_dir: Path
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def up_config(root: Path, gateway_processes: int = 1) -> UpConfig:
+    data, http_port, path = root / "data", free_port(), root / "zlog.toml"
+    path.write_text(
+        f'[cluster]\ndata_dir = "{data}"\n'
+        f'[router]\nfront = ["tcp://127.0.0.1:{free_port()}"]\nback = ["tcp://127.0.0.1:{free_port()}"]\n'
+        f"metrics_port = {free_port()}\n"
+        f"[storage]\nmetrics_port_base = {free_ports(2)}\n"
+        f"[gateway]\nport = {http_port}\nprocesses = {gateway_processes}\n"
+        f"metrics_port_base = {free_ports(gateway_processes)}\n"
+    )
+    return UpConfig(path, data, http_port)
+

@@ -23,7 +23,7 @@ from types import ModuleType
 
 import pytest
 
-from tests._cluster import REPO, free_port, free_ports
+from tests._cluster import REPO, free_port, up_config
 from tests.conftest import ProcessGroup
 from zlog.ops.cluster import wait_ready
 
@@ -207,18 +207,9 @@ def test_retry_after_is_honoured_only_with_retry(retry: bool, tmp_path: Path, ca
 @pytest.mark.cluster
 def test_the_load_generator_against_zlog_up_loses_nothing(process_group: ProcessGroup, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "data"
-    http_port = free_port()
-    config = tmp_path / "zlog.toml"
-    config.write_text(
-        f'[cluster]\ndata_dir = "{data}"\n'
-        f'[router]\nfront = ["tcp://127.0.0.1:{free_port()}"]\nback = ["tcp://127.0.0.1:{free_port()}"]\n'
-        f"metrics_port = {free_port()}\n"
-        f"[storage]\nmetrics_port_base = {free_ports(2)}\n"
-        f"[gateway]\nport = {http_port}\nprocesses = 2\nmetrics_port_base = {free_ports(2)}\n"
-    )
-    url = f"http://127.0.0.1:{http_port}"
-    up = process_group.start("up", "--config", str(config), "up")
+    cfg = up_config(tmp_path, gateway_processes=2)
+    data, url = cfg.data_dir, cfg.url
+    up = process_group.start("up", "--config", str(cfg.path), "up")
     process_group.wait_for(lambda: wait_ready(url, 1.0), timeout=60, what="zlog up to be ready")
     process_group.wait_for(lambda: "zlog is up (ready)" in up.output(), timeout=10, what="the summary")
 

@@ -23,16 +23,12 @@ from typing import Any
 
 import pytest
 
+from tests._browser import ARGS, chromium
 from tests._cluster import REPO, Cluster, wait_until
-
-CHROMIUM = os.environ.get("ZLOG_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+CHROMIUM = chromium()
 
 # Every page runs under the gateway's Content-Security-Policy: waits are given as functions
 # (compiled by the browser's debugger, never eval) and a CSP violation fails the test.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cluster import free_port, free_ports
+from tests._cluster import up_config
 from tests.conftest import ProcessGroup
 from zlog.ops.cluster import wait_ready
 
@@ -51,17 +51,8 @@ def _traffic(port: int, errors: list[str]) -> None:
 
 @pytest.mark.cluster
 def test_up_starts_again_within_a_second_after_serving_traffic(process_group: ProcessGroup, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    http_port = free_port()
-    config = tmp_path / "zlog.toml"
-    config.write_text(
-        f'[cluster]\ndata_dir = "{data}"\n'
-        f'[router]\nfront = ["tcp://127.0.0.1:{free_port()}"]\nback = ["tcp://127.0.0.1:{free_port()}"]\n'
-        f"metrics_port = {free_port()}\n"
-        f"[storage]\nmetrics_port_base = {free_ports(2)}\n"
-        f"[gateway]\nport = {http_port}\nmetrics_port_base = {free_ports(2)}\n"
-    )
-    url = f"http://127.0.0.1:{http_port}"
+    cfg = up_config(tmp_path)
+    config, http_port, url = cfg.path, cfg.http_port, cfg.url
     time_waits = []
     for run in range(3):
         started = time.monotonic()

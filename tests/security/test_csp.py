@@ -6,21 +6,16 @@ any field must show as text: a record's service, level, message or labels never 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests._browser import ARGS, chromium
 from tests._cluster import Cluster
-
-CHROMIUM = os.environ.get("ZLOG_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+CHROMIUM = chromium()
 
 XSS = "<img src=x onerror=__pwned=1>"
 
