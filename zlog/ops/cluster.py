@@ -160,7 +160,7 @@ def summary(cfg: Config, *, data_dir: Path, conf: Path, ready: bool, now_ms: int
     state = "ready" if ready else f"NOT ready after {READY_TIMEOUT_S:.0f}s: see the logs below"
     lines = [
         f"zlog is up ({state})",
-        f"  gateway   {url}   ({cfg.gateway.processes} processes)",
+        f"  gateway   {url}   ({cfg.gateway.processes} process{'es' if cfg.gateway.processes != 1 else ''})",
         f"  routers   front {', '.join(cfg.router.front)}   back {', '.join(cfg.router.back)}",
         f"  storage   {cfg.cluster.partitions} partitions over {cfg.cluster.workers} workers: {layout}",
         f"  data      {data_dir}   (fsync: {cfg.storage.fsync})",
