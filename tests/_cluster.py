@@ -298,6 +298,13 @@ level = "info"
         status, _, data = http("GET", self.url + path)
         return status, json.loads(data) if data else None
 
+    def store(self, records: Any, key: str, timeout: float = 60) -> None:
+        """POST until stored: a 503 (a worker that missed its heartbeats on a loaded machine) is
+        retried as a client should, and the Idempotency-Key keeps a retried batch from being
+        stored twice."""
+        wait_until(lambda: self.post(records, headers={"Idempotency-Key": key})[0] == 200, timeout, 0.2,
+                   f"batch {key} stored")
+
     def stored_lines(self, partition: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(partition, line) for every line in every segment on disk, in offset order."""
         parts = [partition] if partition is not None else range(self.partitions)

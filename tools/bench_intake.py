@@ -21,25 +21,15 @@ import cramjam
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from zlog.ingest.labeltext import format_labels
+from zlog.ingest.logproto import PushRequest
+
 KINDS = ("loki-json", "loki-proto", "otlp-proto", "bulk")
 PATHS = {"loki-json": "/loki/api/v1/push", "loki-proto": "/loki/api/v1/push", "otlp-proto": "/otlp/v1/logs",
          "bulk": "/_bulk"}
 TYPES = {"loki-json": "application/json", "loki-proto": "application/x-protobuf",
          "otlp-proto": "application/x-protobuf", "bulk": "application/x-ndjson"}
 OK_STATUS = {"loki-json": 204, "loki-proto": 204, "otlp-proto": 200, "bulk": 200}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _len_field(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _streams(records: list[dict[str, Any]], tag: Callable[[int], str]) -> list[tuple[dict[str, str], list[Any]]]:
@@ -62,17 +52,19 @@ def body(kind: str, records: list[dict[str, Any]], tag: Callable[[int], str]) ->
         return orjson.dumps({"streams": [{"stream": labels, "values": [[str(ns), line, meta] for ns, line, meta in e]}
                                          for labels, e in _streams(records, tag)]})
     if kind == "loki-proto":
-        out = b""
+        push = PushRequest()
         for labels, entries in _streams(records, tag):
-            text = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-            s = _len_field(1, text.encode())
+            stream = push.streams.add()
+            stream.labels = format_labels(labels)
             for ns, line, meta in entries:
-                ts = _varint(1 << 3) + _varint(ns // 10**9) + _varint(2 << 3) + _varint(ns % 10**9)
-                md = b"".join(_len_field(3, _len_field(1, k.encode()) + _len_field(2, v.encode()))
-                              for k, v in meta.items())
-                s += _len_field(2, _len_field(1, ts) + _len_field(2, line.encode()) + md)
-            out += _len_field(1, s)
-        return out
+                entry = stream.entries.add()
+                entry.timestamp.seconds, entry.timestamp.nanos = divmod(ns, 10**9)
+                entry.line = line
+                for k, v in meta.items():
+                    pair = entry.structuredMetadata.add()
+                    pair.name, pair.value = k, v
+        proto: bytes = push.SerializeToString()
+        return proto
     if kind == "otlp-proto":
         req = ExportLogsServiceRequest()
         by: dict[str, list[dict[str, Any]]] = {}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests._cluster import REPO, Cluster, http, wait_until
+from tests._cluster import REPO, Cluster
 
 SERVICES = ["auth_service", "billing", "search"]
 LEVELS = ["INFO", "ERROR", "WARN"]
@@ -37,25 +37,18 @@ def make(i: int) -> dict[str, Any]:
 RECORDS = [make(i) for i in range(N)]
 
 
-def store(c: Cluster, records: list[dict[str, Any]], key: str) -> None:
-    """POST until stored: a 503 (a worker that missed its heartbeats on a loaded machine) is retried
-    as a client should, and the Idempotency-Key keeps a retried batch from being stored twice."""
-    wait_until(lambda: c.post(records, headers={"Idempotency-Key": key})[0] == 200, 60, 0.2, f"batch {key} stored")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("lokiq"), env_extra={"ZLOG_STORAGE_SEGMENT_BYTES": "32768",
                                                             "ZLOG_STORAGE_SCAN_BUDGET_BYTES": "16384"})
     with c:
         for i in range(0, N, 150):
-            store(c, RECORDS[i:i + 150], f"lokiq-{i}")
+            c.store(RECORDS[i:i + 150], f"lokiq-{i}")
         yield c
 
 
 def get(c: Cluster, path: str, params: list[tuple[str, str]]) -> tuple[int, Any]:
-    status, _, data = http("GET", c.url + path + "?" + urllib.parse.urlencode(params))
-    return status, orjson.loads(data)
+    return c.get(path + "?" + urllib.parse.urlencode(params))
 
 
 def ns(ms: int) -> str:
@@ -183,7 +176,7 @@ def test_tail_over_websocket_sends_history_then_live_entries_once(cluster: Clust
             live = [{"timestamp": int(time.time() * 1000) + i, "service": "search", "level": "INFO",
                      "message": f"live {i}"} for i in range(5)]
             for rec in live:  # one at a time: each is its own commit, and the tail must see every one
-                await asyncio.to_thread(store, cluster, [rec], f"live-{rec['message']}-{NOW_MS}")
+                await asyncio.to_thread(cluster.store, [rec], f"live-{rec['message']}-{NOW_MS}")
             while len(got) < 5:
                 msg = await asyncio.wait_for(ws.receive(), 10)
                 assert msg.type == aiohttp.WSMsgType.TEXT, msg

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests._cluster import Cluster, wait_until
+from tests._cluster import Cluster
 
 SERVICES = ["auth_service", "billing", "search", "notification_service"]
 LEVELS = ["INFO", "WARN", "ERROR", "debug"]
@@ -33,12 +33,6 @@ def make(i: int) -> dict[str, Any]:
 RECORDS = [make(i) for i in range(N)]
 
 
-def store(c: Cluster, records: list[dict[str, Any]], key: str) -> None:
-    """POST until stored: a 503 (a worker that missed its heartbeats on a loaded machine) is retried
-    as a client should, and the Idempotency-Key keeps a retried batch from being stored twice."""
-    wait_until(lambda: c.post(records, headers={"Idempotency-Key": key})[0] == 200, 60, 0.2, f"batch {key} stored")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Small segments and scan budgets: rollups span many segments, scans need several rounds.
@@ -46,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                                                             "ZLOG_STORAGE_SCAN_BUDGET_BYTES": "16384"})
     with c:
         for i in range(0, N, 200):
-            store(c, RECORDS[i:i + 200], f"stats-{i}")
+            c.store(RECORDS[i:i + 200], f"stats-{i}")
         yield c
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._netns import Lab, available
+from tests._netns import Lab
 from tests.conftest import ProcessGroup
 from tests.multihost._hosts import (
     HOSTS,
@@ -25,6 +25,7 @@ from tests.multihost._hosts import (
     count_lines,
     http_from,
     loadgen,
+    require_namespaces,
     start_host,
     start_nginx,
     stored_tags,
@@ -32,9 +33,7 @@ from tests.multihost._hosts import (
 
 pytestmark = pytest.mark.cluster
 
-why_not = available()
-if why_not is not None:
-    pytest.skip(f"network namespaces unavailable here: {why_not}", allow_module_level=True)
+require_namespaces()
 
 
 def test_three_hosts_behind_nginx_lose_one_and_get_it_back(process_group: ProcessGroup, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests._netns import Lab, available
+from tests._netns import Lab
 from tests.conftest import ProcessGroup
 from tests.multihost._hosts import (
     HOSTS,
@@ -40,6 +40,7 @@ from tests.multihost._hosts import (
     http_from,
     loadgen,
     partitions_from,
+    require_namespaces,
     start_etcd,
     start_host,
     start_nginx,
@@ -50,9 +51,7 @@ from zlog.replication.epochs import EpochCache
 
 pytestmark = pytest.mark.cluster
 
-why_not = available()
-if why_not is not None:
-    pytest.skip(f"network namespaces unavailable here: {why_not}", allow_module_level=True)
+require_namespaces()
 
 LEASE_MS = 3000  # the default: above etcd's own leader election (~1 s) when the cut host held it
 # Every partition acknowledges (200) a write sent after the cut within this: the lease, plus one
