@@ -26,11 +26,11 @@ from aiohttp import web
 from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.partitions import now_ms, partition_count, scope
-from zlog.gateway.read_api import _order_key, run_search
+from zlog.gateway.read_api import run_search
 from zlog.gateway.tenant import check_cursor
 from zlog.protocol.errors import BadParameter, ZlogError
-from zlog.read.paging import with_position
-from zlog.read.params import parse_params
+from zlog.read.paging import page_order, with_position
+from zlog.read.params import parse_limit, parse_params
 from zlog.read.query import MAX_LIMIT
 from zlog.tenants.quotas import check_range
 
@@ -38,21 +38,9 @@ DEFAULT_EXPORT_ROWS = 10_000
 MAX_EXPORT_ROWS = 1_000_000
 
 
-def parse_rows(text: str | None) -> int:
-    if text is None or text == "":
-        return DEFAULT_EXPORT_ROWS
-    try:
-        n = int(text)
-    except ValueError:
-        raise BadParameter("limit", "must be an integer") from None
-    if not 1 <= n <= MAX_EXPORT_ROWS:
-        raise BadParameter("limit", f"must be 1..{MAX_EXPORT_ROWS}")
-    return n
-
-
 async def get_export(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    rows = parse_rows(request.query.get("limit"))
+    rows = parse_limit(request.query.get("limit"), DEFAULT_EXPORT_ROWS, MAX_EXPORT_ROWS)
     tenant = tenant_of(request)
     now = now_ms()
     q = parse_params([(k, v) for k, v in request.query.items() if k != "limit"], now)
@@ -72,7 +60,7 @@ async def get_export(request: web.Request) -> web.StreamResponse:
                                            tenant=tenant)
             if errors:
                 raise next(iter(errors.values()))
-            merge.out.sort(key=_order_key, reverse=q.backward)
+            merge.out.sort(key=page_order, reverse=q.backward)
             chunk = b"".join(with_position(line, p, o) + b"\n" for p, o, line in merge.out)
             if resp is None:
                 resp = web.StreamResponse(headers={

@@ -41,7 +41,7 @@ from zlog.gateway.partitions import (
 from zlog.gateway.tenant import check_cursor
 from zlog.protocol.errors import BadParameter, ZlogError
 from zlog.protocol.wire import Command
-from zlog.read.paging import Cursor, PageMerge, timestamp_of, with_position
+from zlog.read.paging import Cursor, PageMerge, page_order, with_position
 from zlog.read.params import parse_params
 from zlog.read.query import MAX_LIMIT, Filter
 from zlog.tenants.quotas import capped, check_limit, check_range
@@ -98,10 +98,6 @@ async def run_search(ctx: GatewayContext, flt: Filter, parts: list[int], backwar
     return merge, scanned, scanned_bytes
 
 
-def _order_key(item: tuple[int, int, bytes]) -> tuple[int, int, int]:
-    return timestamp_of(item[2]), item[0], item[1]
-
-
 def _records_json(items: list[tuple[int, int, bytes]]) -> bytes:
     return b"[" + b",".join(with_position(line, p, o) for p, o, line in items) + b"]"
 
@@ -125,7 +121,7 @@ async def get_logs(request: web.Request) -> web.Response:
                                                      tenant=tenant)
     # Which records make the page is the merge's business (the cursor depends on it); within the
     # page, strict time order reads better, since batches interleave services inside a partition.
-    merge.out.sort(key=_order_key, reverse=q.backward)
+    merge.out.sort(key=page_order, reverse=q.backward)
     more = merge.more()
     cursor = merge.cursor().encode() if more or not q.backward else None
     tail = merge.tail_cursor()
@@ -180,7 +176,7 @@ async def get_query(request: web.Request) -> web.Response:
         if len(items) >= limit or not merge.more() or time.monotonic() > deadline:
             break
         cursor = merge.cursor()
-    items.sort(key=_order_key)
+    items.sort(key=page_order)
     resp = _json(b"[" + b",".join(line for _, _, line in items) + b"]")
     if limit < asked:
         resp.headers["X-Zlog-Limit"] = str(limit)

@@ -70,6 +70,11 @@ def with_position(line: bytes, partition: int, offset: int) -> bytes:
     return line[:-1] + b"," + tail
 
 
+def page_order(item: tuple[int, int, bytes]) -> tuple[int, int, int]:
+    """The order of a page's (partition, offset, line) items: by timestamp, then partition, offset."""
+    return timestamp_of(item[2]), item[0], item[1]
+
+
 # -- cursors ------------------------------------------------------------------------------
 
 

@@ -51,15 +51,16 @@ def parse_time(text: str, name: str, now_ms: int) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def parse_limit(text: str | None, default: int = DEFAULT_LIMIT) -> int:
+def parse_limit(text: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """``?limit=``: absent is ``default``, otherwise an integer in 1..``maximum``."""
     if text is None or text == "":
         return default
     try:
         n = int(text)
     except ValueError:
         raise BadParameter("limit", "must be an integer") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise BadParameter("limit", f"must be 1..{MAX_LIMIT}")
+    if not 1 <= n <= maximum:
+        raise BadParameter("limit", f"must be 1..{maximum}")
     return n
 
 
