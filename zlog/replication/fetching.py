@@ -1,0 +1,166 @@
+"""The partitions a storage worker follows: one link per leader, requests out, replies applied.
+
+Invariants:
+- A partition is followed from the leader etcd names, in that leader's epoch (``follow``); at
+  most one request per partition is in flight (``follower.Following``).
+- A fetch reply's batches are appended at the leader's offsets; every followed partition written
+  in one loop turn is synced once (group commit, ``flush``) before it is fetched again, so the
+  next fetch offset tells the leader what this replica holds durably.
+- An epoch-end answer cuts the log to it (KIP-101) before anything of that epoch is fetched.
+- Malformed replies are the caller's to count; replies to anything but the request in flight
+  are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import zmq
+
+from zlog.replication import messages as rm
+from zlog.replication.epochs import truncation_offset
+from zlog.replication.follower import Following
+from zlog.replication.logfiles import Diverged, apply, truncate
+from zlog.replication.membership import Membership
+from zlog.replication.metrics import ReplicationMetrics
+from zlog.replication.replicas import Replicas
+from zlog.storage.sync import sync_partitions
+
+log = logging.getLogger("zlog.replication")
+
+
+class Fetching:
+    def __init__(self, worker: Any, replicas: Replicas, membership: Membership, metrics: ReplicationMetrics) -> None:
+        self.worker = worker  # zlog.worker.process.StorageWorker
+        self.replicas = replicas
+        self.membership = membership
+        self.metrics = metrics
+        self.me: int = worker.worker_id
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = worker.ctx
+        self.following: dict[int, Following] = {}
+        self.links: dict[int, tuple[str, zmq.Socket[bytes]]] = {}
+        self.poller: zmq.Poller | None = None
+        self._rid = 0
+        self._owed: list[int] = []
+        self._refetch: list[Following] = []
+
+    def sockets(self) -> list[zmq.Socket[bytes]]:
+        return [s for _, s in self.links.values()]
+
+    def follow(self, p: int, name: str, leader: int, epoch: int, now: float) -> None:
+        """Follow ``p`` from ``leader`` in ``epoch`` (a new leader or epoch starts afresh)."""
+        f = self.following.get(p)
+        if f is None or f.leader != leader or f.epoch != epoch:
+            f = self.following[p] = Following(p, name, leader, epoch)
+            self.ask(f, now)
+
+    def stop(self, p: int) -> None:
+        self.following.pop(p, None)
+
+    def due(self, now: float) -> None:
+        for f in self.following.values():
+            if f.due(now):
+                self.ask(f, now)
+
+    def _link(self, leader: int) -> zmq.Socket[bytes] | None:
+        snap = self.membership.snapshot
+        info = snap.workers.get(leader) if snap else None
+        if info is None:
+            return None
+        cur = self.links.get(leader)
+        if cur is not None and cur[0] == info.endpoint:
+            return cur[1]
+        if cur is not None:
+            if self.poller is not None:
+                self.poller.unregister(cur[1])
+            cur[1].close(0)
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        if self.worker.curve is not None:
+            self.worker.curve.apply(s)
+        s.connect(info.endpoint)
+        self.links[leader] = (info.endpoint, s)
+        if self.poller is not None:
+            self.poller.register(s, zmq.POLLIN)
+        return s
+
+    def ask(self, f: Following, now: float) -> None:
+        sock = self._link(f.leader)
+        if sock is None:
+            return
+        self._rid += 1
+        req = f.request(self._rid, self.me, self.replicas.cache(f.partition).latest_epoch,
+                        self.replicas.log(f.partition).next_offset, now)
+        try:
+            sock.send(rm.request(req), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            f.inflight = None
+
+    def on_reply(self, r: rm.Reply, now: float) -> None:
+        p = self.replicas.by_name.get(r.partition)
+        f = self.following.get(p) if p is not None else None
+        if f is None or p is None or r.id != f.inflight:
+            return
+        f.inflight = None
+        if r.error is not None:
+            f.refused(r.error, now)
+            return
+        plog = self.replicas.log(p)
+        cache = self.replicas.cache(p)
+        if r.kind == "epoch":
+            cut = truncation_offset(cache, plog.next_offset, (r.epoch, r.end))
+            if cut < plog.next_offset:
+                log.warning("truncating a divergent tail", extra={"partition": p, "from": plog.next_offset,
+                                                                   "to": cut, "leader": f.leader})
+                self.metrics.truncated.inc(plog.next_offset - cut)
+                self.worker.logs[p] = truncate(plog, cut, self.replicas.cfg.storage)
+                cache.truncate_from(cut)
+                cache.save(self.replicas.epoch_path(p))
+            f.phase = "fetch"
+            self.ask(f, now)
+            return
+        try:
+            changed = False
+            for b, epoch in r.batches:
+                changed = cache.assign(epoch, b.base) or changed
+            if changed:
+                cache.save(self.replicas.epoch_path(p))
+            if apply(plog, [b for b, _ in r.batches], defer_sync=True):
+                self._owed.append(p)
+        except (Diverged, OSError, ValueError) as exc:
+            log.error("replicated batch refused; asking where the epoch ends again",
+                      extra={"partition": p, "detail": str(exc)})
+            f.phase = "epoch"
+            self.ask(f, now)
+            return
+        f.hw = r.hw
+        v = self.replicas.view(p)
+        v.hw = max(v.hw, min(r.hw, plog.next_offset))
+        self.metrics.lag_records.labels(partition=str(p)).set(max(0, r.leo - plog.next_offset))
+        self._refetch.append(f)  # after this turn's sync: the fetch offset says "durable"
+
+    def flush(self, now: float) -> None:
+        """End of a turn: one filesystem sync for every followed partition written in it (group
+        commit), then the next fetch of each."""
+        if self._owed:
+            t0 = time.perf_counter()
+            logs = [self.replicas.log(p) for p in self._owed]
+            try:
+                sync_partitions(logs)
+            except OSError as exc:
+                log.critical("fsync failed; exiting before the leader counts these records",
+                             extra={"detail": str(exc)})
+                os._exit(70)
+            for plog in logs:
+                plog.synced(time.perf_counter() - t0)
+        for f in self._refetch:
+            self.ask(f, now)
+        self._owed, self._refetch = [], []
+
+    def close(self) -> None:
+        for _, s in self.links.values():
+            s.close(0)
