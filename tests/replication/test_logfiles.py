@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from zlog.config import StorageConfig
-from zlog.replication.logfiles import BatchReader, Diverged, NotABoundary, apply, truncate
+from zlog.replication.logfiles import (
+    BatchReader,
+    Diverged,
+    NotABoundary,
+    apply,
+    first_producers,
+    restart,
+    truncate,
+)
 from zlog.storage import PartitionLog, ProducerBatch
 from zlog.storage import batches as bf
 
@@ -89,3 +98,49 @@ def test_truncate_keeps_exactly_the_prefix(tmp_path: Path, cut: int) -> None:
     reopened = PartitionLog.open(tmp_path / "a", CFG)
     assert reopened.next_offset == cut + 7
     reopened.close()
+
+
+def test_a_follower_behind_the_leaders_log_start_restarts_there_and_ends_with_its_files(tmp_path: Path) -> None:
+    leader = PartitionLog.open(tmp_path / "a", CFG)
+    fill(leader, 30)  # producer p1's batches all end up in segments retention deletes
+    fill(leader, 30, start=30, pid=b"p2")
+    sized = StorageConfig(segment_bytes=4096, retention_bytes=6000)
+    leader.close()
+    leader = PartitionLog.open(tmp_path / "a", sized)
+    assert leader.enforce_retention() and leader.lowest_offset > 0
+    start = leader.lowest_offset
+    p1 = [b for pid, _, b, _ in first_producers(leader) if pid == b"p1"]
+    assert p1 and max(p1) < start
+    follower = PartitionLog.open(tmp_path / "b", CFG)  # a new, empty replica
+    fill(follower, 2)  # ... or one back after a long absence, with an old, shorter copy
+    assert follower.next_offset < start
+    follower = restart(follower, start, CFG, now_ms=int(time.time() * 1000), producers=first_producers(leader))
+    assert (follower.lowest_offset, follower.next_offset) == (start, start)
+    reader = BatchReader()
+    replicate(leader, follower, reader)
+    assert follower.read(start, 10, 1 << 20) == leader.read(start, 10, 1 << 20)
+    leader.close()
+    follower.close()
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    again = PartitionLog.open(tmp_path / "b", CFG)  # it opens where it started, with every record
+    assert (again.lowest_offset, again.next_offset) == (start, leader.next_offset)
+    # and deduplicates as the leader does, for a producer whose last batch is before ``start``
+    assert leader.producers.snapshot() and again.append([line(0)], 0, ProducerBatch(b"p1", 14)).duplicate
+    again.close()
+
+
+def test_a_restart_cut_short_leaves_a_log_that_opens_and_restarts_again(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "b", CFG)
+    fill(plog, 30)
+    bases = [s.base for s in plog.segments]
+    plog.close()
+    for base in bases[1:]:  # the newest segments went first, then the process died
+        for f in (tmp_path / "b").glob(f"{base:020d}.*"):
+            f.unlink()
+    half = PartitionLog.open(tmp_path / "b", CFG)
+    assert half.lowest_offset == 0 and half.next_offset == bases[1]
+    again = restart(half, 500, CFG, now_ms=int(time.time() * 1000))
+    assert (again.lowest_offset, again.next_offset) == (500, 500)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.endswith(".rollup")) == [
+        f"{500:020d}{s}" for s in (".batches", ".index", ".jsonl", ".timeindex")]
+    again.close()

@@ -159,6 +159,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("storage.replication_factor must be 1..cluster.workers")
     if not 0 <= s.min_insync_replicas <= s.replication_factor or s.replica_lag_ms < 500:
         raise ConfigError("storage.min_insync_replicas must be 0..replication_factor, replica_lag_ms >= 500")
+    if s.replica_dead_after_ms < 1000:
+        raise ConfigError("storage.replica_dead_after_ms must be >= 1000")
     if c.lease_ttl_ms < 1000:
         raise ConfigError("cluster.lease_ttl_ms must be >= 1000 (etcd leases count whole seconds)")
     if not (4096 <= cfg.seal.block_bytes <= 64 << 20 and 1 <= cfg.seal.level <= 22

@@ -101,6 +101,7 @@ class StorageConfig:
     replication_factor: int = 1  # copies of each partition, on distinct workers (1: no etcd)
     min_insync_replicas: int = 0  # acks=all needs an ISR this large; 0 = min(2, replication_factor)
     replica_lag_ms: int = 4000  # a follower not keeping up for this long leaves the ISR (< request timeout)
+    replica_dead_after_ms: int = 300_000  # a worker gone this long loses its replicas to live workers
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ Invariants:
   in one loop turn is synced once (group commit, ``flush``) before it is fetched again, so the
   next fetch offset tells the leader what this replica holds durably.
 - An epoch-end answer cuts the log to it (KIP-101) before anything of that epoch is fetched.
+- ``OFFSET_OUT_OF_RANGE`` (the leader's log starts beyond this log's end: retention deleted what
+  this replica lacks, e.g. a new replica or one back after a long absence) restarts this log,
+  empty, at the leader's log start (``logfiles.restart``), and fetching goes on from there;
+  never while the seal process works on the partition.
 - Malformed replies are the caller's to count; replies to anything but the request in flight
   are dropped.
 """
@@ -23,7 +27,7 @@ import zmq
 from zlog.replication import messages as rm
 from zlog.replication.epochs import truncation_offset
 from zlog.replication.follower import Following
-from zlog.replication.logfiles import Diverged, apply, truncate
+from zlog.replication.logfiles import Diverged, apply, restart, truncate
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas
@@ -106,11 +110,26 @@ class Fetching:
         if f is None or p is None or r.id != f.inflight:
             return
         f.inflight = None
+        plog = self.replicas.log(p)
+        cache = self.replicas.cache(p)
+        if r.error == "OFFSET_OUT_OF_RANGE" and r.log_start > plog.next_offset:
+            if self.worker.sealer.busy((self.worker.default_tenant, p)):
+                f.refused("BUSY", now)  # not under the seal process's feet; asked again shortly
+                return
+            log.warning("the leader's log starts beyond this replica's end: starting the log there",
+                        extra={"partition": p, "log_end": plog.next_offset, "leader_log_start": r.log_start,
+                               "leader": f.leader})
+            self.metrics.log_restarts.inc()
+            self.worker.logs[p] = restart(plog, r.log_start, self.replicas.cfg.storage, int(time.time() * 1000),
+                                         r.producers)
+            cache.truncate_from(0)
+            cache.save(self.replicas.epoch_path(p))
+            f.phase = "fetch"
+            self.ask(f, now)
+            return
         if r.error is not None:
             f.refused(r.error, now)
             return
-        plog = self.replicas.log(p)
-        cache = self.replicas.cache(p)
         if r.kind == "epoch":
             cut = truncation_offset(cache, plog.next_offset, (r.epoch, r.end))
             if cut < plog.next_offset:

@@ -10,6 +10,8 @@ Invariants:
   after ``REFUSED_RETRY_MS``, not only when etcd changes: a leader that lost and regained its
   lease leads again in the same epoch, with no new etcd revision to wake its followers, and a
   follower waiting longer than ``storage.replica_lag_ms`` would be dropped from the ISR.
+- ``OFFSET_OUT_OF_RANGE`` (the leader's log starts beyond this replica's end) is not a refusal:
+  the caller restarts its log at the leader's log start and fetches from there at once.
 - The fetch offset sent is the log end after the previous reply's batches were committed, so
   the leader counts only durable records (the commit fsyncs per ``storage.fsync``).
 """
@@ -50,11 +52,12 @@ class Following:
 
     def refused(self, error: str, now_ms: float) -> None:
         """The leader answered ``error``: ask where the epoch ends again (OFFSET: cut first),
-        after ``REFUSED_RETRY_MS`` when it said it does not lead."""
+        after ``REFUSED_RETRY_MS`` when it said it does not lead (or for ``BUSY``: this worker's
+        seal process works on the partition, so its log cannot be restarted yet)."""
         self.phase = "epoch"
         self.inflight = None
         self.sent_ms = now_ms
-        self.not_before = now_ms + (REFUSED_RETRY_MS if error == "NOT_LEADER" else 0)
+        self.not_before = now_ms + (REFUSED_RETRY_MS if error in ("NOT_LEADER", "BUSY") else 0)
 
     def due(self, now_ms: float) -> bool:
         """Whether to send a request now: none in flight (and no refusal to wait out), or overdue."""

@@ -7,6 +7,9 @@ Invariants:
 - A held (acks=all) reply is released only when the high watermark passes the end of each of
   its batches, and NACKed (retryable) if this worker stops leading first: the producer's retry,
   deduplicated by producer id and sequence, then finds the batch wherever it ended up.
+- A fetch below this log's start (retention deleted those segments) is answered
+  ``OFFSET_OUT_OF_RANGE`` with the log start and the producer snapshot its first segment starts
+  with, never with a stall or a guess.
 - Each batch in a fetch reply carries the epoch it was written in (from the epoch cache), so
   followers' epoch caches are the leader's.
 """
@@ -19,8 +22,8 @@ from typing import Any
 
 from zlog.replication.epochs import EpochCache
 from zlog.replication.isr import LeaderState
-from zlog.replication.logfiles import BatchReader, NotABoundary
-from zlog.replication.messages import Request, epoch_reply, error_reply, fetch_reply
+from zlog.replication.logfiles import BatchReader, NotABoundary, first_producers
+from zlog.replication.messages import Request, epoch_reply, error_reply, fetch_reply, out_of_range_reply
 from zlog.storage import PartitionLog
 
 
@@ -63,6 +66,8 @@ class Led:
             return error_reply(req, "NOT_LEADER", self.epoch), False
         if req.offset > plog.next_offset:
             return error_reply(req, "OFFSET", self.epoch), False
+        if req.offset < plog.lowest_offset:  # retention deleted it: the follower starts where we do
+            return out_of_range_reply(req, self.epoch, plog.lowest_offset, first_producers(plog)), False
         moved = self.state.fetched(req.replica, req.offset, now_ms)
         try:
             batches = self.reader.read(plog, req.offset, req.max_bytes)

@@ -207,6 +207,8 @@ class Leading:
         m.under_replicated.set(sum(1 for led in self.parts.values()
                                    if len(led.state.isr) < len(led.state.replicas)))
         m.leading.set(len(self.parts))
+        m.reassigning.set(sum(1 for led in self.parts.values()
+                              if (st := self.replicas.states.get(led.partition)) is not None and st.target))
         for led in self.parts.values():
             for r in led.state.followers:
                 m.follower_lag.labels(partition=str(led.partition), replica=str(r)).set(led.state.lag(r))

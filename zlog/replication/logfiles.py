@@ -14,12 +14,16 @@ Invariants:
   first, data file first, as retention does), and the segment holding ``offset`` keeps the batch
   entries below it; reopening the log then cuts its data and rebuilds its indexes (recovery), so a
   crash at any step leaves a log that opens, with at most more of the old tail to cut next time.
+- ``restart`` (the leader's log starts beyond this one's end: retention deleted what it lacks)
+  deletes every segment, newest first, then starts an empty log at the leader's log start; a
+  crash in between leaves a shorter log that is restarted again at the next fetch.
 """
 
 from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -29,7 +33,7 @@ from zlog.storage import PartitionLog, ProducerBatch
 from zlog.storage import batches as bf
 from zlog.storage.scan import AnySegment
 from zlog.storage.sealed import SEALED
-from zlog.storage.segment import BATCHES, DATA, SUFFIXES, fsync_dir, stem
+from zlog.storage.segment import BATCHES, DATA, SUFFIXES, create_batches_file, fsync_dir, stem
 
 
 class NotABoundary(ValueError):
@@ -167,8 +171,7 @@ def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> Partitio
     plog.close()
     for base in reversed(bases):
         if base >= offset and base != bases[0]:
-            for suffix in (DATA, SEALED, *[s for s in SUFFIXES if s != DATA]):
-                (directory / (stem(base) + suffix)).unlink(missing_ok=True)
+            _delete(directory, base)
             continue
         path = directory / (stem(base) + BATCHES)
         raw = path.read_bytes()
@@ -179,5 +182,37 @@ def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> Partitio
             f.flush()
             os.fsync(f.fileno())
         break
+    fsync_dir(directory)
+    return PartitionLog.open(directory, config)
+
+
+def _delete(directory: Path, base: int) -> None:
+    for suffix in (DATA, SEALED, *[s for s in SUFFIXES if s != DATA]):  # data first, as retention does
+        (directory / (stem(base) + suffix)).unlink(missing_ok=True)
+
+
+def first_producers(plog: PartitionLog) -> list[tuple[bytes, int, int, int]]:
+    """The producer snapshot (pid, sequence, base, count) the log's first segment starts with."""
+    try:
+        raw = plog.segments[0].path(BATCHES).read_bytes()
+    except FileNotFoundError:
+        return []
+    entries, _ = bf.decode(raw)
+    return [(e.producer_id, e.sequence, e.base_offset, e.count) for e in entries if e.kind == bf.PRODUCER]
+
+
+def restart(plog: PartitionLog, start: int, config: StorageConfig, now_ms: int,
+            producers: Sequence[tuple[bytes, int, int, int]] = ()) -> PartitionLog:
+    """Close ``plog``, delete all of it, and open an empty log whose first offset is ``start``
+    (Kafka's truncate-fully-and-start-at the leader's log start) and whose producer table is
+    ``producers`` (the leader's snapshot there, so deduplication answers as the leader's), returned."""
+    directory = plog.directory
+    bases = [s.base for s in plog.segments]
+    plog.close()
+    for base in reversed(bases):
+        _delete(directory, base)
+    create_batches_file(directory, start, now_ms, producers)
+    fd = os.open(directory / (stem(start) + DATA), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    os.close(fd)
     fsync_dir(directory)
     return PartitionLog.open(directory, config)

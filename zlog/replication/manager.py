@@ -15,8 +15,9 @@ Invariants:
 - It follows p only from the leader etcd names, in that leader's epoch.
 - The partitions it holds are those etcd lists it among the replicas of (a reassignment adds
   and removes them while it runs; ``zlog.replication.moves``), plus, before etcd knows a
-  partition, the ones placement gives it. A partition it is removed from is no longer followed
-  or led; its files stay until the operator removes them.
+  partition, the ones placement gives it. A partition it is removed from is no longer followed,
+  led or read (its log is closed, ``Replicas.drop``); its files stay until the operator removes
+  them.
 - Every read of a replicated partition is bounded by the high watermark (``view``).
 - Malformed replication messages are counted and dropped; nothing here raises into the loop.
 """
@@ -78,7 +79,8 @@ class ReplicaManager:
         self._down_since: dict[int, float] = {}
         coord = Coordinator(local_endpoints(cfg), cfg.cluster.etcd_prefix, call_timeout(c.lease_ttl_ms))
         info = WorkerInfo(self.me, c.host, os.getpid(), self.endpoint, cfg.worker_metrics_port(self.me))
-        self.membership = Membership(coord, info, self.replicas.placement(), c.lease_ttl_ms)
+        self.membership = Membership(coord, info, self.replicas.placement(), c.lease_ttl_ms,
+                                     dead_after_ms=cfg.storage.replica_dead_after_ms, metrics=self.metrics)
         self.leading = Leading(worker, cfg, self.replicas, self.membership, self.metrics, self.server)
         self.fetching = Fetching(worker, self.replicas, self.membership, self.metrics)
         self.membership.start()
@@ -179,18 +181,19 @@ class ReplicaManager:
             if self.me in st.replicas and name not in rs.by_name:
                 rs.adopt(name)
         claimed = False
-        for p in rs.partitions:
+        for p in list(rs.partitions):
             name = rs.names[p]
             entry = snap.partitions.get(name)
             if entry is None:
                 continue
             state = entry[0]
             rs.states[p] = state
-            if self.me not in state.replicas:  # moved off this worker
+            if self.me not in state.replicas:  # moved off this worker (perhaps while it was away)
                 if p in leading.parts:
                     leading.step_down(p)
                     claimed = True
                 self.fetching.stop(p)
+                rs.drop(p)
                 continue
             handing = leading.handing_over(p, state, now)
             is_leader = (state.leader == self.me and self.membership.won.get(name) == state.epoch
@@ -224,6 +227,7 @@ class ReplicaManager:
 
     def gauges(self) -> None:
         self.leading.gauges()
+        self.metrics.lost_workers.set(len(self.membership.lost))
 
     def close(self) -> None:
         for p in list(self.leading.parts):

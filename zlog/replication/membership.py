@@ -13,6 +13,8 @@ Invariants:
   have been elected in its place (fencing).
 - ``won`` holds the epochs this process itself obtained by a successful transaction; a
   leadership in etcd that is not in ``won`` is not acted on (see ``control.plan``).
+- ``lost`` (the workers gone longer than ``dead_after_ms``, ``absence.Absences``) is counted by
+  every worker's thread from its own snapshots; only the controller acts on it.
 - Every etcd failure is logged (once per change of state) and retried on the next turn; the
   thread never dies of one.
 """
@@ -25,8 +27,10 @@ import threading
 import time
 from dataclasses import replace
 
+from zlog.replication.absence import Absences
 from zlog.replication.control import Proposal, isr_change, plan
 from zlog.replication.coordination import CoordinationError, Coordinator, Snapshot, WorkerInfo
+from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.moves import completions, controller, reassignments
 
 log = logging.getLogger("zlog.replication")
@@ -34,7 +38,8 @@ log = logging.getLogger("zlog.replication")
 
 class Membership(threading.Thread):
     def __init__(self, coord: Coordinator, info: WorkerInfo, mine: dict[str, tuple[int, ...]],
-                 ttl_ms: int, poll_s: float = 0.2) -> None:
+                 ttl_ms: int, poll_s: float = 0.2, dead_after_ms: int = 300_000,
+                 metrics: ReplicationMetrics | None = None) -> None:
         super().__init__(name="zlog-membership", daemon=True)
         self.coord = coord
         self.info = info
@@ -47,6 +52,9 @@ class Membership(threading.Thread):
         self.version = 0
         self.won: dict[str, int] = {}
         self.elections = 0
+        self.absences = Absences(dead_after_ms)
+        self.lost: frozenset[int] = frozenset()
+        self.metrics = metrics
         self._isr: queue.SimpleQueue[tuple[str, int, frozenset[int]]] = queue.SimpleQueue()
         self._handoffs: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -117,8 +125,9 @@ class Membership(threading.Thread):
         snap = self.coord.snapshot()
         eager = time.monotonic() - self._born > max(5.0, 2 * self.ttl_s)
         proposals: list[Proposal] = plan(snap, self.info.id, self.mine, self.won, eager)
+        self.lost = self.absences.observe(snap, time.monotonic() * 1000)
         if eager and controller(snap) == self.info.id:  # the one worker that moves replicas
-            proposals += completions(snap) + reassignments(snap)
+            proposals += completions(snap) + reassignments(snap, lost=self.lost)
         while True:
             try:
                 name, epoch, isr = self._isr.get_nowait()
@@ -144,6 +153,8 @@ class Membership(threading.Thread):
                     self.won[p.name] = p.state.epoch
                 if p.why in ("elect", "reclaim", "create"):
                     self.elections += 1
+                if self.metrics is not None and p.why in ("reassign", "rereplicate", "complete"):
+                    self.metrics.reassignments.labels(step=p.why).inc()
                 log.info("partition state changed", extra={"partition": p.name, "why": p.why,
                                                            "leader": p.state.leader, "isr": list(p.state.isr),
                                                            "replicas": list(p.state.replicas),

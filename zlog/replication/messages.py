@@ -9,9 +9,12 @@ One msgpack map per ZeroMQ message (after the leader's ROUTER identity envelope)
   ``{"t": "fetch", "id", "p", "hw", "leo", "batches": [[base, count, data, max_ts, pid, seq,
   segment, epoch]]}``: the batches from ``offset`` (a long poll: held up to ``wait_ms`` while
   there are none). The fetch offset tells the leader what the follower holds durably.
-- errors: ``{"t": ..., "id", "p", "error": code, "leader_epoch"}`` with code ``NOT_LEADER``
-  (this worker does not lead that partition in that epoch), ``OFFSET`` (not a batch boundary or
-  past the log end: the follower must truncate first) or ``INTERNAL``.
+- errors: ``{"t": ..., "id", "p", "error": code, "leader_epoch", "log_start"}`` with code
+  ``NOT_LEADER`` (this worker does not lead that partition in that epoch), ``OFFSET`` (not a batch
+  boundary or past the log end: the follower must truncate first), ``OFFSET_OUT_OF_RANGE``
+  (below the leader's log start, ``log_start``: retention deleted it; the follower starts its
+  log there, with ``producers``, the producer snapshot ``[[pid, seq, base, count]]`` the
+  leader's first segment starts with) or ``INTERNAL``.
 
 Invariants:
 - ``parse`` validates every field and raises ``BadMessage``; nothing else escapes it.
@@ -92,6 +95,12 @@ def error_reply(r: Request, code: str, leader_epoch: int) -> bytes:
     return pack({"t": r.kind, "id": r.id, "p": r.partition, "error": code, "leader_epoch": leader_epoch})
 
 
+def out_of_range_reply(r: Request, leader_epoch: int, log_start: int,
+                       producers: list[tuple[bytes, int, int, int]]) -> bytes:
+    return pack({"t": r.kind, "id": r.id, "p": r.partition, "error": "OFFSET_OUT_OF_RANGE",
+                 "leader_epoch": leader_epoch, "log_start": log_start, "producers": [list(x) for x in producers]})
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     kind: str
@@ -103,6 +112,8 @@ class Reply:
     batches: tuple[tuple[Batch, int], ...] = ()  # (batch, its epoch)
     epoch: int = -1
     end: int = -1
+    log_start: int = -1  # with OFFSET_OUT_OF_RANGE: the leader's first offset
+    producers: tuple[tuple[bytes, int, int, int], ...] = ()  # ... and the producer snapshot there
 
 
 def parse_reply(raw: bytes) -> Reply:
@@ -114,6 +125,8 @@ def parse_reply(raw: bytes) -> Reply:
         raise BadMessage("not a replication reply")
     kind, rid, p = obj["t"], _int(obj, "id"), obj["p"]
     err = obj.get("error")
+    if err == "OFFSET_OUT_OF_RANGE":
+        return Reply(kind, rid, p, err, log_start=_int(obj, "log_start"), producers=_producers(obj.get("producers")))
     if err is not None:
         return Reply(kind, rid, p, str(err))
     if kind == "epoch":
@@ -128,3 +141,15 @@ def parse_reply(raw: bytes) -> Reply:
             raise BadMessage("bad batch")
         out.append((Batch(it[0], it[1], it[2], it[3], it[4], it[5], it[6]), it[7]))
     return Reply(kind, rid, p, None, _int(obj, "hw"), _int(obj, "leo"), tuple(out))
+
+
+def _producers(items: Any) -> tuple[tuple[bytes, int, int, int], ...]:
+    if not isinstance(items, list):
+        raise BadMessage("producers must be a list")
+    out = []
+    for it in items:
+        if (not isinstance(it, list) or len(it) != 4 or not isinstance(it[0], bytes)
+                or not all(type(v) is int and v >= 0 for v in it[1:])):
+            raise BadMessage("bad producer entry")
+        out.append((it[0], it[1], it[2], it[3]))
+    return tuple(out)

@@ -25,4 +25,15 @@ class ReplicationMetrics:
                                  ["partition"], registry=r)
         self.truncated = Counter("zlog_replication_truncated_records",
                                  "Records cut from divergent tails before following (KIP-101)", registry=r)
+        self.reassignments = Counter("zlog_replication_reassignments",
+                                     "Reassignment steps this worker's transactions made (as controller): reassign "
+                                     "(drain, balance), rereplicate (off a lost worker), complete", ["step"], registry=r)
+        self.reassigning = Gauge("zlog_replication_reassigning_partitions",
+                                 "Partitions led here with a reassignment under way", registry=r)
+        self.lost_workers = Gauge("zlog_replication_lost_workers",
+                                  "Workers holding replicas that have had no etcd lease for "
+                                  "storage.replica_dead_after_ms (this worker's count)", registry=r)
+        self.log_restarts = Counter("zlog_replication_log_restarts",
+                                    "Followed logs restarted at the leader's log start (OFFSET_OUT_OF_RANGE)",
+                                    registry=r)
         self.errors = Counter("zlog_replication_errors", "Replication errors, by kind", ["kind"], registry=r)

@@ -17,7 +17,8 @@ Invariants:
 - At most ``max_moves`` partitions are being reassigned at once (bounded catch-up traffic).
 - Moves are proposed only by the controller, the live worker with the smallest id; any other
   worker racing it (a stale controller) loses the transaction and re-reads.
-- Draining worker N moves every replica off N; balancing moves one replica at a time from the
+- Draining worker N moves every replica off N, and so does losing it (``absence.Absences``: no
+  etcd key for ``storage.replica_dead_after_ms``), lost workers first ("rereplicate"); balancing moves one replica at a time from the
   most to the least loaded eligible worker (live, not drained) until loads differ by at most one,
   and only while every partition has a live leader and a full ISR (no moves during a failover).
 - A new replica goes to a host none of the others is on whenever such a worker exists.
@@ -52,9 +53,9 @@ def _pick(snap: Snapshot, eligible: list[int], load: dict[int, int], others: tup
     return min(apart or free, key=lambda w: (load[w], w))
 
 
-def _start(name: str, state: PartitionState, rev: int, new: tuple[int, ...]) -> Proposal:
+def _start(name: str, state: PartitionState, rev: int, new: tuple[int, ...], why: str = "reassign") -> Proposal:
     added = tuple(r for r in new if r not in state.replicas)
-    return Proposal(name, replace(state, replicas=state.replicas + added, target=new, adding=added), rev, "reassign")
+    return Proposal(name, replace(state, replicas=state.replicas + added, target=new, adding=added), rev, why)
 
 
 def nowhere_to_go(snap: Snapshot, worker: int) -> list[str]:
@@ -75,8 +76,10 @@ def completions(snap: Snapshot) -> list[Proposal]:
     return out
 
 
-def reassignments(snap: Snapshot, max_moves: int = MAX_MOVES) -> list[Proposal]:
-    """New moves to start now: replicas off drained workers first, then towards an even spread."""
+def reassignments(snap: Snapshot, max_moves: int = MAX_MOVES, lost: frozenset[int] = frozenset()) -> list[Proposal]:
+    """New moves to start now: replicas off lost workers (``lost``: gone for good, see
+    ``absence``) and drained ones first, lost ones before drained ones, then towards an even
+    spread."""
     moving = sum(1 for s, _ in snap.partitions.values() if s.target)
     budget = max_moves - moving
     eligible = sorted(w for w in snap.workers if w not in snap.drains)
@@ -93,10 +96,11 @@ def reassignments(snap: Snapshot, max_moves: int = MAX_MOVES) -> list[Proposal]:
             leads[final[0]] += 1
     out: list[Proposal] = []
     busy: set[str] = set()
-    for name, (s, rev) in sorted(snap.partitions.items()):
+    leaving = snap.drains | lost
+    for name, (s, rev) in sorted(snap.partitions.items(), key=lambda kv: (not set(kv[1][0].replicas) & lost, kv[0])):
         if len(out) >= budget:
             return out
-        gone = [r for r in s.replicas if r in snap.drains]
+        gone = [r for r in s.replicas if r in leaving]
         if s.target or not gone or s.leader is None or s.leader not in snap.workers:
             continue  # a partition without a live leader has nobody to catch up from
         slots = list(s.replicas)
@@ -106,9 +110,9 @@ def reassignments(snap: Snapshot, max_moves: int = MAX_MOVES) -> list[Proposal]:
                 break
             slots[slots.index(d)] = w
             load[w] += 1
-        if any(r in snap.drains for r in slots):
+        if any(r in leaving for r in slots):
             continue  # nowhere to put one of them: wait for a worker to join
-        out.append(_start(name, s, rev, tuple(slots)))
+        out.append(_start(name, s, rev, tuple(slots), "rereplicate" if set(gone) & lost else "reassign"))
         busy.add(name)
     healthy = all(s.leader in snap.workers and set(s.isr) == set(s.replicas) and not s.target
                   for s, _ in snap.partitions.values())

@@ -6,7 +6,11 @@ Invariants:
   current one.
 - Epoch caches live in ``<storage_dir>/replication/<name>.epochs`` and are loaded once.
 - ``partitions`` grows only by ``adopt`` (etcd lists this worker among a partition's replicas),
-  and then only with names of this cluster's partitions.
+  and then only with names of this cluster's partitions; it shrinks only by ``drop`` (etcd no
+  longer lists it: a move completed, perhaps while this worker was away), which closes the log
+  and takes it out of ``worker.logs``, so nothing reads, follows or leads that copy any more.
+  Its files stay on disk (a later ``adopt`` reopens them; truncation against the leader's
+  epochs decides what of them is kept).
 """
 
 from __future__ import annotations
@@ -85,3 +89,18 @@ class Replicas:
         self.names[p] = name
         self.by_name[name] = p
         return p
+
+    def drop(self, p: int) -> None:
+        """etcd no longer lists this worker among ``p``'s replicas: close and forget its copy."""
+        plog = self.worker.logs.pop(p, None)
+        if plog is not None:
+            plog.close()
+        name = self.names.pop(p, None)
+        if name is not None:
+            self.by_name.pop(name, None)
+        if p in self.partitions:
+            self.partitions.remove(p)
+        for d in (self.views, self.caches, self.states):
+            d.pop(p, None)
+        log.info("replica removed from this worker", extra={"partition": p, "files_kept": str(plog.directory)
+                                                             if plog is not None else None})
