@@ -37,20 +37,23 @@ FIELD_ORDER = (
 )
 MAX_TIMESTAMP = (1 << 63) - 1
 MAX_REPORTED_ERRORS = 10
+_GATEWAY, _STORAGE = GatewayConfig(), StorageConfig()  # the defaults of Limits
 
 NDJSON_TYPES = frozenset(("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"))
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_records: int = 20_000
-    max_service_bytes: int = 256
-    max_level_bytes: int = 32
-    max_message_bytes: int = 64 * 1024
-    max_labels: int = 64
-    max_label_key_bytes: int = 128
-    max_label_value_bytes: int = 1024
-    max_record_bytes: int = 256 * 1024
+    """The record bounds a checker enforces; the defaults are the config's (one source of truth)."""
+
+    max_records: int = _GATEWAY.max_records
+    max_service_bytes: int = _GATEWAY.max_service_bytes
+    max_level_bytes: int = _GATEWAY.max_level_bytes
+    max_message_bytes: int = _GATEWAY.max_message_bytes
+    max_labels: int = _GATEWAY.max_labels
+    max_label_key_bytes: int = _GATEWAY.max_label_key_bytes
+    max_label_value_bytes: int = _GATEWAY.max_label_value_bytes
+    max_record_bytes: int = _STORAGE.max_record_bytes
 
     @classmethod
     def from_config(cls, gateway: GatewayConfig, storage: StorageConfig) -> Limits:
