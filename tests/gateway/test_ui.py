@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests._browser import ARGS, chromium
+from tests._browser import chromium
 from tests._cluster import REPO, Cluster, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
@@ -56,29 +56,6 @@ RECORDS = [{"timestamp": NOW - 2_400_000 + (i * 40_000 if i < 45 else 1_800_000 
             "service": SERVICES[i % 4], "level": "ERROR" if i > 50 and i % 2 else LEVELS[i % 7 % 4],
             "message": MESSAGES[i % len(MESSAGES)], "labels": {"region": "eu-west", "pod": f"api-{i % 3}"}}
            for i in range(60)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
-    try:
-        yield pg
-        assert errors == []
-    finally:
-        pg.close()
 
 
 def query(page: Any) -> dict[str, list[str]]:
