@@ -112,11 +112,11 @@ def stream_status(cluster_url: str, path: str, headers: dict[str, str]) -> tuple
 
 
 def expected(role: str | None, method: str, path: str) -> int:
+    if path == "/" or path.startswith("/ui/"):  # static files load without a credential in token mode
+        return 200
     if role is None:
         return 401
     needed = "write" if method == "POST" else "read"
-    if path == "/" or path.startswith("/ui/"):  # static files: any valid credential
-        needed = role
     if role not in ("admin", needed):
         return 403
     return 204 if path == "/loki/api/v1/push" else 200
@@ -148,6 +148,58 @@ def test_every_endpoint_with_each_token(token_cluster: tuple[Cluster, Creds], wh
     for method, path in OPEN:
         status, _, data = call(cluster.url, method, path, None, headers)
         assert status == 200, (who, path, data[:200])
+
+
+def session_cookie(headers: dict[str, str]) -> str:
+    """The zlog_token cookie a sign-in answer sets, after checking its attributes."""
+    cookie = headers.get("Set-Cookie", "")
+    name, _, rest = cookie.partition("=")
+    value, _, attrs = rest.partition(";")
+    assert name == "zlog_token" and value, cookie
+    flags = {a.strip().split("=")[0].lower() for a in attrs.split(";")}
+    assert {"httponly", "samesite", "path", "max-age"} <= flags and "samesite=strict" in cookie.lower(), cookie
+    return value
+
+
+def test_a_browser_signs_in_once_and_its_cookie_only_reads(token_cluster: tuple[Cluster, Creds]) -> None:
+    cluster, creds = token_cluster
+    status, _, data = call(cluster.url, "POST", "/v1/session", None, bearer("zlog_AAAAAAAAAAAA_" + "x" * 43))
+    assert status == 401 and b"zlog_AAAA" not in data
+    status, headers, data = call(cluster.url, "POST", "/v1/session", None, bearer(creds.admin))
+    assert status == 200 and json.loads(data) == {"mode": "token", "tenant": "acme", "role": "admin"}
+    cookie = {"Cookie": f"zlog_token={session_cookie(headers)}"}
+    assert session_cookie(headers) == creds.admin
+    # Reads take the cookie, the event stream included; the session endpoint says who it is.
+    for path in ("/v1/services", "/v1/logs?limit=5", "/v1/stats/volume?step=1m", "/v1/tail?service=auth-svc"):
+        assert call(cluster.url, "GET", path, None, cookie)[0] == 200, path
+    status, _, data = call(cluster.url, "GET", "/v1/session", None, cookie)
+    assert status == 200 and json.loads(data)["session"] is True
+    # Nothing else does, even for an admin token: not a write, not a POST query.
+    for method, path, body in [("POST", "/v1/logs", RECORD), ("POST", "/loki/api/v1/push", LOKI),
+                               ("POST", "/loki/api/v1/query_range", b"query=%7Bservice_name%3D%22a%22%7D")]:
+        status, _, _ = call(cluster.url, method, path, body, cookie)
+        assert status == 401, (method, path, status)
+    # A header wins over the cookie: a bad header is refused whatever the cookie holds.
+    assert call(cluster.url, "GET", "/v1/services", None, {**cookie, **bearer("zlog_AAAAAAAAAAAA_" + "y" * 43)})[0] == 401
+    # A bad cookie is refused like a bad header; signing out clears it without a credential.
+    assert call(cluster.url, "GET", "/v1/services", None, {"Cookie": "zlog_token=zlog_BBBBBBBBBBBB_zz"})[0] == 401
+    status, headers, _ = call(cluster.url, "DELETE", "/v1/session", None, {})
+    assert status == 200 and "zlog_token=;" in headers.get("Set-Cookie", "").replace('""', "")
+    # Secure only over HTTPS: an untrusted peer's X-Forwarded-Proto is not believed...
+    status, headers, _ = call(cluster.url, "POST", "/v1/session", None, {**bearer(creds.read), "X-Forwarded-Proto": "https"})
+    assert status == 200 and "secure" not in headers["Set-Cookie"].lower()
+    # ... a trusted proxy's is.
+    proc, url, _ = _extra_gateway(cluster, {"ZLOG_GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"})
+    try:
+        wait_until(lambda: http("GET", url + "/healthz", timeout=2)[0] == 200, timeout=30, what="proxied gateway")
+        status, headers, _ = call(url, "POST", "/v1/session", None, {**bearer(creds.read), "X-Forwarded-Proto": "https"})
+        assert status == 200 and "; secure" in headers["Set-Cookie"].lower()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    # The viewer's page loads without a credential so that it can show the sign-in form.
+    status, _, page = call(cluster.url, "GET", "/", None, {"Accept": "text/html"})
+    assert status == 200 and b'id="signin"' in page
 
 
 def test_a_basic_credential_is_refused_in_token_mode(token_cluster: tuple[Cluster, Creds]) -> None:
@@ -214,6 +266,11 @@ def test_basic_mode_users(token_cluster: tuple[Cluster, Creds]) -> None:
         assert call(url, "POST", "/v1/logs", RECORD, basic("alice", "correct horse battery"))[0] == 403
         assert call(url, "POST", "/v1/logs", RECORD, basic("bob", "another long password"))[0] == 200
         assert call(url, "GET", "/v1/services", None, bearer(creds.admin))[0] == 401  # wrong scheme for the mode
+        # The browser sends basic credentials itself: no session to open, no cookie taken.
+        status, headers, _ = call(url, "POST", "/v1/session", None, basic("alice", "correct horse battery"))
+        assert status == 400 and "Set-Cookie" not in headers
+        assert call(url, "GET", "/v1/services", None, {"Cookie": f"zlog_token={creds.admin}"})[0] == 401
+        assert call(url, "GET", "/", None, {"Accept": "text/html"})[0] == 401  # the browser prompts
     finally:
         proc.terminate()
         proc.wait(15)

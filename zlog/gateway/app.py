@@ -36,6 +36,7 @@ from zlog.gateway import (
     loki_tail,
     otlp,
     read_api,
+    session,
     stats_api,
     tail,
     ui,
@@ -144,6 +145,7 @@ async def make_app(cfg: Config, index: int = 0) -> web.Application:
     tail.setup(app)
     export.setup(app)
     ui.setup(app)
+    session.setup(app)
     stats_api.setup(app)
     loki_push.setup(app)
     otlp.setup(app)

@@ -13,6 +13,8 @@ Invariants:
   request gets 403. The tenant is the credential's; ``X-Scope-OrgID`` may only repeat it (an
   ``admin`` credential may name any tenant).
 - No answer echoes a presented credential, and none is logged: refusals name the problem only.
+- In ``token`` mode a signed-in browser's cookie stands for the header on reads only
+  (``zlog.gateway.session``); a request with an ``Authorization`` header is judged by it alone.
 - Two ``X-Scope-OrgID`` headers are a 400 and two ``Authorization`` headers a 401: a request
   never means two tenants or two credentials.
 - Slow checks (scrypt) run in threads, at most ``CHECKS_AT_ONCE`` at a time with at most
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from zlog.config import Config
-from zlog.gateway import headers
+from zlog.gateway import headers, session
 from zlog.gateway.context import CONTEXT, error_response
 from zlog.protocol.errors import ZlogError
 from zlog.security import credentials, roles
@@ -156,7 +158,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if len(tenant_headers) > 1:  # which one a proxy or handler would read is anybody's guess: refuse both
         return error_response(ids.InvalidTenant(f"at most one {ids.TENANT_HEADER} header"))
     header_tenant = tenant_headers[0] if tenant_headers else None
-    if state is None or mode == "none" or request.path in state.open_paths:
+    if (state is None or mode == "none" or request.path in state.open_paths
+            or session.opens_without_credential(request, mode)):
         try:
             request[TENANT] = ids.from_header(header_tenant, ctx.cfg.cluster.tenant)
         except ZlogError as exc:
@@ -164,7 +167,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         request[ROLE] = "admin" if mode == "none" else "read"
         return await handler(request)
     given = request.headers.getall("Authorization", [])
-    presented = parse_authorization(given[0]) if len(given) == 1 else None
+    if given:
+        presented = parse_authorization(given[0]) if len(given) == 1 else None
+    else:
+        presented = session.cookie_credential(request, mode)
     if presented is None or presented.scheme != _SCHEME[mode]:
         want = "a bearer token" if mode == "token" else "a user and password (HTTP basic)"
         return _refuse("UNAUTHORIZED", f"this API needs {want} in the Authorization header", mode)

@@ -67,6 +67,13 @@ class GatewayContext:
                 return hop
         return hops[0] if hops else peer
 
+    def is_https(self, request: web.Request) -> bool:
+        """Whether the client's connection is HTTPS: ours, or a trusted proxy's X-Forwarded-Proto."""
+        if request.scheme == "https":
+            return True
+        return (bool(self.trusted) and self._is_trusted(request.remote or "")
+                and request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https")
+
     def _is_trusted(self, host: str) -> bool:
         try:
             addr = ipaddress.ip_address(host)

@@ -37,6 +37,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("INVALID_TENANT", 400, False, "not a tenant id (1..150 bytes of 0-9 a-z A-Z ! - _ . * ' ( ))"),
         ErrorKind("UNAUTHORIZED", 401, False, "credentials are missing or not valid"),
         ErrorKind("FORBIDDEN", 403, False, "the credential's role may not do this"),
+        ErrorKind("NO_SESSION", 400, False, "only auth.mode = token has browser sessions"),
         ErrorKind("TOO_MANY_TENANTS", 429, False, "the cluster keeps no more tenants"),
         ErrorKind("QUOTA_EXCEEDED", 429, False, "the tenant's storage quota is used up; nothing was stored"),
         ErrorKind("TOO_MANY_SERVICES", 429, False, "the tenant writes to as many services as it may"),

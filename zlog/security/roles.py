@@ -5,7 +5,8 @@ Invariants:
   only reads (every GET/HEAD, and the POST forms of Loki's query endpoints).
 - ``any`` (every valid credential): the Elasticsearch handshake a shipper makes before its first
   bulk (license, cluster health, templates, ILM and pipeline probes, the product check on ``/``),
-  and the viewer's static files: they answer fixed bodies and hold no data.
+  the viewer's static files (they answer fixed bodies and hold no data) and signing a browser in
+  (``POST /v1/session``).
 - Anything not named here needs ``admin``: an endpoint added later is closed until it is placed.
 """
 
@@ -24,6 +25,12 @@ ES_HANDSHAKE_PREFIXES = ("/_license", "/_xpack", "/_cat/templates", "/_index_tem
 # and ``GET /``, which is also Elasticsearch's product check that a shipper makes with a write key.
 STATIC_PATHS = frozenset(("/",))
 STATIC_PREFIXES = ("/ui/",)
+# A browser signs in with its token here (zlog.gateway.session); any valid credential may.
+SESSION_PATH = "/v1/session"
+
+
+def is_static(path: str) -> bool:
+    return path in STATIC_PATHS or path.startswith(STATIC_PREFIXES)
 
 
 def required_role(method: str, path: str) -> str:
@@ -34,10 +41,10 @@ def required_role(method: str, path: str) -> str:
         return "write"
     if method in ("GET", "HEAD", "PUT") and path.startswith(ES_HANDSHAKE_PREFIXES):
         return "any"
-    if method in READ_METHODS and (path in STATIC_PATHS or path.startswith(STATIC_PREFIXES)):
+    if method in READ_METHODS and is_static(path):
         return "any"
-    if method == "PUT" and path.endswith(WRITE_SUFFIXES):  # Elasticsearch clients send PUT /_bulk
-        return "write"
+    if method in ("POST", "GET", "HEAD") and path == SESSION_PATH:  # signing in checks the credential only
+        return "any"
     if method in READ_METHODS:
         return "read"
     if method == "POST" and path.startswith(READ_POST_PREFIXES):

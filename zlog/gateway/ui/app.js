@@ -1,7 +1,7 @@
 // zlog log explorer: plain JS modules, no build step. The page URL holds the filters, so a view can
 // be shared. Talks to the gateway's read API only: /v1/services, /v1/logs (search + paging),
 // /v1/tail (SSE), /v1/stats/volume (chart), /v1/stats/values (facets), /v1/partitions/{p}/records
-// (context) and /v1/logs/export (download).
+// (context) and /v1/logs/export (download); /v1/session to sign in where the gateway asks for a token.
 "use strict";
 
 import { VolumeChart } from "./chart.js";
@@ -9,6 +9,7 @@ import { fetchJson, fmtTime, h } from "./dom.js";
 import { Facets, labelKeys } from "./facets.js";
 import { apiParams, chipLabel, fromUrl, KNOWN_LEVELS, toUrl } from "./filters.js";
 import { closeDetails, moveSelection, rowFor, select, toggleDetail } from "./rows.js";
+import { SignIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -28,6 +29,7 @@ const state = {
 const chart = new VolumeChart($("chart"), { onSelect: (from, to) => setRange(String(from), String(to)) });
 window.zlogChart = chart; // for the browser tests and for poking at in a console
 const facets = new Facets($("facets"), { onPick: pick });
+const signIn = new SignIn($("signin"), $("signout"), () => { loadServices(); run(); });
 const rowActions = { pick: (...a) => pick(...a), query: () => readForm().q };
 
 // -- the form <-> a filter object ---------------------------------------------------------
@@ -329,3 +331,4 @@ writeForm(fromUrl());
 setAuto();
 loadServices();
 run();
+signIn.check();

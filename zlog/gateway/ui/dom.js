@@ -94,6 +94,7 @@ export async function fetchJson(url, signal) {
   const resp = await fetch(url, { headers: { Accept: "application/json" }, signal });
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
+    if (resp.status === 401) window.dispatchEvent(new CustomEvent("zlog:unauthorized"));
     const err = new Error(body.error?.message || body.message || `${resp.status} ${resp.statusText}`);
     err.status = resp.status;
     throw err;
