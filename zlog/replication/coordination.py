@@ -7,6 +7,8 @@ Keys, under ``cluster.etcd_prefix``:
   ``target``, when not empty, is the replica set a reassignment moves to, ``adding`` the
   replicas it adds (``replicas`` then holds the old set plus those, see ``zlog.replication.moves``). ``name`` is a string (the
   partition number today), so a tenant prefix fits in later without a new layout.
+- ``routers/<id>``: ``{"id", "host", "pid", "front", "back"}``, put under the router's lease
+  (``zlog.replication.watch.Registration``): the routers producers and gateways connect to.
 - ``drain/<id>``: present while worker ``id`` is being drained (``zlog worker drain``): it leads
   nothing and is never elected while another in-sync replica can be.
 
@@ -25,7 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,19 +39,19 @@ class CoordinationError(RuntimeError):
     """etcd could not be reached or refused the request."""
 
 
-def _b64(text: str | bytes) -> str:
+def b64(text: str | bytes) -> str:
     raw = text.encode() if isinstance(text, str) else text
     return base64.b64encode(raw).decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _prefix_end(prefix: str) -> str:
+def prefix_end(prefix: str) -> str:
     raw = bytearray(prefix.encode())
     raw[-1] += 1
-    return _b64(bytes(raw))
+    return b64(bytes(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,24 @@ class WorkerInfo:
     def from_json(cls, raw: bytes) -> WorkerInfo:
         o = orjson.loads(raw)
         return cls(int(o["id"]), str(o["host"]), int(o["pid"]), str(o["endpoint"]), int(o.get("metrics_port", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInfo:
+    id: int
+    host: str
+    pid: int
+    front: str  # where producers and gateways connect
+    back: str  # where storage workers connect
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"id": self.id, "host": self.host, "pid": self.pid, "front": self.front,
+                             "back": self.back})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RouterInfo:
+        o = orjson.loads(raw)
+        return cls(int(o["id"]), str(o["host"]), int(o["pid"]), str(o["front"]), str(o["back"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,7 @@ class Snapshot:
     workers: dict[int, WorkerInfo]
     partitions: dict[str, tuple[PartitionState, int]]  # name -> (state, mod_revision)
     drains: frozenset[int] = frozenset()
+    routers: dict[int, RouterInfo] = field(default_factory=dict)
 
 
 def call_timeout(lease_ttl_ms: int) -> float:
@@ -160,21 +181,25 @@ class Coordinator:
         self._post("/lease/revoke", {"ID": lease})
 
     def register(self, info: WorkerInfo, lease: int) -> None:
-        self._post("/kv/put", {"key": _b64(self.key("workers", info.id)), "value": _b64(info.to_json()),
-                               "lease": lease})
+        self.put_leased("workers", info.id, info.to_json(), lease)
+
+    def put_leased(self, kind: str, name: str | int, value: bytes, lease: int) -> None:
+        """``kind/name`` = ``value``, deleted by etcd when ``lease`` expires or is revoked."""
+        self._post("/kv/put", {"key": b64(self.key(kind, name)), "value": b64(value), "lease": lease})
 
     # -- state ----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        out = self._post("/kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)})
+        out = self._post("/kv/range", {"key": b64(self.prefix), "range_end": prefix_end(self.prefix)})
         workers: dict[int, WorkerInfo] = {}
         partitions: dict[str, tuple[PartitionState, int]] = {}
         drains: set[int] = set()
+        routers: dict[int, RouterInfo] = {}
         for kv in out.get("kvs", []):
-            key = _unb64(kv["key"]).decode()[len(self.prefix):]
+            key = unb64(kv["key"]).decode()[len(self.prefix):]
             kind, _, name = key.partition("/")
             try:
-                value = _unb64(kv.get("value", ""))
+                value = unb64(kv.get("value", ""))
                 if kind == "workers":
                     w = WorkerInfo.from_json(value)
                     workers[w.id] = w
@@ -182,22 +207,25 @@ class Coordinator:
                     partitions[name] = (PartitionState.from_json(value), int(kv["mod_revision"]))
                 elif kind == "drain":
                     drains.add(int(name))
+                elif kind == "routers":
+                    r = RouterInfo.from_json(value)
+                    routers[r.id] = r
             except (ValueError, KeyError, TypeError):
                 continue  # a value we did not write: ignored rather than trusted
-        return Snapshot(int(out["header"]["revision"]), workers, partitions, frozenset(drains))
+        return Snapshot(int(out["header"]["revision"]), workers, partitions, frozenset(drains), routers)
 
     def set_drain(self, worker: int, on: bool) -> None:
-        key = _b64(self.key("drain", worker))
+        key = b64(self.key("drain", worker))
         if on:
-            self._post("/kv/put", {"key": key, "value": _b64(b"{}")})
+            self._post("/kv/put", {"key": key, "value": b64(b"{}")})
         else:
             self._post("/kv/deleterange", {"key": key})
 
     def cas(self, name: str, state: PartitionState, mod_revision: int) -> bool:
         """Write ``state`` if the key still has ``mod_revision`` (0: if it does not exist)."""
-        key = _b64(self.key("partitions", name))
+        key = b64(self.key("partitions", name))
         cmp: dict[str, Any] = {"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision}
-        txn = {"compare": [cmp], "success": [{"request_put": {"key": key, "value": _b64(state.to_json())}}],
+        txn = {"compare": [cmp], "success": [{"request_put": {"key": key, "value": b64(state.to_json())}}],
                "failure": []}
         return bool(self._post("/kv/txn", txn).get("succeeded", False))
 

@@ -33,6 +33,11 @@ def local_endpoints(cfg: Config) -> tuple[str, ...]:
     return (f"http://{cfg.cluster.etcd_listen}:{cfg.cluster.etcd_client_port}",)
 
 
+def discovery_endpoints(cfg: Config) -> tuple[str, ...]:
+    """Where producers and gateways learn routers and leaders: etcd when R > 1, else nowhere."""
+    return local_endpoints(cfg) if cfg.storage.replication_factor > 1 else ()
+
+
 def binary() -> str:
     return shutil.which("etcd") or ETCD_BINARY
 
@@ -49,6 +54,9 @@ def command(name: str, data_dir: Path, host: str, client_port: int, peer_port: i
         # higher term asks before it campaigns, instead of deposing the leader the others kept,
         # which made every worker miss a lease renewal just after a cut host came back.
         "--pre-vote",
+        # Watches that ask for progress hear from etcd every second even on a quiet cluster, so
+        # a watcher tells a silent stream (a cut-off member) from a quiet one within seconds.
+        "--experimental-watch-progress-notify-interval", "1s",
         "--log-level", "warn", "--logger", "zap",
     ]
 
