@@ -14,6 +14,10 @@ Invariants:
 - All sends are non-blocking; a full queue (``zmq.Again``) becomes a BACKPRESSURE NACK, and
   replies to vanished producers are dropped and counted.
 - Every wake drains all ready messages (bounded per turn for fairness) before sleeping again.
+- Replicated (R > 1): the router registers itself in etcd and routes to the leaders etcd names
+  (``zlog.router.discovery``), applied the loop turn the watch event arrives; a worker whose
+  lease key goes is gone at once (its in-flight requests NACKed WORKER_LOST). etcd out of reach:
+  the last view stays, and a partition without a live leader in it is NACKed NO_OWNER.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -35,6 +40,10 @@ from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
 from zlog.tenants.admission import Admission
 from zlog.tenants.quotas import LimitsOf
+
+if TYPE_CHECKING:  # replication code is loaded only when R > 1
+    from zlog.replication.discovery import View
+    from zlog.router.discovery import RouterEtcd
 
 log = logging.getLogger("zlog.router")
 
@@ -70,6 +79,12 @@ class Router:
         self.admission = Admission(cfg.tenants.max_tenants)
         self.limits_of = LimitsOf(cfg.tenants)
         self._next_heartbeat = 0
+        self.etcd: RouterEtcd | None = None
+        self.view: View | None = None
+        if cfg.storage.replication_factor > 1:
+            from zlog.router.discovery import RouterEtcd
+
+            self.etcd = RouterEtcd(cfg, index, self.ctx)
 
     def _socket(self, endpoint: str, domain: str) -> zmq.Socket[bytes]:
         refusal = check_bind(endpoint, self.cfg.cluster.curve)
@@ -156,7 +171,7 @@ class Router:
                 self._nack(self.front, ident, frames[3], "NO_OWNER",
                            f"partition {partition} has no live storage worker", retry=True, partition=partition)
         elif msg.command is Command.METADATA:
-            body = wire.pack_body(self.table.snapshot(_now_ms()))
+            body = wire.pack_body(self.metadata(_now_ms()))
             reply = wire.encode(Command.RESULT, msg.request_id, body=body)
             try:
                 self.front.send_multipart([ident, *reply], zmq.NOBLOCK)
@@ -248,6 +263,33 @@ class Router:
                        f"storage worker {w.worker_id} stopped with the request in flight",
                        retry=True, partition=partition)
 
+    # -- etcd (replicated clusters) -------------------------------------------------------
+
+    def follow(self, view: View | None) -> None:
+        """A new view of etcd: workers whose lease went are gone, leaders are etcd's."""
+        from zlog.replication.discovery import lost_workers
+
+        if view is None or view is self.view:
+            return
+        before, self.view = self.view, view
+        for wid in lost_workers(before, view):
+            ident = self.table.identity_of(wid)
+            if ident is not None:
+                self._worker_gone(ident, "lease expired")
+        changed = self.table.follow(view.leaders(self.table.partitions))
+        if changed:
+            log.info("leaders from etcd", extra={"revision": view.revision,
+                                                 "leaders": {p: self.table.leaders[p] for p in changed}
+                                                 if self.table.leaders else {}})
+
+    def metadata(self, now_ms: int) -> dict[str, object]:
+        body = self.table.snapshot(now_ms)
+        if self.view is not None:
+            body["routers"] = [{"id": r.id, "host": r.host, "pid": r.pid, "front": r.front, "back": r.back}
+                               for r in (self.view.routers[i] for i in sorted(self.view.routers))]
+            body["etcd_revision"] = self.view.revision
+        return body
+
     # -- loop -----------------------------------------------------------------------------
 
     def housekeeping(self, now_ms: int) -> None:
@@ -278,7 +320,7 @@ class Router:
         self.admission.refused.clear()
         m.inflight.set(self.table.inflight_count())
         m.workers_alive.set(self.table.alive_count())
-        m.partitions_owned.set(sum(1 for o in self.table.owners if o is not None))
+        m.partitions_owned.set(self.table.owned_count())
 
     def stop(self) -> None:
         """Leave the loop after this turn (called from a signal handler)."""
@@ -289,10 +331,17 @@ class Router:
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.back, zmq.POLLIN)
         front, back = self.front, self.back
+        wake = None
+        if self.etcd is not None:
+            wake = self.etcd.wake
+            poller.register(wake, zmq.POLLIN)
+            self.etcd.start()
         hb = self.cfg.router.heartbeat_ms
         while not self.stopping:
             events = dict(poller.poll(min(hb, 250)))
             now = _now_ms()
+            if wake is not None and wake in events and self.etcd is not None:
+                self.follow(self.etcd.take())
             # Workers first: replies free in-flight room and READYs create owners.
             if back in events:
                 for _ in range(DRAIN_PER_TURN):
@@ -332,6 +381,8 @@ class Router:
     def close(self) -> None:
         # In-flight requests are answered by their workers via other routers or time out at the
         # producer; the router holds nothing that needs flushing.
+        if self.etcd is not None:
+            self.etcd.close()
         self.front.close(0)
         self.back.close(0)
         if self.auth is not None:

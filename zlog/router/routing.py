@@ -6,6 +6,10 @@ rule here is tested with a fake clock.
 Invariants:
 - A partition has at most one owner: the worker whose READY (or heartbeat, which carries the
   same claim) is newest. An older claimant that still lives keeps its other partitions.
+- In a replicated cluster, once etcd's view is known (``follow``), the owner of a partition is
+  the live worker etcd names its leader, whatever the claims say; READY then only tells which
+  zmq identity is which worker id (the newest identity of an id wins). A leader etcd names that
+  is not connected here is no owner.
 - A worker is dead once ``liveness`` heartbeat intervals pass without any message from it, or
   when it says DISCONNECT; its partitions then have no owner until a live worker claims them.
 - Every forwarded request is in exactly one worker's in-flight table until its reply passes
@@ -39,7 +43,9 @@ class RoutingTable:
         self.expiry_ms = heartbeat_ms * liveness
         self.max_inflight = max_inflight
         self.workers: dict[bytes, WorkerState] = {}
-        self.owners: list[bytes | None] = [None] * partitions
+        self.owners: list[bytes | None] = [None] * partitions  # by the workers' claims
+        self.ids: dict[int, bytes] = {}  # worker id -> its newest identity
+        self.leaders: list[int | None] | None = None  # by etcd (replicated clusters), once known
 
     # -- membership ----------------------------------------------------------------------
 
@@ -61,6 +67,7 @@ class RoutingTable:
                 identity, worker_id, (), node, pid, metrics_port, now_ms, now_ms
             )
         w.last_seen_ms = now_ms
+        self.ids[worker_id] = identity
         valid = tuple(p for p in partitions if 0 <= p < self.partitions)
         w.partitions = valid
         taken = []
@@ -82,6 +89,8 @@ class RoutingTable:
         """The worker is gone (DISCONNECT, expiry or unreachable). Returns it with its in-flight table."""
         w = self.workers.pop(identity, None)
         if w is not None:
+            if self.ids.get(w.worker_id) == identity:
+                del self.ids[w.worker_id]
             for p in range(self.partitions):
                 if self.owners[p] == identity:
                     self.owners[p] = None
@@ -93,10 +102,26 @@ class RoutingTable:
 
     # -- requests ------------------------------------------------------------------------
 
+    def follow(self, leaders: list[int | None]) -> list[int]:
+        """etcd's leaders (worker ids, by partition) from now on; returns the partitions whose
+        leader changed."""
+        before = self.leaders
+        self.leaders = (leaders + [None] * self.partitions)[: self.partitions]
+        return [p for p in range(self.partitions) if before is None or before[p] != self.leaders[p]]
+
+    def identity_of(self, worker_id: int) -> bytes | None:
+        return self.ids.get(worker_id)
+
     def owner(self, partition: int) -> bytes | None:
-        if 0 <= partition < self.partitions:
-            return self.owners[partition]
-        return None
+        if not 0 <= partition < self.partitions:
+            return None
+        if self.leaders is not None:
+            leader = self.leaders[partition]
+            return None if leader is None else self.ids.get(leader)
+        return self.owners[partition]
+
+    def owned_count(self) -> int:
+        return sum(1 for p in range(self.partitions) if self.owner(p) is not None)
 
     def admit(self, worker: bytes, key: InflightKey, partition: int) -> bool:
         w = self.workers.get(worker)
@@ -121,7 +146,8 @@ class RoutingTable:
         return {
             "partitions": self.partitions,
             "owners": [
-                None if o is None or o not in self.workers else self.workers[o].worker_id for o in self.owners
+                None if o is None or o not in self.workers else self.workers[o].worker_id
+                for o in map(self.owner, range(self.partitions))
             ],
             "workers": [
                 {
