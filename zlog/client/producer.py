@@ -16,6 +16,10 @@ Invariants:
   until the new id's first batch is acknowledged, it is the only one in flight.
 - Bounded: at most ``max_inflight`` messages in flight per partition; beyond that records wait
   in the accumulator, which is itself bounded by ``max_pending_records`` (then Backpressure).
+- With ``etcd`` endpoints (a replicated cluster), the routers are those registered in etcd
+  (the ones given only start it), the owner map is etcd's leaders, and a batch backing off
+  after a failure is sent again the moment etcd names a new leader (or epoch) for its
+  partition: a failover costs one watch event, not the rest of a back-off.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -38,6 +42,10 @@ from zlog.protocol import bodies
 from zlog.protocol.errors import Backpressure, Timeout, ZlogError
 from zlog.protocol.hashing import Partitioner
 from zlog.security.curve import ClientCurve
+
+if TYPE_CHECKING:  # etcd's client is loaded only when discovery is on
+    from zlog.replication.discovery import View
+    from zlog.replication.watch import Discovery
 
 
 @dataclass(slots=True)
@@ -60,7 +68,7 @@ class PartitionState:
 # Failures that say the producer's map of partition owners may be stale.
 OWNERSHIP_ERRORS = frozenset(("NO_OWNER", "NOT_OWNER", "WORKER_LOST"))
 # Failures after which a batch may wait in a write-ahead log instead of failing the caller.
-SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST"))
+SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST", "ROUTER_LOST"))
 # spool(partition, producer_id, sequence, max_ts, lines, tenant) -> True when durably spooled.
 SpoolHook = Callable[[int, bytes, int, int, list[bytes], str | None], bool]
 StateKey = tuple[str | None, int]  # (tenant, partition): each has its own sequences
@@ -89,6 +97,8 @@ class AsyncProducer:
         coalesce: bool = True,
         acks: str = "all",
         curve: ClientCurve | None = None,
+        etcd: Sequence[str] = (),
+        etcd_prefix: str = "/zlog",
     ) -> None:
         if acks not in ("all", "leader"):
             raise ValueError("acks must be 'all' or 'leader'")
@@ -117,10 +127,28 @@ class AsyncProducer:
         self._busy = 1.0  # start by lingering; see enqueue
         self.coalesce = coalesce
         self.sender: Sender | None = None
+        self.etcd = tuple(etcd)
+        self.etcd_prefix = etcd_prefix
+        self.discovery: Discovery | None = None
+        self.view: View | None = None
+        self._wakes: dict[int, asyncio.Event] = {}  # partition -> set when etcd names a new leader
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect and learn the partition count from a router (retrying until ``timeout``)."""
         self.client = AsyncClient(self.routers, hwm=self.hwm, curve=self.curve)
+        if self.etcd and self.discovery is None:
+            from zlog.replication.watch import Discovery
+
+            loop = self.client.loop
+
+            def changed(view: View) -> None:  # on the watch thread
+                try:
+                    loop.call_soon_threadsafe(self._follow, view)
+                except RuntimeError:
+                    pass  # the loop closed: nothing left to follow for
+
+            self.discovery = Discovery(self.etcd, self.etcd_prefix, changed, name="zlog-producer-discovery")
+            self.discovery.start()
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -135,6 +163,38 @@ class AsyncProducer:
         self.sender.acks = self.acks
         self.partitioner = Partitioner(self.partitions)
         self._states = {}
+        if self.discovery is not None and self.discovery.view is not None:
+            self._follow(self.discovery.view)
+
+    def _follow(self, view: View) -> None:
+        """A new view of etcd (on the loop): its routers, its leaders; wake what waits on them."""
+        from zlog.replication.discovery import changed_leaders
+
+        if self.client is None or self.client.closed:
+            return
+        self.client.set_routers(view.fronts())
+        if self.sender is None or not self.partitions:
+            return  # not started yet: start() follows the view again
+        self.sender.owners = view.leaders(self.partitions)
+        for p in changed_leaders(self.view, view, self.partitions):
+            ev = self._wakes.pop(p, None)
+            if ev is not None:
+                ev.set()
+        self.view = view
+
+    async def _backoff(self, partition: int, delay: float) -> bool:
+        """Sleep ``delay``, or less if etcd names a new leader of ``partition`` meanwhile (True)."""
+        if self.discovery is None:
+            await asyncio.sleep(delay)
+            return False
+        ev = self._wakes.get(partition)
+        if ev is None:
+            ev = self._wakes[partition] = asyncio.Event()
+        try:
+            await asyncio.wait_for(ev.wait(), delay)
+            return True
+        except TimeoutError:
+            return False
 
     # -- the API --------------------------------------------------------------------------
 
@@ -325,7 +385,8 @@ class AsyncProducer:
                 # No time for another attempt after the backoff: an attempt started at the deadline
                 # would only turn this named error (DISK_FULL, BACKPRESSURE...) into a TIMEOUT.
                 return -1, error
-            await asyncio.sleep(delay)
+            if await self._backoff(b.partition, delay):
+                attempt = 0  # a new leader: the next failure backs off from the start again
 
     def _settle(self, b: Batch, share_base: int, error: ZlogError | None) -> None:
         spooled = False
@@ -399,6 +460,8 @@ class AsyncProducer:
             t.cancel()
         if self.sender is not None:
             self.sender.cancel()
+        if self.discovery is not None:
+            self.discovery.stop()
         if self.client is not None:
             self.client.close()
 

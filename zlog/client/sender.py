@@ -64,6 +64,8 @@ class Sender:
             msg = await asyncio.wait_for(fut, remaining)
         except TimeoutError:
             return None
+        except ZlogError as exc:  # ROUTER_LOST: the connection broke before the reply came
+            return _for_partition(exc, b.partition)
         if msg.command is Command.ACK:
             return bodies.parse_ack(msg.body)
         return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")

@@ -52,6 +52,7 @@ from zlog.ops.metrics import serve
 from zlog.ops.runtime import freeze_startup_garbage, stop_event_on_signals, tune_malloc
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
+from zlog.replication.etcd_server import discovery_endpoints
 from zlog.security import credentials
 from zlog.security.credentials import CredentialsError
 from zlog.security.curve import client_curve
@@ -124,10 +125,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def new_producer(cfg: Config, acks: str) -> AsyncProducer:
+    """The gateway's producer; replicated, it learns routers and leaders from etcd."""
     return AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
                          delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
                          linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches, acks=acks,
-                         curve=client_curve(cfg, "gateway"))
+                         curve=client_curve(cfg, "gateway"), etcd=discovery_endpoints(cfg),
+                         etcd_prefix=cfg.cluster.etcd_prefix)
 
 
 async def make_app(cfg: Config, index: int = 0) -> web.Application:

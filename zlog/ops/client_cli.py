@@ -31,6 +31,7 @@ from zlog.client import Producer
 from zlog.config import Config
 from zlog.ingest.records import InvalidBatch, Limits, encode_one
 from zlog.protocol.errors import ZlogError
+from zlog.replication.etcd_server import discovery_endpoints
 from zlog.security.curve import client_curve
 from zlog.tenants.ids import is_valid
 
@@ -117,8 +118,10 @@ def produce(cfg: Config, args: argparse.Namespace, stdin: BinaryIO | None = None
         print(f"zlog produce: {exc}", file=err)
         return 2
     try:
+        etcd = () if getattr(args, "router", None) else discovery_endpoints(cfg)  # --router: that one only
         producer = Producer(routers, node_id=cfg.cluster.node_id, limits=limits, linger_ms=1.0,
-                            delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, curve=curve)
+                            delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, curve=curve,
+                            etcd=etcd, etcd_prefix=cfg.cluster.etcd_prefix)
     except ZlogError as exc:
         print(f"zlog produce: cannot reach a router at {', '.join(routers)}: {exc.message}", file=err)
         return 1

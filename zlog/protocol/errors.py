@@ -47,6 +47,7 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("BACKPRESSURE", 503, True, "the cluster is overloaded; retry later"),
         ErrorKind("OUT_OF_ORDER_SEQUENCE", 503, True, "a producer batch arrived out of sequence"),
         ErrorKind("WORKER_LOST", 503, True, "the storage worker died with the request in flight"),
+        ErrorKind("ROUTER_LOST", 503, True, "the connection to the router broke with the request in flight"),
         ErrorKind("SHUTTING_DOWN", 503, True, "the process is stopping"),
         ErrorKind("TIMEOUT", 504, True, "storage did not answer within the deadline"),
         ErrorKind("DISK_FULL", 507, True, "the storage worker's disk is full"),

@@ -30,6 +30,7 @@ from zlog.ingest.partial import encode_partial
 from zlog.ingest.records import Limits
 from zlog.ops.metrics import SyslogMetrics, serve
 from zlog.protocol.errors import ZlogError
+from zlog.replication.etcd_server import discovery_endpoints
 from zlog.security.curve import client_curve
 from zlog.syslog.parse import Framer, SyslogError, parse
 
@@ -200,7 +201,8 @@ async def serve_syslog(cfg: Config, stop: asyncio.Event) -> None:
     producer = AsyncProducer(list(cfg.router.front), node_id=cfg.cluster.node_id,
                              delivery_timeout_s=cfg.gateway.request_timeout_ms / 1000.0, hwm=cfg.router.hwm,
                              linger_ms=cfg.gateway.linger_ms, max_inflight=cfg.gateway.inflight_batches,
-                             curve=client_curve(cfg, "gateway"))  # an intake front end, as a gateway is
+                             curve=client_curve(cfg, "gateway"),  # an intake front end, as a gateway is
+                             etcd=discovery_endpoints(cfg), etcd_prefix=cfg.cluster.etcd_prefix)
     await producer.start(timeout=30.0)
     metrics = SyslogMetrics()
     serve(cfg.syslog.metrics_port, metrics.registry, host=cfg.gateway.host)
