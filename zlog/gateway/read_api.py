@@ -213,9 +213,13 @@ async def get_partitions(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     n = partition_count(ctx)
     try:
-        owners = (await client_of(ctx).metadata(timeout=timeout_s(ctx))).get("owners", [])
+        meta = await client_of(ctx).metadata(timeout=timeout_s(ctx))
     except ZlogError:
-        owners = []
+        meta = {}
+    owners = meta.get("owners", [])
+    # Replicated: the routers registered in etcd (as the router that answered sees them);
+    # otherwise the configured ones.
+    routers = meta.get("routers") or [{"id": i, "front": ep} for i, ep in enumerate(ctx.cfg.router.front)]
     out = []
     for p, r in zip(range(n), await stats_all(ctx, list(range(n)), {}, tenant), strict=True):
         owner = owners[p] if p < len(owners) else None
@@ -231,7 +235,7 @@ async def get_partitions(request: web.Request) -> web.Response:
         entry.update({k: r[k] for k in _REPLICATION_KEYS if k in r})
         entry.update(_storage_fields(r))
         out.append(entry)
-    return _json(orjson.dumps({"partitions": out}))
+    return _json(orjson.dumps({"partitions": out, "routers": routers}))
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

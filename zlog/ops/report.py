@@ -67,6 +67,13 @@ def _uptime(samples: Samples | str, now: float) -> float | None:
 def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
     problems: list[str] = []
     routers = []
+    # Replicated: the routers registered in etcd, as any router that answered sees them.
+    registered: dict[int, dict[str, Any]] = {}
+    for m in raw.metadata:
+        if isinstance(m, dict) and isinstance(m.get("routers"), list):
+            registered = {int(r["id"]): r for r in m["routers"] if isinstance(r, dict) and "id" in r}
+            break
+    replicated = cfg.storage.replication_factor > 1
     for i, ep in enumerate(cfg.router.front):
         meta = raw.metadata[i] if i < len(raw.metadata) else "not asked"
         rm = raw.router_metrics[i] if i < len(raw.router_metrics) else "not asked"
@@ -81,7 +88,17 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
             "frames": _int(_value(rm, "zlog_router_frames_total")),
             "errors": _int(_value(rm, "zlog_router_errors_total")),
             "uptime_s": _uptime(rm, raw.now),
+            "registered": (i in registered) if replicated else None,
+            "pid": registered[i]["pid"] if i in registered else None,
         })
+        if replicated and up and registered and i not in registered:
+            problems.append(f"router {i} ({ep}) answers but is not registered in etcd")
+    for rid, r in sorted(registered.items()):  # started elsewhere, not in router.front
+        if rid >= len(cfg.router.front):
+            routers.append({"index": rid, "endpoint": r.get("front"), "up": None, "error": None,
+                            "metrics_port": None, "metrics_error": None, "workers_alive": None, "inflight": None,
+                            "frames": None, "errors": None, "uptime_s": None, "registered": True,
+                            "pid": r.get("pid")})
 
     # A worker is live when any router lists it; the freshest router view wins.
     seen: dict[int, dict[str, Any]] = {}
@@ -282,9 +299,11 @@ def render(report: dict[str, Any]) -> str:
              + ("OK" if report["ok"] else f"{len(report['problems'])} PROBLEM(S)")]
     lines += [f"  ! {p}" for p in report["problems"]]
     lines.append("")
-    lines += _table("ROUTERS", ["#", "endpoint", "state", "metrics", "workers", "inflight", "frames", "errors",
-                                "uptime"],
-                    ([_fmt(r["index"]), r["endpoint"], _fmt(r["up"]), f":{r['metrics_port']}",
+    lines += _table("ROUTERS", ["#", "endpoint", "state", "etcd", "metrics", "workers", "inflight", "frames",
+                                "errors", "uptime"],
+                    ([_fmt(r["index"]), r["endpoint"], _fmt(r["up"]),
+                      {True: "registered", False: "MISSING", None: "-"}[r["registered"]],
+                      "-" if r["metrics_port"] is None else f":{r['metrics_port']}",
                       _fmt(r["workers_alive"]), _fmt(r["inflight"]), _fmt(r["frames"]), _fmt(r["errors"]),
                       _duration(r["uptime_s"])] for r in report["routers"]))
     lines.append("")
