@@ -58,6 +58,18 @@ def test_both_crash_and_come_back_in_the_other_order() -> None:
     assert a.log == b.log == [(0, "m0"), (1, "n1")]
 
 
+def test_a_log_first_written_after_the_returning_replicas_epoch() -> None:
+    # A tenant's log of a partition: A leads epoch 5 and writes m0..m2 to it, acks=leader, before
+    # B fetched any of it; A dies. B leads epoch 6 with the log empty and writes n0 n1. A returns:
+    # all of m0..m2 must go (B's answer "epoch 5 ends at 0"), not be kept as if B knew nothing.
+    a, b = Replica(), Replica()
+    a.lead_append(5, "m0", "m1", "m2")
+    b.lead_append(6, "n0", "n1")
+    a.follow(b)
+    assert a.log == b.log == [(6, "n0"), (6, "n1")]
+    assert a.cache.entries == [(6, 0)]
+
+
 def test_a_follower_returns_after_many_epochs() -> None:
     leader = Replica()
     leader.lead_append(0, *"abcde")
@@ -80,7 +92,9 @@ def test_a_follower_returns_after_many_epochs() -> None:
         ([(0, 0), (2, 5), (5, 9)], 2, 12, (2, 9)),
         ([(0, 0), (2, 5), (5, 9)], 3, 12, (2, 9)),  # unknown epoch: the largest below it
         ([(0, 0), (2, 5), (5, 9)], 9, 12, (5, 12)),
-        ([(3, 4)], 1, 8, UNDEFINED),  # older than anything kept
+        ([(3, 4)], 1, 8, (1, 4)),  # older than anything kept: nothing from 4 on is of epoch 1
+        ([(6, 0)], 5, 2, (5, 0)),  # a log first written in epoch 6: nothing of epoch 5 on it
+        ([(3, 4)], -1, 8, UNDEFINED),  # the asker knows no epoch: nothing to compare
     ],
 )
 def test_end_offset(entries: list[tuple[int, int]], epoch: int, leo: int, expected: tuple[int, int]) -> None:

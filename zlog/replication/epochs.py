@@ -14,7 +14,9 @@ Invariants:
 - ``assign`` of an epoch whose start is at or below existing entries' starts drops those
   entries (their records were truncated away before the new epoch's first record).
 - ``end_offset(e, leo)`` is the first offset *after* the records of the largest epoch <= e, as
-  ``(that epoch, offset)``; ``UNDEFINED`` when no such epoch exists.
+  ``(that epoch, offset)``; for an epoch older than every entry, ``(e, first entry's start)``
+  (Kafka's answer: none of this log's records from there on are of epoch e or older);
+  ``UNDEFINED`` for e < 0 or an empty cache.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class EpochCache:
         """Where the records of the largest epoch <= ``epoch`` end (``leo`` for the latest)."""
         i = bisect_right([e for e, _ in self.entries], epoch)
         if i == 0:
-            return UNDEFINED
+            # A log that began after that epoch (a tenant's log first written in a later term):
+            # whatever the asker holds of it, from the first known start on, is not ours.
+            return (epoch, self.entries[0][1]) if self.entries and epoch >= 0 else UNDEFINED
         found = self.entries[i - 1][0]
         end = self.entries[i][1] if i < len(self.entries) else leo
         return found, end
@@ -115,7 +119,7 @@ def truncation_offset(follower: EpochCache, follower_leo: int, leader_answer: tu
     epoch, end = leader_answer
     if (epoch, end) == UNDEFINED:
         return follower_leo
-    _, own_end = follower.end_offset(epoch, follower_leo)
-    if own_end < 0:
+    if not follower.entries or follower.entries[0][0] > epoch:
         return 0  # we hold nothing of any epoch the leader knows: start over
+    _, own_end = follower.end_offset(epoch, follower_leo)
     return min(end, own_end, follower_leo)
