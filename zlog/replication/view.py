@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from zlog.storage import PartitionLog
 from zlog.storage.scan import ScanResult
+from zlog.storage.tokens import Needles
 
 
 class BoundedLog:
@@ -54,18 +55,18 @@ class BoundedLog:
 
     def scan(self, *, backward: bool = True, start: int | None = None, since_ms: int | None = None,
              until_ms: int | None = None, predicate: Callable[[bytes], bool] | None = None,
-             limit: int = 100, budget_bytes: int = 8 * 1024 * 1024) -> ScanResult:
+             limit: int = 100, budget_bytes: int = 8 * 1024 * 1024, needles: Needles | None = None) -> ScanResult:
         end = self.next_offset
         if backward:
             start = end - 1 if start is None else min(start, end - 1)
             if start < self.lowest_offset:
                 return ScanResult([], None, 0, 0)
             return self.plog.scan(backward=True, start=start, since_ms=since_ms, until_ms=until_ms,
-                                  predicate=predicate, limit=limit, budget_bytes=budget_bytes)
+                                  predicate=predicate, limit=limit, budget_bytes=budget_bytes, needles=needles)
         if start is not None and start >= end:
             return ScanResult([], None, 0, 0)
         r = self.plog.scan(backward=False, start=start, since_ms=since_ms, until_ms=until_ms,
-                           predicate=predicate, limit=limit, budget_bytes=budget_bytes)
+                           predicate=predicate, limit=limit, budget_bytes=budget_bytes, needles=needles)
         kept = [x for x in r.records if x[0] < end]
         if len(kept) < len(r.records) or (r.next is not None and r.next > end) or r.next is None:
             return ScanResult(kept, None, r.scanned_records, r.scanned_bytes)
