@@ -38,13 +38,18 @@ def service_for(partition: int, partitions: int) -> str:
     return next(f"svc-{i}" for i in range(10_000) if part(f"svc-{i}".encode()) == partition)
 
 
-def replica_lines(root: Path, worker: int, partition: int) -> list[bytes]:
-    d = root / "data" / f"replica-{worker}" / str(partition)
+def replica_dir(root: Path, worker: int, partition: int, tenant: str | None = None) -> Path:
+    d = root / "data" / f"replica-{worker}"
+    return (d if tenant is None else d / "tenants" / tenant) / str(partition)
+
+
+def replica_lines(root: Path, worker: int, partition: int, tenant: str | None = None) -> list[bytes]:
+    d = replica_dir(root, worker, partition, tenant)
     return [line for seg in sorted(d.glob("*.jsonl")) for line in seg.read_bytes().splitlines()]
 
 
-def data_digest(root: Path, worker: int, partition: int) -> str:
-    d = root / "data" / f"replica-{worker}" / str(partition)
+def data_digest(root: Path, worker: int, partition: int, tenant: str | None = None) -> str:
+    d = replica_dir(root, worker, partition, tenant)
     h = hashlib.sha256()
     for seg in sorted(d.glob("*.jsonl")):
         h.update(seg.name.encode() + seg.read_bytes())

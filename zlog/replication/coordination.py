@@ -5,8 +5,9 @@ Keys, under ``cluster.etcd_prefix``:
   lease, so it disappears when the worker stops renewing it (death, partition, hang).
 - ``partitions/<name>``: ``{"replicas", "leader", "isr", "epoch", "target", "adding"}``;
   ``target``, when not empty, is the replica set a reassignment moves to, ``adding`` the
-  replicas it adds (``replicas`` then holds the old set plus those, see ``zlog.replication.moves``). ``name`` is a string (the
-  partition number today), so a tenant prefix fits in later without a new layout.
+  replicas it adds (``replicas`` then holds the old set plus those, see ``zlog.replication.moves``). ``name`` is the
+  partition number as a string; every tenant's partition of that number shares the key (its
+  leader, ISR and epoch: ``zlog.replication.logset``), so etcd holds one key per partition.
 - ``routers/<id>``: ``{"id", "host", "pid", "front", "back"}``, put under the router's lease
   (``zlog.replication.watch.Registration``): the routers producers and gateways connect to.
 - ``drain/<id>``: present while worker ``id`` is being drained (``zlog worker drain``): it leads

@@ -1,8 +1,9 @@
 """The partitions a storage worker follows: one link per leader, requests out, replies applied.
 
 Invariants:
-- A partition is followed from the leader etcd names, in that leader's epoch (``follow``); at
-  most one request per partition is in flight (``follower.Following``).
+- A partition is followed from the leader etcd names, in that leader's epoch (``follow``), as
+  every log of it (each tenant's, by name: ``logset.log_name``); at most one request per log is
+  in flight (``follower.Following``).
 - A fetch reply's batches are appended at the leader's offsets; every followed partition written
   in one loop turn is synced once (group commit, ``flush``) before it is fetched again, so the
   next fetch offset tells the leader what this replica holds durably.
@@ -44,25 +45,27 @@ class Fetching:
         self.metrics = metrics
         self.me: int = worker.worker_id
         self.ctx: zmq.Context[zmq.Socket[bytes]] = worker.ctx
-        self.following: dict[int, Following] = {}
+        self.following: dict[str, Following] = {}  # by log name
         self.links: dict[int, tuple[str, zmq.Socket[bytes]]] = {}
         self.poller: zmq.Poller | None = None
         self._rid = 0
-        self._owed: list[int] = []
+        self._owed: list[str] = []  # logs written this turn
         self._refetch: list[Following] = []
 
     def sockets(self) -> list[zmq.Socket[bytes]]:
         return [s for _, s in self.links.values()]
 
-    def follow(self, p: int, name: str, leader: int, epoch: int, now: float) -> None:
-        """Follow ``p`` from ``leader`` in ``epoch`` (a new leader or epoch starts afresh)."""
-        f = self.following.get(p)
-        if f is None or f.leader != leader or f.epoch != epoch:
-            f = self.following[p] = Following(p, name, leader, epoch)
-            self.ask(f, now)
+    def follow(self, p: int, leader: int, epoch: int, now: float) -> None:
+        """Follow every log of ``p`` from ``leader`` in ``epoch`` (a new leader or epoch starts afresh)."""
+        for name in self.replicas.log_names[p]:
+            f = self.following.get(name)
+            if f is None or f.leader != leader or f.epoch != epoch:
+                f = self.following[name] = Following(p, name, leader, epoch)
+                self.ask(f, now)
 
     def stop(self, p: int) -> None:
-        self.following.pop(p, None)
+        for name in self.replicas.log_names.get(p, ()):
+            self.following.pop(name, None)
 
     def due(self, now: float) -> None:
         for f in self.following.values():
@@ -97,33 +100,34 @@ class Fetching:
         if sock is None:
             return
         self._rid += 1
-        req = f.request(self._rid, self.me, self.replicas.cache(f.partition).latest_epoch,
-                        self.replicas.log(f.partition).next_offset, now)
+        req = f.request(self._rid, self.me, self.replicas.cache(f.name).latest_epoch,
+                        self.replicas.log(f.name).next_offset, now)
         try:
             sock.send(rm.request(req), zmq.NOBLOCK)
         except zmq.ZMQError:
             f.inflight = None
 
     def on_reply(self, r: rm.Reply, now: float) -> None:
-        p = self.replicas.by_name.get(r.partition)
-        f = self.following.get(p) if p is not None else None
-        if f is None or p is None or r.id != f.inflight:
+        name = r.partition  # the log's name
+        f = self.following.get(name)
+        if f is None or r.id != f.inflight:
             return
         f.inflight = None
-        plog = self.replicas.log(p)
-        cache = self.replicas.cache(p)
+        p = f.partition
+        tenant = self.replicas.keys[name][0]
+        plog = self.replicas.log(name)
+        cache = self.replicas.cache(name)
         if r.error == "OFFSET_OUT_OF_RANGE" and r.log_start > plog.next_offset:
-            if self.worker.sealer.busy((self.worker.default_tenant, p)):
+            if self.worker.sealer.busy((tenant or self.worker.default_tenant, p)):
                 f.refused("BUSY", now)  # not under the seal process's feet; asked again shortly
                 return
             log.warning("the leader's log starts beyond this replica's end: starting the log there",
-                        extra={"partition": p, "log_end": plog.next_offset, "leader_log_start": r.log_start,
-                               "leader": f.leader})
+                        extra={"partition": p, "tenant": tenant, "log_end": plog.next_offset,
+                               "leader_log_start": r.log_start, "leader": f.leader})
             self.metrics.log_restarts.inc()
-            self.worker.logs[p] = restart(plog, r.log_start, self.replicas.cfg.storage, int(time.time() * 1000),
-                                         r.producers)
+            self.replicas.replace(name, restart(plog, r.log_start, plog.config, int(time.time() * 1000), r.producers))
             cache.truncate_from(0)
-            cache.save(self.replicas.epoch_path(p))
+            cache.save(self.replicas.epoch_path(name))
             f.phase = "fetch"
             self.ask(f, now)
             return
@@ -133,12 +137,13 @@ class Fetching:
         if r.kind == "epoch":
             cut = truncation_offset(cache, plog.next_offset, (r.epoch, r.end))
             if cut < plog.next_offset:
-                log.warning("truncating a divergent tail", extra={"partition": p, "from": plog.next_offset,
-                                                                   "to": cut, "leader": f.leader})
+                log.warning("truncating a divergent tail", extra={"partition": p, "tenant": tenant,
+                                                                   "from": plog.next_offset, "to": cut,
+                                                                   "leader": f.leader})
                 self.metrics.truncated.inc(plog.next_offset - cut)
-                self.worker.logs[p] = truncate(plog, cut, self.replicas.cfg.storage)
+                self.replicas.replace(name, truncate(plog, cut, plog.config))
                 cache.truncate_from(cut)
-                cache.save(self.replicas.epoch_path(p))
+                cache.save(self.replicas.epoch_path(name))
             f.phase = "fetch"
             self.ask(f, now)
             return
@@ -147,19 +152,19 @@ class Fetching:
             for b, epoch in r.batches:
                 changed = cache.assign(epoch, b.base) or changed
             if changed:
-                cache.save(self.replicas.epoch_path(p))
+                cache.save(self.replicas.epoch_path(name))
             if apply(plog, [b for b, _ in r.batches], defer_sync=True):
-                self._owed.append(p)
+                self._owed.append(name)
         except (Diverged, OSError, ValueError) as exc:
             log.error("replicated batch refused; asking where the epoch ends again",
-                      extra={"partition": p, "detail": str(exc)})
+                      extra={"partition": p, "tenant": tenant, "detail": str(exc)})
             f.phase = "epoch"
             self.ask(f, now)
             return
         f.hw = r.hw
-        v = self.replicas.view(p)
+        v = self.replicas.view(name)
         v.hw = max(v.hw, min(r.hw, plog.next_offset))
-        self.metrics.lag_records.labels(partition=str(p)).set(max(0, r.leo - plog.next_offset))
+        self.metrics.lag_records.labels(partition=name).set(max(0, r.leo - plog.next_offset))
         self._refetch.append(f)  # after this turn's sync: the fetch offset says "durable"
 
     def flush(self, now: float) -> None:
@@ -167,7 +172,7 @@ class Fetching:
         commit), then the next fetch of each."""
         if self._owed:
             t0 = time.perf_counter()
-            logs = [self.replicas.log(p) for p in self._owed]
+            logs = [self.replicas.log(name) for name in self._owed]
             try:
                 sync_partitions(logs)
             except OSError as exc:

@@ -2,7 +2,8 @@
 
 Invariants:
 - ``parts`` holds a partition only while this worker leads it in etcd's current epoch with a
-  safe lease (the manager decides; ``become`` and ``step_down`` are the only changes).
+  safe lease (the manager decides; ``become`` and ``step_down`` are the only changes); it leads
+  every log of it (each tenant's) at once, with one ISR (``logset.PartitionLead``).
 - An acks=all reply is held until the high watermark passes each of its batches; stepping down
   NACKs (retryable) every reply still held, once.
 - A follower's fetch is answered only by the leader of that partition in that epoch and while
@@ -25,6 +26,7 @@ from zlog.replication.control import handoff_target
 from zlog.replication.coordination import PartitionState
 from zlog.replication.isr import LeaderState
 from zlog.replication.leader import Led, Waiter
+from zlog.replication.logset import LogKey, PartitionLead, log_name
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas
@@ -44,7 +46,7 @@ class Leading:
         self.metrics = metrics
         self.server = server
         self.me: int = worker.worker_id
-        self.parts: dict[int, Led] = {}
+        self.parts: dict[int, PartitionLead] = {}
         self.handing: dict[int, float] = {}  # partitions whose leadership this worker is giving away
         self._last_handoff_check = 0.0
 
@@ -54,9 +56,9 @@ class Leading:
         led = self.parts.get(p)
         if led is None or self.membership.fenced():
             return bodies.Nack("NOT_OWNER", f"worker {self.me} does not lead partition {p} now", True, p)
-        if acks == "all" and len(led.state.isr) < self.cfg.min_isr:
+        if acks == "all" and len(led.isr) < self.cfg.min_isr:
             return bodies.Nack("NOT_ENOUGH_REPLICAS",
-                               f"partition {p} has {len(led.state.isr)} in-sync replicas, acks=all needs "
+                               f"partition {p} has {len(led.isr)} in-sync replicas, acks=all needs "
                                f"{self.cfg.min_isr}", True, p)
         return None
 
@@ -68,9 +70,10 @@ class Leading:
         if reply.acks != "all":
             return False
         w = Waiter(reply)
-        for r in reply.results:
+        for i, r in enumerate(reply.results):
             if isinstance(r, bodies.Ack) and r.offset >= 0:
-                led = self.parts.get(r.partition)
+                lead = self.parts.get(r.partition)  # the batch waits for its own log's high watermark
+                led = lead.logs.get(log_name(reply.tenants[i], r.partition)) if lead is not None else None
                 end = r.offset + r.count
                 if led is None:
                     fail(reply, "leadership moved before the write was replicated")
@@ -80,19 +83,20 @@ class Leading:
                     led.waiting.append((end, w))
         return w.outstanding > 0
 
-    def after_commit(self, parts: set[int], now: float) -> None:
-        for p in parts:
-            led = self.parts.get(p)
+    def after_commit(self, keys: set[LogKey], now: float) -> None:
+        for tenant, p in keys:
+            lead = self.parts.get(p)
+            led = lead.logs.get(log_name(tenant, p)) if lead is not None else None
             if led is None:
                 continue
-            if led.state.appended(self.replicas.log(p).next_offset):
+            if led.state.appended(self.replicas.log(led.name).next_offset):
                 self.advanced(led)
             parked, led.parked = led.parked, []
             for x in parked:
                 self.serve(x.ident, x.request, now)
 
     def advanced(self, led: Led) -> None:
-        self.replicas.view(led.partition).hw = led.state.hw
+        self.replicas.view(led.name).hw = led.state.hw
         for w in led.release():
             if not w.failed:
                 self.worker.answer(w.reply)
@@ -106,12 +110,13 @@ class Leading:
             self.metrics.errors.labels(kind="reply_dropped").inc()
 
     def serve(self, ident: bytes, req: rm.Request, now: float) -> None:
-        p = self.replicas.by_name.get(req.partition)
-        led = self.parts.get(p) if p is not None else None
-        if p is None or led is None or self.membership.fenced():
+        key = self.replicas.keys.get(req.partition)  # a log's name: "<p>", or "<tenant>/<p>"
+        lead = self.parts.get(key[1]) if key is not None else None
+        led = lead.logs.get(req.partition) if lead is not None else None
+        if led is None or self.membership.fenced():
             self.send(ident, rm.error_reply(req, "NOT_LEADER", -1))
             return
-        plog = self.replicas.log(p)
+        plog = self.replicas.log(req.partition)
         if req.kind == "epoch":
             self.send(ident, led.answer_epoch(req, plog))
             return
@@ -129,30 +134,34 @@ class Leading:
         claimed = False
         if now - self._last_handoff_check > 500 and m.snapshot is not None:
             self._last_handoff_check = now
-            for p, led in list(self.parts.items()):
-                target = handoff_target(m.snapshot, self.me, led.name, led.epoch)
+            for p, lead in list(self.parts.items()):
+                target = handoff_target(m.snapshot, self.me, lead.name, lead.epoch)
                 if target is not None:
-                    log.info("handing leadership over", extra={"partition": p, "to": target, "epoch": led.epoch,
+                    log.info("handing leadership over", extra={"partition": p, "to": target, "epoch": lead.epoch,
                                                                "drained": self.me in m.snapshot.drains})
                     self.handing[p] = now
                     self.step_down(p)  # stop acknowledging first: never two leaders
-                    m.propose_handoff(led.name, led.epoch, target)
+                    m.propose_handoff(lead.name, lead.epoch, target)
                     claimed = True
-        for led in self.parts.values():
-            if led.parked:
-                keep = []
-                for x in led.parked:
-                    if x.deadline_ms <= now:
-                        self.send(x.ident, rm.fetch_reply(x.request, led.state.hw,
-                                                          self.replicas.log(led.partition).next_offset, [], []))
-                    else:
-                        keep.append(x)
-                led.parked = keep
-            want = led.state.wanted_isr(now)
-            if want != led.state.isr and (want != led.proposed or now - led.proposed_ms > 1000):
-                led.proposed, led.proposed_ms = want, now
-                m.propose_isr(led.name, led.epoch, want)
+        for lead in self.parts.values():
+            for led in lead.logs.values():
+                if led.parked:
+                    self._expire_parked(led, now)
+            want = lead.wanted_isr(now)
+            if want != lead.isr and (want != lead.proposed or now - lead.proposed_ms > 1000):
+                lead.proposed, lead.proposed_ms = want, now
+                m.propose_isr(lead.name, lead.epoch, want)
         return claimed
+
+    def _expire_parked(self, led: Led, now: float) -> None:
+        keep = []
+        for x in led.parked:
+            if x.deadline_ms <= now:
+                self.send(x.ident, rm.fetch_reply(x.request, led.state.hw, self.replicas.log(led.name).next_offset,
+                                                  [], []))
+            else:
+                keep.append(x)
+        led.parked = keep
 
     def handoff_stale(self, now: float) -> bool:
         return any(now - t > HANDOFF_GIVE_UP_MS for t in self.handing.values())
@@ -168,29 +177,35 @@ class Leading:
     # -- roles ----------------------------------------------------------------------------
 
     def become(self, p: int, state: PartitionState, now: float) -> None:
-        plog = self.replicas.log(p)
-        cache = self.replicas.cache(p)
-        if cache.assign(state.epoch, plog.next_offset):
-            cache.save(self.replicas.epoch_path(p))
-        view = self.replicas.view(p)
-        st = LeaderState(self.me, state.replicas, frozenset(state.isr), plog.next_offset, plog.next_offset,
-                         self.cfg.storage.replica_lag_ms, now, hw=min(view.hw, plog.next_offset))
-        self.parts[p] = Led(p, self.replicas.names[p], state.epoch, st, cache)
-        view.hw = st.hw
+        """Lead every log of ``p`` in ``state.epoch``: each log's epoch starts at its log end."""
+        rs = self.replicas
+        lead = PartitionLead(p, rs.names[p], state.epoch)
+        for name in rs.log_names[p]:
+            plog = rs.log(name)
+            cache = rs.cache(name)
+            if cache.assign(state.epoch, plog.next_offset):
+                cache.save(rs.epoch_path(name))
+            view = rs.view(name)
+            st = LeaderState(self.me, state.replicas, frozenset(state.isr), plog.next_offset, plog.next_offset,
+                             self.cfg.storage.replica_lag_ms, now, hw=min(view.hw, plog.next_offset))
+            lead.logs[name] = Led(p, name, state.epoch, st, cache)
+            view.hw = st.hw
+        self.parts[p] = lead
+        st = lead.logs[lead.name].state
         self.metrics.elections.inc()
         log.info("leading partition", extra={"partition": p, "epoch": state.epoch, "isr": sorted(st.isr),
-                                               "log_end": plog.next_offset, "high_watermark": st.hw})
+                                               "log_end": st.leo, "high_watermark": st.hw, "logs": len(lead.logs)})
 
-    def update(self, led: Led, state: PartitionState, now: float) -> None:
+    def update(self, lead: PartitionLead, state: PartitionState, now: float) -> None:
         """etcd changed the replicas or the ISR of a partition this worker still leads."""
-        moved = False
-        if led.state.replicas != state.replicas:  # a reassignment added or removed one
-            moved = led.state.set_replicas(state.replicas, now)
-        if frozenset(state.isr) | {self.me} != led.state.isr:
-            grew = len(state.isr) > len(led.state.isr)
+        moved: list[Led] = []
+        if lead.replicas != state.replicas:  # a reassignment added or removed one
+            moved += lead.set_replicas(state.replicas, now)
+        if frozenset(state.isr) | {self.me} != lead.isr:
+            grew = len(state.isr) > len(lead.isr)
             (self.metrics.isr_expands if grew else self.metrics.isr_shrinks).inc()
-            moved = led.state.set_isr(frozenset(state.isr)) or moved
-        if moved:
+            moved += lead.set_isr(frozenset(state.isr))
+        for led in moved:
             self.advanced(led)
 
     def step_down(self, p: int) -> None:
@@ -204,14 +219,13 @@ class Leading:
 
     def gauges(self) -> None:
         m = self.metrics
-        m.under_replicated.set(sum(1 for led in self.parts.values()
-                                   if len(led.state.isr) < len(led.state.replicas)))
+        m.under_replicated.set(sum(1 for lead in self.parts.values() if len(lead.isr) < len(lead.replicas)))
         m.leading.set(len(self.parts))
-        m.reassigning.set(sum(1 for led in self.parts.values()
-                              if (st := self.replicas.states.get(led.partition)) is not None and st.target))
-        for led in self.parts.values():
-            for r in led.state.followers:
-                m.follower_lag.labels(partition=str(led.partition), replica=str(r)).set(led.state.lag(r))
+        m.reassigning.set(sum(1 for lead in self.parts.values()
+                              if (st := self.replicas.states.get(lead.partition)) is not None and st.target))
+        for lead in self.parts.values():
+            for r in lead.followers():
+                m.follower_lag.labels(partition=str(lead.partition), replica=str(r)).set(lead.lag(r))
 
 
 def fail(reply: Any, why: str) -> None:

@@ -2,7 +2,7 @@
 
 ``zlog.worker.process`` calls it at a few points (and only when R > 1): before staging a batch
 (``check_produce``), before answering a PRODUCE (``hold``), after each group commit
-(``after_commit``), for reads (``view``, ``describe``), for the READY claim (``led``), on its
+(``after_commit``), for reads (``view_of``, ``describe``), for the READY claim (``led``), on its
 sockets' events and on every loop turn (``tick``). The work is done by three parts it composes:
 ``Replicas`` (the partitions held: logs, epoch caches, views), ``Leading`` (the partitions led)
 and ``Fetching`` (the partitions followed); this module decides, from each etcd snapshot, which
@@ -16,9 +16,12 @@ Invariants:
 - The partitions it holds are those etcd lists it among the replicas of (a reassignment adds
   and removes them while it runs; ``zlog.replication.moves``), plus, before etcd knows a
   partition, the ones placement gives it. A partition it is removed from is no longer followed,
-  led or read (its log is closed, ``Replicas.drop``); its files stay until the operator removes
-  them.
-- Every read of a replicated partition is bounded by the high watermark (``view``).
+  led or read (its logs are closed, ``Replicas.drop``); its files stay until the operator
+  removes them.
+- A partition is replicated as all of its logs, the default tenant's and each declared tenant's
+  (``zlog.replication.logset``): led, followed and stepped down from together, in one ISR; each
+  log is fetched, truncated (KIP-101) and bounded by its own high watermark.
+- Every read of a replicated partition is bounded by its log's high watermark (``view_of``).
 - Malformed replication messages are counted and dropped; nothing here raises into the loop.
 """
 
@@ -38,6 +41,7 @@ from zlog.replication.coordination import Coordinator, WorkerInfo, call_timeout
 from zlog.replication.etcd_server import local_endpoints
 from zlog.replication.fetching import Fetching
 from zlog.replication.leading import Leading
+from zlog.replication.logset import LogKey
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas, replica_partitions
@@ -102,23 +106,26 @@ class ReplicaManager:
         """True when the reply must wait for the high watermark (it is answered later)."""
         return self.leading.hold(reply)
 
-    def after_commit(self, parts: set[int]) -> None:
-        self.leading.after_commit(parts, _ms())
+    def after_commit(self, keys: set[LogKey]) -> None:
+        """The logs (tenant, partition; None: the default tenant) this turn's commit wrote."""
+        self.leading.after_commit(keys, _ms())
 
-    def view(self, p: int) -> BoundedLog:
-        return self.replicas.view(p)
+    def view_of(self, tenant: str | None, p: int) -> BoundedLog | None:
+        return self.replicas.view_of(tenant, p)
 
     def led(self) -> tuple[int, ...]:
         if self.membership.fenced():
             return ()
         return tuple(sorted(self.leading.parts))
 
-    def describe(self, p: int) -> dict[str, Any]:
+    def describe(self, p: int, tenant: str | None = None) -> dict[str, Any]:
+        """Partition ``p``'s replication state; the high watermark is ``tenant``'s log's."""
         st = self.replicas.states.get(p)
         led = self.leading.parts.get(p)
+        view = self.view_of(tenant, p)
         return {"leader": st.leader if st else None, "replicas": list(st.replicas) if st else [],
-                "isr": sorted(led.state.isr) if led else (list(st.isr) if st else []),
-                "leader_epoch": st.epoch if st else -1, "high_watermark": self.view(p).next_offset,
+                "isr": sorted(led.isr) if led else (list(st.isr) if st else []),
+                "leader_epoch": st.epoch if st else -1, "high_watermark": view.next_offset if view else 0,
                 "reassigning": bool(st and st.target), "adding": list(st.adding) if st else [],
                 "removing": list(st.removing) if st else [],
                 "draining": sorted(snap.drains) if (snap := self.membership.snapshot) else []}
@@ -219,7 +226,7 @@ class ReplicaManager:
                 claimed = True
             if state.leader is not None and state.leader != self.me and state.leader in snap.workers:
                 self._down_since.pop(p, None)
-                self.fetching.follow(p, name, state.leader, state.epoch, now)
+                self.fetching.follow(p, state.leader, state.epoch, now)
             else:
                 self.fetching.stop(p)
         if claimed:

@@ -189,7 +189,8 @@ class StorageWorker:
         except wire.MalformedFrame as exc:
             self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=msg.partition)
             return
-        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches), "leader" if obj.get("acks") == "leader" else "all")
+        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches), "leader" if obj.get("acks") == "leader" else "all",
+                      [None] * len(batches))
         replies.append(reply)
         for i, (p, body) in enumerate(batches):
             if bound is not None:
@@ -204,7 +205,8 @@ class StorageWorker:
                 self.metrics.errors.labels(kind=outcome.code).inc()
                 reply.results[i] = outcome
             else:
-                pending.append(Pending(reply, i, outcome[0], outcome[1], tenant_key(body.tenant, self.default_tenant)))
+                reply.tenants[i] = tenant_key(body.tenant, self.default_tenant)
+                pending.append(Pending(reply, i, outcome[0], outcome[1], reply.tenants[i]))
 
     def _append(self, p: int | None, body: bodies.ProduceBody, acks: str = "all") -> bodies.Nack | tuple[int, AppendResult]:
         """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
@@ -212,15 +214,15 @@ class StorageWorker:
         if plog is None or p is None:
             return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
         tenant = tenant_key(body.tenant, self.default_tenant)
+        if self.repl is not None:  # every tenant's partition p is led where p is (replication.logset)
+            refused = self.repl.check_produce(p, acks)
+            if refused is not None:
+                return refused
         if tenant is not None:
             found = self.tenant_logs.for_write(tenant, p, replicated=self.repl is not None)
             if isinstance(found, bodies.Nack):
                 return found
             plog = found
-        elif self.repl is not None:
-            refused = self.repl.check_produce(p, acks)
-            if refused is not None:
-                return refused
         # Whoever sent it: nothing of a batch is stored unless every record keeps the record rules.
         bad = check_data(body.data, self.limits)
         if bad is not None:
@@ -273,12 +275,12 @@ class StorageWorker:
                 # A read names its tenant in the body; a tenant never written here reads as an
                 # empty partition (and nothing is created for it: reads never make directories).
                 tenant = tenant_key(read_tenant(msg, self.default_tenant), self.default_tenant)
-                # A replicated partition is read below its high watermark only.
-                source: Any = (self.tenant_logs.get(tenant, p) if tenant is not None
-                               else plog if self.repl is None else self.repl.view(p))
+                # A replicated partition's logs are read below their high watermarks only.
+                source: Any = (self.repl.view_of(tenant, p) if self.repl is not None
+                               else plog if tenant is None else self.tenant_logs.get(tenant, p))
                 body: dict[str, Any] = answer(msg, p, source, self.cfg.storage)
-                if self.repl is not None and tenant is None and msg.command is Command.STATS:
-                    body.update(self.repl.describe(p))
+                if self.repl is not None and msg.command is Command.STATS:
+                    body.update(self.repl.describe(p, tenant))
             except wire.MalformedFrame as exc:
                 self._nack(sock, reply_to, wire.request_id_bytes(msg.request_id), exc.code, str(exc),
                            retry=False, partition=p)
@@ -369,7 +371,7 @@ class StorageWorker:
         if pending:
             self.commit(pending)
             if self.repl is not None:
-                self.repl.after_commit({x.partition for x in pending if x.tenant is None})
+                self.repl.after_commit({x.key for x in pending})
         for reply in replies:
             if self.repl is None or not self.repl.hold(reply):
                 self.answer(reply)

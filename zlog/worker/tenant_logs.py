@@ -8,8 +8,12 @@ Invariants:
 - A tenant's logs are opened at start when their directories exist, and on the tenant's first
   write otherwise; a read never creates anything (``get`` only looks).
 - ``for_write`` refuses with a named Nack and creates nothing: a name that is not a tenant id,
-  a replicated cluster (only the default tenant has replicas), an undeclared tenant while
-  ``tenants.auto_create`` is off, one tenant more than ``tenants.max_tenants``.
+  an undeclared tenant while ``tenants.auto_create`` is off or the cluster is replicated, one
+  tenant more than ``tenants.max_tenants``.
+- Replicated, the declared tenants' logs of every partition a worker holds a replica of are
+  opened (created) by ``open_declared`` before the worker leads or follows it, and ``for_write``
+  only finds them: a log exists on a replica before anything is written to it, so a leader
+  never stores a record in a log its followers do not fetch.
 - Each tenant's engine settings carry its own retention (``storage_of``).
 """
 
@@ -80,10 +84,14 @@ class TenantLogs:
             return plog
         if not is_valid(tenant):
             return bodies.Nack("INVALID_TENANT", "the batch's tenant is not a tenant id", False, p)
-        if replicated:
-            # Only the default tenant's partitions have replicas and leaders (docs/tenants.md).
-            return bodies.Nack("UNKNOWN_TENANT", "this cluster replicates the default tenant only", False, p)
         t = self.cfg.tenants
+        if replicated:
+            # Replicas fetch the declared tenants' logs only (zlog.replication.logset).
+            if tenant not in t.names():
+                return bodies.Nack("UNKNOWN_TENANT", f"tenant {tenant!r} is not declared; a replicated cluster "
+                                   "stores the tenants its [tenants.<id>] tables declare", False, p)
+            return bodies.Nack("STORAGE_ERROR", f"tenant {tenant!r}: partition {p} is not open on this worker",
+                               True, p)
         if tenant not in self.tenants:
             if not t.auto_create and tenant not in t.names():
                 return bodies.Nack("UNKNOWN_TENANT", f"tenant {tenant!r} is not declared", False, p)
@@ -95,6 +103,21 @@ class TenantLogs:
         except (StorageError, OSError) as exc:
             log.error("cannot open partition", extra={"tenant": tenant, "partition": p, "detail": str(exc)})
             return bodies.Nack("STORAGE_ERROR", f"cannot open the tenant's partition: {exc}", True, p)
+
+
+    def open_declared(self, p: int) -> list[str]:
+        """Open (create when new) partition ``p`` of every declared tenant but the default; the
+        tenants whose log is open (a failure is logged and leaves that tenant's log out)."""
+        opened = []
+        for tenant in sorted(set(self.cfg.tenants.names()) - {self.default}):
+            if (tenant, p) not in self.logs:
+                try:
+                    self._open((tenant, p))
+                except (StorageError, OSError, ValueError) as exc:
+                    log.error("cannot open partition", extra={"tenant": tenant, "partition": p, "detail": str(exc)})
+                    continue
+            opened.append(tenant)
+        return opened
 
 
 def room_for_tenants(cfg: Config, worker_id: int) -> None:

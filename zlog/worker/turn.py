@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -39,6 +39,7 @@ class Reply:
     multi: bool
     results: list[bodies.Ack | bodies.Nack | None]
     acks: str = "all"  # "all": answered once every in-sync replica has it (replicated partitions)
+    tenants: list[str | None] = field(default_factory=list)  # each stored batch's tenant (None: default)
 
 
 @dataclass(slots=True)
