@@ -215,3 +215,43 @@ def test_writes_follow_a_new_leader_within_one_watch_event(tmp_path: Path) -> No
             assert max(reroutes) < 1.0
             assert not load.errors, f"sends failed for good: {dict(load.errors)}"
             check_stored_once(tmp_path, coord, load.acked)
+
+
+@pytest.mark.cluster
+def test_a_router_only_etcd_knows_of_gets_workers_and_producers(tmp_path: Path) -> None:
+    with EtcdServer(tmp_path / "etcd") as etcd:
+        coord = Coordinator((etcd.endpoint,), "/zlog")
+        with Cluster(tmp_path, partitions=PARTITIONS, workers=3, routers=1, env_extra=replicated(etcd)) as c:
+            wait_until(lambda: settled(coord, 1), timeout=30, what="full ISRs")
+            # Router 1 runs with a configuration of its own: no worker nor gateway was told of it.
+            front, back, metrics = free_ports(1), free_ports(1), free_ports(1)
+            text = c.config_path.read_text()
+            text = text.replace(f'front = ["tcp://127.0.0.1:{c.front}"]',
+                                f'front = ["tcp://127.0.0.1:{c.front}", "tcp://127.0.0.1:{front}"]')
+            text = text.replace(f'back = ["tcp://127.0.0.1:{c.back}"]',
+                                f'back = ["tcp://127.0.0.1:{c.back}", "tcp://127.0.0.1:{back}"]')
+            text = text.replace(f"metrics_port = {c.router_metrics}", f"metrics_port = {metrics - 1}")
+            (tmp_path / "router-1.toml").write_text(text)
+            env = dict(c.env, ZLOG_CONFIG=str(tmp_path / "router-1.toml"))
+            with open(tmp_path / "router-1.stderr", "ab") as log:
+                extra = subprocess.Popen([sys.executable, "-m", "zlog", "router", "--index", "1"], env=env,
+                                         cwd=tmp_path, stdout=log, stderr=log)
+            try:
+                wait_until(lambda: settled(coord, 2), timeout=10, what="router 1 registered")
+                # The workers connect to it from etcd: a producer that knows only router 1 is served.
+                with Producer([f"tcp://127.0.0.1:{front}"], delivery_timeout_s=10.0) as only_new:
+                    placed = only_new.send([{"service": service_for(p, PARTITIONS), "message": "via 1"}
+                                            for p in range(PARTITIONS)]).result(15)
+                assert sorted(p for p, _ in placed) == list(range(PARTITIONS))
+                c.kill("router")
+                # A producer named only the dead router 0 starts through router 1, learned from etcd;
+                # the gateway (configured with router 0 only) writes through it too.
+                with Producer([f"tcp://127.0.0.1:{c.front}"], delivery_timeout_s=10.0,
+                              etcd=(etcd.endpoint,)) as prod:
+                    assert len(prod.send([{"service": "svc", "message": "m"}]).result(15)) == 1
+                status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
+                    c.post([{"service": "gw", "message": "after router 0"}])), timeout=10, what="a gateway write")
+                assert status == 200, body
+            finally:
+                extra.kill()
+                extra.wait(10)

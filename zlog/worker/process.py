@@ -14,6 +14,8 @@ Invariants:
   it never raises out of the loop.
 - A heartbeat to every router carries the full READY claim, so a restarted router learns the
   owners from the next heartbeat without any handshake.
+- Replicated, the worker also connects to every router registered in etcd (``routers/``) that
+  ``router.back`` does not list, at the next heartbeat after its etcd read shows it.
 - SIGTERM: finish what was received, commit, ACK, say DISCONNECT, fsync and close. A second
   SIGTERM exits at once; the engine recovers on the next start.
 """
@@ -97,6 +99,9 @@ class StorageWorker:
         self._turn_bytes: dict[tuple[str | None, int], int] = {}  # staged this turn, for storage quotas
         self.retention_every_ms = cfg.storage.retention_check_ms
         self.sockets = [self._connect(ep) for ep in cfg.router.back]
+        self._backs = set(cfg.router.back)  # router endpoints connected to
+        self._routers: set[zmq.Socket[bytes]] = set(self.sockets)
+        self._poller: zmq.Poller | None = None
         if replicated:
             self.repl = ReplicaManager(self, cfg)
         self.stopping = False
@@ -311,6 +316,8 @@ class StorageWorker:
     def housekeeping(self, now_ms: float) -> None:
         if now_ms - self._last_heartbeat >= self.cfg.router.heartbeat_ms:
             self._last_heartbeat = now_ms
+            if self.repl is not None:
+                self.join_routers()
             self.heartbeat()
             self.refresh_gauges()
         for _, _, plog in self.all_logs():
@@ -321,6 +328,23 @@ class StorageWorker:
         if now_ms - self._last_retention >= self.retention_every_ms:
             self._last_retention = now_ms
             self.enforce_retention()
+
+    def join_routers(self) -> None:
+        """Connect to the routers etcd lists that this worker is not connected to yet."""
+        assert self.repl is not None
+        snap = self.repl.membership.snapshot
+        if snap is None:
+            return
+        for r in sorted(snap.routers.values(), key=lambda r: r.id):
+            if r.back in self._backs:
+                continue
+            s = self._connect(r.back)
+            self._backs.add(r.back)
+            self.sockets.append(s)
+            self._routers.add(s)
+            if self._poller is not None:
+                self._poller.register(s, zmq.POLLIN)
+            log.info("connected to a router registered in etcd", extra={"router": r.id, "back": r.back})
 
     def enforce_retention(self) -> None:
         """Each tenant's partitions by that tenant's own retention (``tenant_logs.storage_of``)."""
@@ -383,14 +407,14 @@ class StorageWorker:
         self.stopping = True
 
     def run(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         for s in self.sockets:
             poller.register(s, zmq.POLLIN)
         if self.repl is not None:
             self.repl.poller = poller
             for s in self.repl.sockets():
                 poller.register(s, zmq.POLLIN)
-        routers = set(self.sockets)
+        routers = self._routers
         self.heartbeat(Command.READY)
         self._last_heartbeat = time.monotonic() * 1000
         tick = min(self.cfg.router.heartbeat_ms, 100 if self.repl is None else 20)
