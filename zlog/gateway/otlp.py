@@ -22,7 +22,7 @@ from aiohttp import web
 
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.intake import admitted, encode_label_groups, read_body, retry_after_of, store
-from zlog.ingest import otlp
+from zlog.ingest import otlp, otlpview
 from zlog.protocol.errors import ZlogError
 
 PROTOBUF = "application/x-protobuf"
@@ -66,7 +66,11 @@ async def export(request: web.Request, body: bytes) -> web.Response:
     received_ns = time.time_ns()
     try:
         req = otlp.decode_json(body) if as_json else otlp.decode_proto(body)
-        mapped = otlp.to_records(req, received_ns)
+        # Protobuf the parser accepted is read from its bytes in one walk; anything unusual is mapped
+        # from the parsed message, which names every rejection.
+        mapped = None if as_json else otlpview.view(body, received_ns)
+        if mapped is None:
+            mapped = otlp.to_records(req, received_ns)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return _failure(exc, cfg.retry_after_s, as_json)
