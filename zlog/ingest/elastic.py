@@ -66,7 +66,7 @@ class Item:
 
 class IdMaker:
     """Elasticsearch-style 20-character ids: 12 random URL-safe characters per request, then the
-    item's number (base 36), so ids are unique without a random draw per item."""
+    item's number (8 hex digits), so ids are unique without a random draw per item."""
 
     def __init__(self) -> None:
         self.prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
@@ -74,16 +74,7 @@ class IdMaker:
 
     def __call__(self) -> str:
         self.n += 1
-        return self.prefix + _base36(self.n).rjust(8, "0")
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while n:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-    return out or "0"
+        return f"{self.prefix}{self.n:08x}"
 
 
 def flatten(doc: dict[str, Any]) -> dict[str, Any]:
