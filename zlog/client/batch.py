@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from zlog.protocol.errors import ZlogError
+
 
 @dataclass(frozen=True, slots=True)
 class Share:
@@ -26,11 +28,35 @@ class Share:
 
 
 
+class Pending:
+    """One call's results, group by group: its future resolves once, when the last group is
+    settled, to a ``Share`` or the named error of each group (one wake-up per call, not one
+    per group)."""
+
+    __slots__ = ("future", "results", "left")
+
+    def __init__(self, future: asyncio.Future[list[Share | ZlogError]], groups: int) -> None:
+        self.future = future
+        self.results: list[Share | ZlogError | None] = [None] * groups
+        self.left = groups
+        if not groups:
+            future.set_result([])
+
+    def settle(self, index: int, result: Share | ZlogError) -> None:
+        if self.results[index] is not None:
+            return
+        self.results[index] = result
+        self.left -= 1
+        if self.left == 0 and not self.future.done():  # done: the caller stopped waiting
+            self.future.set_result(self.results)  # type: ignore[arg-type]  # no None is left
+
+
 @dataclass(slots=True)
 class Part:
-    """One caller's contiguous run inside a batch."""
+    """One caller's contiguous run inside a batch: group ``index`` of the call ``pending``."""
 
-    future: asyncio.Future[Share]
+    pending: Pending
+    index: int
     start: int
     count: int
 

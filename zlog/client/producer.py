@@ -3,13 +3,14 @@
 How a produce travels: records are encoded once (``zlog.ingest.records``), grouped by service, mapped
 to partitions with FNV-1a, and appended to a per-partition accumulator. An accumulator is sent
 as one PRODUCE message at the end of the current event-loop turn (or after ``linger_ms``), so
-concurrent callers share messages. Each message carries (producer id, sequence) so a retry
+concurrent callers share messages. A first attempt costs no task and no ``wait_for``: the sender calls back with
+its outcome (``Sender.submit``); only retries run as tasks. Each message carries (producer id, sequence) so a retry
 after a lost ACK is stored once: the worker keeps the last sequences per producer.
 
 Invariants:
-- Every caller's future resolves exactly once: to its (partition, base offset, count) shares,
-  or to a named ``ZlogError`` (NO_OWNER, TIMEOUT, BACKPRESSURE, ...); never hangs past its
-  deadline.
+- Every call's future resolves exactly once, when its last group is settled: per group, its
+  (partition, base offset, count) share or a named ``ZlogError`` (NO_OWNER, TIMEOUT,
+  BACKPRESSURE, ...); never hangs past its deadline.
 - Per (tenant, partition), sequences are assigned in send order and a batch is retried with the same
   (producer id, sequence) until it is acknowledged or its deadline passes. When a batch fails
   for good, that partition moves to a fresh producer id, so later batches never wait on a gap;
@@ -25,18 +26,19 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from zlog.client.batch import Batch, Part, Share
+from zlog.client.batch import Batch, Part, Pending, Share
 from zlog.client.connection import AsyncClient
-from zlog.client.sender import Sender, owners_of
+from zlog.client.sender import Outcome, Sender, owners_of
 from zlog.ingest.records import Group, Limits, encode_batch
 from zlog.protocol import bodies
 from zlog.protocol.errors import Backpressure, Timeout, ZlogError
@@ -227,21 +229,14 @@ class AsyncProducer:
         self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = (),
         tenant: str | None = None,
     ) -> list[Share | ZlogError]:
-        futs = self.enqueue(groups, timeout=timeout, fail_fast=fail_fast, tenant=tenant)
-        out: list[Share | ZlogError] = []
-        for f in futs:
-            try:
-                out.append(await f)
-            except ZlogError as exc:
-                out.append(exc)
-        return out
+        return await self.enqueue(groups, timeout=timeout, fail_fast=fail_fast, tenant=tenant)
 
     def enqueue(
         self, groups: dict[str, Group], *, timeout: float | None = None, fail_fast: Iterable[str] = (),
         tenant: str | None = None,
-    ) -> list[asyncio.Future[Share]]:
+    ) -> asyncio.Future[list[Share | ZlogError]]:
         """Add groups to the accumulators of ``tenant`` (None: the default tenant); returns one
-        future per group."""
+        future for them all: a ``Share`` or the named error per group, in ``groups`` order."""
         if self.client is None or self.partitioner is None:
             raise ZlogError("SHUTTING_DOWN", "producer is not started")
         n = sum(g.count for g in groups.values())
@@ -255,8 +250,8 @@ class AsyncProducer:
         linger = self._busy > 0.2
         deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
         ff = frozenset(fail_fast)
-        futs = []
-        for service, g in groups.items():
+        pending = Pending(loop.create_future(), len(groups))
+        for i, (service, g) in enumerate(groups.items()):
             p = self.partitioner(service)
             st = self._state(tenant, p)
             b = st.open
@@ -272,8 +267,7 @@ class AsyncProducer:
                 b = st.open = Batch(p, tenant, deadline=deadline, fail_fast=ff)
                 if st.inflight < self.max_inflight:
                     self._schedule_flush(st, linger)
-            fut: asyncio.Future[Share] = loop.create_future()
-            b.parts.append(Part(fut, b.count, g.count))
+            b.parts.append(Part(pending, i, b.count, g.count))
             b.chunks.append(g.data)
             b.count += g.count
             b.nbytes += gbytes
@@ -281,10 +275,9 @@ class AsyncProducer:
                 b.max_ts = g.max_timestamp
             if deadline < b.deadline:
                 b.deadline = deadline
-            futs.append(fut)
         self._pending_records += n
         self._idle.clear()
-        return futs
+        return pending.future
 
     # -- batching -------------------------------------------------------------------------
 
@@ -300,6 +293,8 @@ class AsyncProducer:
         return st
 
     def _schedule_flush(self, st: PartitionState, linger: bool) -> None:
+        # A timer per batch, not one per linger window: a batch opened late in a shared window
+        # would leave nearly empty (measured: more, smaller messages and more storage CPU per log).
         assert self.client is not None
         if linger and self.linger_s > 0:
             self.client.loop.call_later(self.linger_s, self._pump, st)
@@ -329,12 +324,36 @@ class AsyncProducer:
                 b.producer_id, b.sequence = st.producer_id, st.next_seq
                 st.next_seq += 1
             st.inflight += 1
-            task = asyncio.ensure_future(self._deliver(st, b))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            assert self.sender is not None
+            owner = self.sender.owner(b.partition)
+            if b.deadline <= time.monotonic():  # waited out its deadline in the accumulator: not sent
+                self.client.loop.call_soon(self._first_outcome, st, b, None)  # type: ignore[union-attr]
+            elif owner is None:
+                self._spawn(self._deliver(st, b, None))
+            else:
+                # The first attempt travels without a task: the sender calls back with its outcome.
+                self.sender.submit(b, owner, functools.partial(self._first_outcome, st, b))
 
-    async def _deliver(self, st: PartitionState, b: Batch) -> None:
-        share_base, error = await self._exchange(b, st)
+    def _first_outcome(self, st: PartitionState, b: Batch, outcome: Outcome) -> None:
+        if isinstance(outcome, bodies.Ack):
+            self._finish(st, b, outcome.offset, None)
+        elif outcome is None:
+            self._finish(st, b, -1, Timeout("storage did not acknowledge within the deadline", b.partition))
+        elif self.client is None or self.client.closed:
+            self._finish(st, b, -1, outcome)
+        else:  # an error: the retry loop takes over (rare, so a task is fine)
+            self._spawn(self._deliver(st, b, outcome))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, st: PartitionState, b: Batch, first: Outcome) -> None:
+        share_base, error = await self._exchange(b, st, first)
+        self._finish(st, b, share_base, error)
+
+    def _finish(self, st: PartitionState, b: Batch, share_base: int, error: ZlogError | None) -> None:
         st.inflight -= 1
         self._pending_records -= b.count
         if self.idempotent and b.producer_id == st.producer_id:
@@ -349,17 +368,25 @@ class AsyncProducer:
         if self._pending_records == 0:
             self._idle.set()
 
-    async def _exchange(self, b: Batch, st: PartitionState | None) -> tuple[int, ZlogError | None]:
-        """Send ``b`` until it is acknowledged, fails for good, or its deadline passes."""
+    async def _exchange(self, b: Batch, st: PartitionState | None,
+                        first: Outcome = None) -> tuple[int, ZlogError | None]:
+        """Send ``b`` until it is acknowledged, fails for good, or its deadline passes.
+
+        ``first``: the error the first attempt already ended with (``_first_outcome``)."""
         attempt = 0
         error: ZlogError | None = None
         route_socket = b.partition
+        pending = first
         while True:
-            remaining = b.deadline - time.monotonic()
-            if remaining <= 0:
-                return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
             assert self.sender is not None
-            outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
+            if pending is not None:
+                outcome: Outcome = pending
+                pending = None
+            else:
+                remaining = b.deadline - time.monotonic()
+                if remaining <= 0:
+                    return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
+                outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
             if outcome is None:
                 return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
             if isinstance(outcome, bodies.Ack):
@@ -396,15 +423,13 @@ class AsyncProducer:
                 error = ZlogError("WAL_FULL", f"{error.message}, and the ingest write-ahead log is full",
                                   partition=b.partition)
         for part in b.parts:
-            if part.future.done():
-                continue
             if spooled:
-                part.future.set_result(Share(b.partition, -1, part.count, spooled=True))
+                part.pending.settle(part.index, Share(b.partition, -1, part.count, spooled=True))
             elif error is not None:
-                part.future.set_exception(error)
+                part.pending.settle(part.index, error)
             else:
                 off = share_base + part.start if share_base >= 0 else -1
-                part.future.set_result(Share(b.partition, off, part.count))
+                part.pending.settle(part.index, Share(b.partition, off, part.count))
 
     async def send_keyed(
         self, groups: dict[str, Group], key: bytes, *, timeout: float | None = None, fail_fast: Iterable[str] = (),
@@ -418,30 +443,24 @@ class AsyncProducer:
         pid = xxhash.xxh3_128_digest(b"zlog-idempotency-key:" + key)[:16]
         deadline = time.monotonic() + (self.delivery_timeout_s if timeout is None else timeout)
         batches: dict[int, Batch] = {}
-        futs: list[asyncio.Future[Share]] = []
-        for service, g in groups.items():
+        pending = Pending(self.client.loop.create_future(), len(groups))
+        for i, (service, g) in enumerate(groups.items()):
             p = self.partitioner(service)
             b = batches.get(p)
             if b is None:
                 b = batches[p] = Batch(p, tenant, deadline=deadline, fail_fast=frozenset(fail_fast),
                                         producer_id=pid, sequence=0)
-            fut: asyncio.Future[Share] = self.client.loop.create_future()
-            b.parts.append(Part(fut, b.count, g.count))
+            b.parts.append(Part(pending, i, b.count, g.count))
             b.chunks.append(g.data)
             b.count += g.count
             b.max_ts = max(b.max_ts, g.max_timestamp)
-            futs.append(fut)
 
         async def one(b: Batch) -> None:
             base, error = await self._exchange(b, None)
             self._settle(b, base, error)
 
         await asyncio.gather(*(one(b) for b in batches.values()))
-        out: list[Share | ZlogError] = []
-        for f in futs:
-            exc = f.exception()
-            out.append(exc if isinstance(exc, ZlogError) else f.result())
-        return out
+        return await pending.future
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is acknowledged or has failed."""

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from zlog.client.batch import Batch
 from zlog.client.connection import AsyncClient, error_of, nack_error
 from zlog.protocol import bodies, wire
-from zlog.protocol.errors import Timeout, ZlogError
+from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 
 Outcome = bodies.Ack | ZlogError | None
+Done = Callable[[Outcome], None]
 
 
 class Sender:
@@ -36,7 +38,7 @@ class Sender:
         self.owners = owners
         self.coalesce = coalesce
         self.acks = "all"  # "leader": a replicated partition acknowledges after the leader's own commit
-        self._outbox: dict[int, list[tuple[Batch, asyncio.Future[bodies.Ack | ZlogError]]]] = {}
+        self._outbox: dict[int, list[tuple[Batch, Done]]] = {}
         self._outbox_scheduled = False
         self._refreshing = False
         self._refreshed_at = time.monotonic()
@@ -71,58 +73,46 @@ class Sender:
         return nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
 
     async def together(self, b: Batch, owner: int, remaining: float) -> Outcome:
-        """A first attempt: the batches for one owner that are ready in this loop turn travel as
-        one PRODUCE (one router hop and one worker wake-up instead of one per partition)."""
-        fut: asyncio.Future[bodies.Ack | ZlogError] = self.client.loop.create_future()
-        self._outbox.setdefault(owner, []).append((b, fut))
+        """A first attempt awaited: ``submit``, with a future for its outcome."""
+        fut: asyncio.Future[Outcome] = self.client.loop.create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not fut.done():  # the awaiting caller may have been cancelled
+                fut.set_result(outcome)
+
+        self.submit(b, owner, done)
+        return await fut
+
+    def submit(self, b: Batch, owner: int, done: Done) -> None:
+        """A first attempt: the batches for one owner submitted in this loop turn travel as one
+        PRODUCE (one router hop and one worker wake-up instead of one per partition). ``done``
+        is called once, from the loop, with the batch's outcome (None: its deadline passed)."""
+        self._outbox.setdefault(owner, []).append((b, done))
         if not self._outbox_scheduled:
             self._outbox_scheduled = True
             self.client.loop.call_soon(self._flush_outbox)
-        try:
-            return await asyncio.wait_for(fut, remaining)
-        except TimeoutError:
-            return None
 
     def _flush_outbox(self) -> None:
+        # No task and no wait_for per message: the reply's future and one deadline timer call
+        # back into ``_Flight``, which hands each batch its outcome.
         self._outbox_scheduled = False
         boxes, self._outbox = self._outbox, {}
         for owner, items in boxes.items():
-            live = [(b, f) for b, f in items if not f.done()]
-            if live:
-                task = asyncio.ensure_future(self._send_together(owner, live))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _send_together(self, owner: int, items: list[tuple[Batch, asyncio.Future[bodies.Ack | ZlogError]]]) -> None:
-        if len(items) == 1:
-            b, f = items[0]
-            outcome = await self.direct(b, owner, b.deadline - time.monotonic())
-            if not f.done():
-                f.set_result(outcome or Timeout("storage did not acknowledge within the deadline", b.partition))
-            return
-        body = bodies.multi_produce_body([(b.partition, b.data(), b.max_ts, b.producer_id or None,
-                                         b.sequence if b.producer_id else None, b.tenant) for b, _ in items],
-                                         self.acks)
-        outcomes: list[bodies.Ack | ZlogError]
-        try:
-            fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body, socket_index=owner)
-            msg = await asyncio.wait_for(fut, max(b.deadline for b, _ in items) - time.monotonic())
-            if msg.command is Command.ACK:
-                results = bodies.parse_multi_ack(msg.body)
-                if len(results) != len(items):
-                    raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
-                outcomes = [r if isinstance(r, bodies.Ack) else error_of(r) for r in results]
+            if len(items) == 1:
+                b = items[0][0]
+                body = self._body(b)
             else:
-                err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
-                outcomes = [_for_partition(err, b.partition) for b, _ in items]
-        except TimeoutError:
-            outcomes = [Timeout("storage did not acknowledge within the deadline", b.partition) for b, _ in items]
-        except (ZlogError, wire.MalformedFrame) as exc:
-            err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
-            outcomes = [_for_partition(err, b.partition) for b, _ in items]
-        for (_, f), outcome in zip(items, outcomes, strict=True):
-            if not f.done():
-                f.set_result(outcome)
+                body = bodies.multi_produce_body([(b.partition, b.data(), b.max_ts, b.producer_id or None,
+                                                   b.sequence if b.producer_id else None, b.tenant)
+                                                  for b, _ in items], self.acks)
+            try:
+                fut = self.client.send(Command.PRODUCE, partition=items[0][0].partition, body=body,
+                                       socket_index=owner)
+            except ZlogError as exc:
+                for b, done in items:
+                    done(_for_partition(exc, b.partition))
+                continue
+            _Flight(self.client.loop, fut, items)
 
     def owner(self, partition: int) -> int | None:
         return self.owners[partition] if self.coalesce and partition < len(self.owners) else None
@@ -152,6 +142,69 @@ class Sender:
     def cancel(self) -> None:
         for t in list(self._tasks):
             t.cancel()
+
+
+class _Flight:
+    """One PRODUCE in flight for the batches ``items``: the reply settles every batch still
+    waiting; a timer at the earliest waiting deadline settles those whose deadline passed (with
+    None) and is set again for the next, so no batch waits past its own deadline."""
+
+    __slots__ = ("loop", "fut", "items", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[wire.Message],
+                 items: list[tuple[Batch, Done]]) -> None:
+        self.loop = loop
+        self.fut = fut
+        self.items: list[tuple[Batch, Done]] | None = items
+        self.timer = loop.call_at(self._loop_time(min(b.deadline for b, _ in items)), self._expire)
+        fut.add_done_callback(self._replied)
+
+    def _loop_time(self, deadline: float) -> float:
+        # Deadlines are time.monotonic(); the loop's clock may have another origin.
+        return self.loop.time() + (deadline - time.monotonic())
+
+    def _expire(self) -> None:
+        items = self.items
+        if items is None:
+            return
+        now = time.monotonic()
+        left = [(b, done) for b, done in items if b.deadline > now]
+        self.items = left or None
+        for b, done in items:
+            if b.deadline <= now:
+                done(None)
+        if left:
+            self.timer = self.loop.call_at(self._loop_time(min(b.deadline for b, _ in left)), self._expire)
+        else:
+            self.fut.cancel()  # nobody waits for the reply any more: drop the client's waiter
+
+    def _replied(self, fut: asyncio.Future[wire.Message]) -> None:
+        items = self.items
+        if items is None:
+            return
+        self.items = None
+        self.timer.cancel()
+        outcomes: list[Outcome]
+        try:
+            msg = fut.result()
+            if msg.command is Command.ACK:
+                if len(items) == 1:
+                    outcomes = [bodies.parse_ack(msg.body)]
+                else:
+                    results = bodies.parse_multi_ack(msg.body)
+                    if len(results) != len(items):
+                        raise ZlogError("INTERNAL", "a multi-partition ACK with the wrong number of results")
+                    outcomes = [r if isinstance(r, bodies.Ack) else error_of(r) for r in results]
+            else:
+                err = nack_error(msg) if msg.command is Command.NACK else ZlogError("INTERNAL", "unexpected reply")
+                outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        except asyncio.CancelledError:
+            outcomes = [ZlogError("SHUTTING_DOWN", "client closed", partition=b.partition) for b, _ in items]
+        except (ZlogError, wire.MalformedFrame) as exc:
+            err = exc if isinstance(exc, ZlogError) else ZlogError("INTERNAL", str(exc))
+            outcomes = [_for_partition(err, b.partition) for b, _ in items]
+        for (_, done), outcome in zip(items, outcomes, strict=True):
+            done(outcome)
 
 
 def _for_partition(err: ZlogError, partition: int) -> ZlogError:
