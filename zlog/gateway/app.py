@@ -60,6 +60,7 @@ from zlog.security.curve import client_curve
 log = logging.getLogger("zlog.gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HOT_ROUTES = (("POST", "/v1/logs"),)  # skip the router's lookup (zlog.gateway.server._HotRoutes)
 
 
 @web.middleware
@@ -219,7 +220,8 @@ def run(cfg: Config, index: int = 0, host: str | None = None, port: int | None =
                                         "routers": list(cfg.router.front), "node_id": cfg.cluster.node_id})
     try:
         loop.run_until_complete(http_server.serve(app, host, port, stop,
-                                                  shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1))
+                                                  shutdown_timeout=cfg.gateway.request_timeout_ms / 1000.0 + 1,
+                                                  hot=HOT_ROUTES))
     finally:
         # What run_app would do: nothing left pending when the loop closes.
         pending = asyncio.all_tasks(loop)

@@ -110,7 +110,7 @@ async def admitted(request: web.Request, handle: Handler, on_error: Callable[[Zl
     try:
         encoding = encoding_of(request)
     except ZlogError as exc:
-        m.requests.labels(status="415").inc()
+        m.answered(415)
         return on_error(exc, cfg.retry_after_s)
     length = request.content_length
     compressed = encoding not in ("", "identity")
@@ -119,7 +119,7 @@ async def admitted(request: web.Request, handle: Handler, on_error: Callable[[Zl
     else:
         reserve = min(cfg.max_body_bytes, length * COMPRESSION_RESERVE if compressed else length)
     if ctx.inflight >= cfg.max_inflight_requests or ctx.inflight_bytes + reserve > cfg.max_inflight_bytes:
-        m.requests.labels(status="503").inc()
+        m.answered(503)
         return on_error(Backpressure("too many ingest requests in progress"), cfg.retry_after_s)
     ctx.inflight += 1
     ctx.inflight_bytes += reserve
@@ -128,7 +128,7 @@ async def admitted(request: web.Request, handle: Handler, on_error: Callable[[Zl
     finally:
         ctx.inflight -= 1
         ctx.inflight_bytes -= reserve
-    m.requests.labels(status=str(response.status)).inc()
+    m.answered(response.status)
     m.request_seconds.observe(time.perf_counter() - t0)
     return response
 
@@ -140,7 +140,9 @@ async def read_body(request: web.Request) -> bytes:
     try:
         # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
         # in-flight slot forever: 512 such connections would otherwise refuse all ingest.
-        body = await asyncio.wait_for(request.read(), cfg.request_timeout_ms / 1000.0)
+        # (asyncio.timeout: a timer, where wait_for would also wrap the read in a task.)
+        async with asyncio.timeout(cfg.request_timeout_ms / 1000.0):
+            body = await request.read()
     except TimeoutError:
         raise ZlogError("REQUEST_TIMEOUT", f"the body did not arrive within {cfg.request_timeout_ms} ms") from None
     except web.HTTPRequestEntityTooLarge:
@@ -174,7 +176,7 @@ async def producer_for(request: web.Request) -> AsyncProducer:
     process's own, or a second one started on first use (batches of different acks never share
     a PRODUCE message, so one request's guarantee never weakens another's)."""
     ctx = request.app[CONTEXT]
-    acks = request.query.get("acks", ctx.cfg.gateway.acks)
+    acks = request.query.get("acks", ctx.cfg.gateway.acks) if request.query_string else ctx.cfg.gateway.acks
     if acks not in ("all", "leader"):
         raise ZlogError("BAD_PARAMETER", "acks must be all or leader")
     if acks == ctx.cfg.gateway.acks:
@@ -227,11 +229,13 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
         ctx.metrics.errors.labels(kind=exc.code).inc()
         raise
     outcome = Outcome(total, groups, results)
-    ctx.metrics.records.inc(outcome.stored_count)
-    spooled = sum(s.count for s in outcome.spooled)
-    if spooled:
-        ctx.metrics.spooled.inc(spooled)
-    for _, e in outcome.failed:
-        ctx.metrics.errors.labels(kind=e.code).inc()
-    ctx.metrics.source_records.labels(source=source).inc(outcome.stored_count)
+    stored = outcome.stored_count
+    ctx.metrics.records.inc(stored)
+    if len(outcome.stored) != len(results):  # something was spooled or failed
+        spooled = sum(s.count for s in outcome.spooled)
+        if spooled:
+            ctx.metrics.spooled.inc(spooled)
+        for _, e in outcome.failed:
+            ctx.metrics.errors.labels(kind=e.code).inc()
+    ctx.metrics.stored_from(source, stored)
     return outcome

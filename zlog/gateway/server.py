@@ -11,20 +11,25 @@ Invariants:
 - The message names the problem without echoing the request (no header values, no body bytes).
 - The connection is closed after such an answer, as aiohttp does.
 - Such a refusal is logged as one line naming the error's class, never with the request's bytes.
+- A hot route (``POST /v1/logs``) is answered by the same middlewares and handler as through the
+  router, resolved once; only the per-request lookup is skipped (``_HotRoutes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import PlainResource, UrlMappingMatchInfo
 
 log = logging.getLogger("zlog.gateway.server")
 
@@ -78,25 +83,68 @@ class _JsonErrorServer(web.Server):
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
+class _HotRoutes:
+    """The server's request handler: a request for one of a few exact (method, path) routes goes
+    straight to that route's handler wrapped in the app's middlewares, both resolved once at
+    start-up; anything else (and any request with ``Expect``) goes to the app, router and all.
+
+    The hot path runs exactly what the app would: the same middlewares in the same order around
+    the same handler, with the route's match info; it only skips the router's lookup and the
+    per-request match info, which the app needs for sub-applications (the gateway has none)."""
+
+    def __init__(self, app: web.Application, fallback: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+                 hot: Iterable[tuple[str, str]]) -> None:
+        self.fallback = fallback
+        wanted = set(hot)
+        self.routes: dict[tuple[str, str], tuple[UrlMappingMatchInfo, Callable[[Any], Awaitable[Any]]]] = {}
+        for route in app.router.routes():
+            resource = route.resource
+            key = (route.method, resource.canonical if resource is not None else "")
+            if key not in wanted or not isinstance(resource, PlainResource):
+                continue
+            info = UrlMappingMatchInfo({}, route)
+            info.add_app(app)
+            info.freeze()
+            handler: Callable[[Any], Awaitable[Any]] = route.handler
+            for mw in reversed(app.middlewares):
+                handler = functools.partial(mw, handler=handler)
+            self.routes[key] = (info, handler)
+
+    async def __call__(self, request: BaseRequest) -> web.StreamResponse:
+        hit = self.routes.get((request.method, request.path))
+        if hit is None or hdrs.EXPECT in request.headers:
+            return await self.fallback(request)
+        request._match_info = hit[0]  # type: ignore[attr-defined]  # what the router would have set
+        response: web.StreamResponse = await hit[1](request)
+        return response
+
+
 class GatewayRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer parser refusals in JSON."""
+    """``web.AppRunner`` whose connections answer parser refusals in JSON, and whose ``hot``
+    routes skip the router (``_HotRoutes``)."""
+
+    def __init__(self, app: web.Application, *, hot: Iterable[tuple[str, str]] = (), **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._hot = tuple(hot)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # The app builds its server with private arguments (its handler and request factory);
         # changing the class keeps them and swaps only how a connection handler is made.
         server.__class__ = _JsonErrorServer
+        if self._hot:  # read by each connection handler when it is made, so before any connection
+            server.request_handler = _HotRoutes(self.app, server.request_handler, self._hot)
         return server
 
 
 async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event, *,
-                shutdown_timeout: float) -> None:
+                shutdown_timeout: float, hot: Iterable[tuple[str, str]] = ()) -> None:
     """Listen on (host, port) until ``stop`` is set, then shut down gracefully within the timeout.
 
     The listener sets SO_REUSEPORT (several gateway processes share the port) and SO_REUSEADDR
     (a restart never waits for the last run's connections in TIME_WAIT), as every zlog listener
     does: libzmq sets it on TCP binds, prometheus-client on /metrics."""
-    runner = GatewayRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = GatewayRunner(app, hot=hot, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=True, reuse_address=True)

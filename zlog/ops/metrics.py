@@ -126,6 +126,22 @@ class GatewayMetrics:
         self.query_seconds = Histogram(
             "zlog_query_request_seconds", "Read request latency", ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r
         )
+        self._by_status: dict[int, Any] = {}
+        self._by_source: dict[str, Any] = {}
+
+    def answered(self, status: int) -> None:
+        """One ingest request answered. Children looked up once per status: ``labels()`` costs
+        more than the increment, and this runs once per request."""
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(status=str(status))
+        child.inc()
+
+    def stored_from(self, source: str, records: int) -> None:
+        child = self._by_source.get(source)
+        if child is None:
+            child = self._by_source[source] = self.source_records.labels(source=source)
+        child.inc(records)
 
 
 class SyslogMetrics:
