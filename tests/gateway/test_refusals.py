@@ -80,3 +80,47 @@ def test_requests_the_parser_refuses_get_json(cluster: Cluster, request_bytes: b
 def test_the_gateway_still_serves_after_refusals(cluster: Cluster, tmp_path: Path) -> None:
     status, _ = cluster.post([{"timestamp": 1, "service": "s", "message": "after refusals"}])
     assert status == 200
+
+
+def _answers(port: int, request: bytes, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send bytes on one keep-alive connection and read ``count`` answers (Content-Length bodies)."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while len(out) < count:
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, f"closed after {len(out)} answers"
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+            n = int(headers.get("content-length", "0"))
+            while len(data) < n:
+                data += s.recv(65536)
+            body, data = data[:n], data[n:]
+            out.append((int(lines[0].split()[1]), headers, body))
+    return out
+
+
+def test_the_hot_route_answers_as_through_the_router(cluster: Cluster) -> None:
+    # POST /v1/logs skips the router's lookup (zlog.gateway.server._HotRoutes): the middlewares,
+    # the security headers and every other route must be as they are without it.
+    body = b'[{"timestamp": 1, "service": "s", "message": "hot route"}]'
+
+    def post(path: str, extra: str = "", payload: bytes = body) -> bytes:
+        return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+    answers = _answers(cluster.http_port, post("/v1/logs") + post("/v1/logs", "X-Scope-OrgID: bad/tenant\r\n")
+                       + post("/v1/logs", payload=b"[{}]") + post("/v1/logs/") + post("/v1/logs?acks=maybe")
+                       + post("/v1/logs", "Expect: 100-continue\r\n"), 7)
+    (ok, ok_h, ok_b), bad_tenant, invalid, slash, bad_acks, cont, after_cont = answers
+    assert ok == 200 and json.loads(ok_b)["received"] == 1
+    assert "script-src 'self'" in ok_h["content-security-policy"] and ok_h["x-content-type-options"] == "nosniff"
+    assert bad_tenant[0] == 400 and json.loads(bad_tenant[2])["error"] == "INVALID_TENANT"  # the auth middleware
+    assert invalid[0] == 400 and json.loads(invalid[2])["error"] == "INVALID_RECORD"
+    _assert_json_error(*slash, 404, "NOT_FOUND")
+    assert bad_acks[0] == 400 and json.loads(bad_acks[2])["error"] == "BAD_PARAMETER"
+    assert cont[0] == 100 and after_cont[0] == 200  # Expect goes the router's way, which answers 100 first
