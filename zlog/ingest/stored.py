@@ -9,7 +9,9 @@ fields have their types, and that has no other key (so nothing a viewer or reade
 as ``partition`` or ``offset``, can be smuggled in).
 
 Invariants:
-- Pure: bytes in, the first offending line's ``RecordError`` (or None) out.
+- Pure: bytes in; out, the batch as the storage engine takes it (``batchdata.Checked``) or the
+  first offending line's ``RecordError`` (the engine's own errors for a blob not in stored form).
+- Paid once: one split of the blob gives the engine's form check and the lines decoded here.
 - The fast path (msgspec, typed structs checked in C) accepts only lines the exact path accepts:
   its string bounds are a quarter of each byte limit in characters. Anything it refuses is
   judged line by line by the exact path, which names the line, the field and the problem.
@@ -19,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -26,6 +29,8 @@ import msgspec
 import orjson
 
 from zlog.ingest.records import FIELD_ORDER, MAX_TIMESTAMP, Limits, RecordError, record_problem
+from zlog.storage import batchdata
+from zlog.storage.batchdata import Checked
 
 STORED_KEYS = frozenset((*FIELD_ORDER, "metadata"))
 _ENRICHMENT = (("received_at", int), ("ingested_node_id", str), ("client_ip", str))
@@ -87,10 +92,18 @@ def check_lines(lines: Sequence[bytes], limits: Limits) -> RecordError | None:
     return None
 
 
-def check_data(data: bytes, limits: Limits) -> RecordError | None:
-    """``check_lines`` over a batch blob (newline-terminated lines); an unterminated tail counts as
-    a line too, so nothing in the blob escapes the check whatever the storage engine does next."""
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    return check_lines(lines, limits)
+def check_batch(data: bytes, limits: Limits) -> Checked | RecordError:
+    """A batch blob ready for the storage engine, or the first line of it that may not be stored.
+    One split serves the engine's form check (``batchdata.split``) and the record check of each
+    line; an unterminated tail is a line too, so nothing in the blob escapes the check. Lines that
+    keep the record rules but not the stored form raise the engine's ``InvalidRecord`` or
+    ``RecordTooLarge``, naming the line."""
+    lines, ok = batchdata.split(data, limits.max_record_bytes)
+    if ok is not None:
+        try:
+            deque(map(_decoder(limits).decode, lines), maxlen=0)  # each record freed before the next
+            return ok
+        except msgspec.DecodeError:  # (ValidationError is one) the exact path names the line
+            pass
+    bad = check_lines(lines, limits)
+    return bad if bad is not None else batchdata.checked(data, limits.max_record_bytes)

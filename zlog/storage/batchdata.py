@@ -1,46 +1,74 @@
 """A batch's bytes as stored: newline-terminated one-line JSON objects (pure).
 
 Invariants:
-- ``check_data`` accepts exactly what ``encode_batch`` produces from valid lines, and names the
+- ``checked`` accepts exactly what ``encode_batch`` produces from valid lines, and names the
   first bad line otherwise (``InvalidRecord`` / ``RecordTooLarge`` with its index).
-- A handful of C-level passes over the bytes, never a Python loop per line on the good path.
+- ``split`` gives ``checked``'s verdict from the one split a caller also needs for a line-by-line
+  check of its own (the worker's record check), so the bytes are split once for both.
+- A ``Checked`` holds bytes that keep the stored form, their line count and the
+  ``max_record_bytes`` they were checked against.
+- A handful of C-level passes over the bytes and the lines, never a Python loop per line on the
+  good path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 
 from zlog.storage.errors import InvalidRecord, RecordTooLarge
 
+_LAST_BYTE = itemgetter(-1)
+_CLOSING = {0x7D}  # b"}"
 
-def encode_batch(lines: Sequence[bytes], max_record_bytes: int) -> bytes:
-    """The batch as stored: lines joined by newlines plus a trailing one, checked by ``check_data``."""
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A batch's bytes in the stored form, and how many lines they hold."""
+
+    data: bytes
+    records: int
+    max_record_bytes: int  # the bound its lines were checked against
+
+
+def encode_batch(lines: Sequence[bytes], max_record_bytes: int) -> Checked:
+    """The batch as stored: lines joined by newlines plus a trailing one, checked by ``checked``."""
     if not lines:
         raise InvalidRecord("empty batch")
     try:
         data = b"\n".join([*lines, b""])
     except TypeError:
         raise InvalidRecord("records must be bytes") from None
-    check_data(data, max_record_bytes)
-    return data
+    return checked(data, max_record_bytes)
 
 
-def check_data(data: bytes, max_record_bytes: int) -> int:
-    """The number of lines of a batch as stored (newline-terminated one-line JSON objects of at most
-    ``max_record_bytes``), or ``InvalidRecord`` naming the first bad line. A handful of C-level
-    passes over the bytes instead of a Python loop per line."""
+def split(data: bytes, max_record_bytes: int) -> tuple[list[bytes], Checked | None]:
+    """The lines of a batch blob (an unterminated tail is a line too) and, when ``checked``
+    accepts the blob, its ``Checked`` (None when it does not: ``checked`` names why)."""
+    lines = data.split(b"\n")
+    if lines[-1]:
+        return lines, None  # not newline-terminated
+    lines.pop()
+    # Every line starts with "{" when the least and the greatest do (bytes order; this also
+    # rules out empty lines), and ends with "}" when the set of last bytes is {"}"}.
+    if (lines and min(lines)[:1] == b"{" and max(lines)[:1] == b"{" and set(map(_LAST_BYTE, lines)) == _CLOSING
+            and (len(data) <= max_record_bytes + 1 or max(map(len, lines)) <= max_record_bytes)):
+        return lines, Checked(data, len(lines), max_record_bytes)
+    return lines, None
+
+
+def checked(data: bytes, max_record_bytes: int) -> Checked:
+    """The batch with its line count, if it is newline-terminated one-line JSON objects of at most
+    ``max_record_bytes``; ``InvalidRecord`` / ``RecordTooLarge`` naming the first bad line if not."""
+    lines, ok = split(data, max_record_bytes)
+    if ok is not None:
+        return ok
     if not data:
         raise InvalidRecord("empty batch")
-    if len(data) <= max_record_bytes + 1:  # no line can be too long: no split needed
-        n, longest = data.count(b"\n"), 0
-    else:  # one split gives both the line count and the longest line
-        parts = data.split(b"\n")
-        n, longest = len(parts) - 1, max(map(len, parts))
-    if (n and longest <= max_record_bytes and data[0] == 0x7B and data[-1] == 0x0A and data[-2] == 0x7D
-            and data.count(b"}\n{") == n - 1):
-        return n
-    for i, line in enumerate(data.split(b"\n")):
-        if i == n:
+    tail = len(lines) - 1 if data[-1] != 0x0A else -1  # the index of an unterminated last line
+    for i, line in enumerate(lines):
+        if i == tail:
             raise InvalidRecord(f"record {i}: the batch does not end with a newline", index=i)
         if len(line) > max_record_bytes:
             raise RecordTooLarge(f"record {i}: {len(line)} bytes > {max_record_bytes}", index=i)

@@ -13,7 +13,7 @@ Invariants:
 - A closed segment is plain (``Segment``) or sealed (``SealedSegment``, zlog.storage.sealed);
   ``seal_closed``/``adopt_sealed`` switch forms without changing offsets or content.
 - Unknown files in the directory are logged and left alone (``opening``, which loads the segments).
-- A batch's bytes are checked by ``batchdata`` before anything is staged.
+- A batch's bytes are checked by ``batchdata`` before anything is staged (or arrive as its ``Checked``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import cast
 from zlog.config import StorageConfig
 from zlog.storage import scan as scanning
 from zlog.storage import sealer as sealing
-from zlog.storage.batchdata import check_data, encode_batch
+from zlog.storage.batchdata import Checked, checked, encode_batch
 from zlog.storage.errors import DiskFull, InvalidRecord, StorageError
 from zlog.storage.index import IndexBuilder, TimeIndexBuilder
 from zlog.storage.opening import open_segments
@@ -170,10 +170,15 @@ class PartitionLog:
             raise InvalidRecord(f"batch of {len(lines)} records > {self.config.max_batch_records}")
         return self.append_data(encode_batch(lines, self.config.max_record_bytes), max_timestamp, producer)
 
-    def append_data(self, data: bytes, max_timestamp: int,
+    def append_data(self, data: bytes | Checked, max_timestamp: int,
                     producer: ProducerBatch | None = None) -> AppendResult:
-        """Stage a batch given as stored: newline-terminated lines, validated here (``check_data``)."""
-        n = check_data(data, self.config.max_record_bytes)
+        """Stage a batch given as stored: newline-terminated lines, checked here (``batchdata``)
+        unless they come as the ``Checked`` of that check against this log's record bound."""
+        bound = self.config.max_record_bytes
+        batch = data if isinstance(data, Checked) and data.max_record_bytes <= bound else None
+        if batch is None:
+            batch = checked(data.data if isinstance(data, Checked) else data, bound)
+        data, n = batch.data, batch.records
         if n > self.config.max_batch_records:
             raise InvalidRecord(f"batch of {n} records > {self.config.max_batch_records}")
         if producer is not None:

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zlog.config import Config
-from zlog.ingest.records import Limits
-from zlog.ingest.stored import check_data
+from zlog.ingest.records import Limits, RecordError
+from zlog.ingest.stored import check_batch
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
@@ -228,30 +228,37 @@ class StorageWorker:
             if isinstance(found, bodies.Nack):
                 return found
             plog = found
-        # Whoever sent it: nothing of a batch is stored unless every record keeps the record rules.
-        bad = check_data(body.data, self.limits)
-        if bad is not None:
-            return bodies.Nack("INVALID_RECORD", f"record {bad.index}: {bad.field or 'record'}: {bad.problem}; "
-                                                 "nothing of the batch was stored", False, p)
-        quota = self.limits_of(tenant or self.default_tenant).max_partition_bytes
-        if quota:
-            # Stored bytes, plus what this turn already staged for the partition, plus this batch.
-            size = len(body.data)
-            used = plog.size_bytes + self._turn_bytes.get((tenant, p), 0)
-            if used + size > quota:
-                return bodies.Nack("QUOTA_EXCEEDED", f"tenant {tenant or self.default_tenant!r}: partition {p} "
-                                   f"would exceed its storage quota of {quota} bytes; nothing of the batch was stored",
-                                   False, p)
-            self._turn_bytes[(tenant, p)] = used - plog.size_bytes + size
         producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
         try:
-            return p, plog.append_data(body.data, body.max_timestamp, producer)
+            # Whoever sent it: nothing of a batch is stored unless every record keeps the record
+            # rules and the blob the stored form (one check of both, whose result the engine takes).
+            batch = check_batch(body.data, self.limits)
+            if isinstance(batch, RecordError):
+                return bodies.Nack("INVALID_RECORD", f"record {batch.index}: {batch.field or 'record'}: "
+                                                     f"{batch.problem}; nothing of the batch was stored", False, p)
+            over = self._over_quota(tenant, p, plog, len(body.data))
+            return over if over is not None else (p, plog.append_data(batch, body.max_timestamp, producer))
         except RecordTooLarge as exc:
             return bodies.Nack("RECORD_TOO_LARGE", str(exc), False, p)
         except InvalidRecord as exc:
             return bodies.Nack("INVALID_RECORD", str(exc), False, p)
         except OutOfOrderSequence as exc:
             return bodies.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
+
+    def _over_quota(self, tenant: str | None, p: int, plog: PartitionLog, size: int) -> bodies.Nack | None:
+        """The refusal of a batch of ``size`` bytes that would take the partition over its tenant's
+        storage quota; otherwise None, and the bytes count as staged this turn."""
+        quota = self.limits_of(tenant or self.default_tenant).max_partition_bytes
+        if not quota:
+            return None
+        # Stored bytes, plus what this turn already staged for the partition, plus this batch.
+        used = plog.size_bytes + self._turn_bytes.get((tenant, p), 0)
+        if used + size > quota:
+            return bodies.Nack("QUOTA_EXCEEDED", f"tenant {tenant or self.default_tenant!r}: partition {p} "
+                               f"would exceed its storage quota of {quota} bytes; nothing of the batch was stored",
+                               False, p)
+        self._turn_bytes[(tenant, p)] = used - plog.size_bytes + size
+        return None
 
     def commit(self, pending: list[Pending]) -> None:
         self._turn_bytes.clear()
