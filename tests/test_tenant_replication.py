@@ -9,6 +9,8 @@ read only its own records after the failovers; an undeclared tenant is refused.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -150,6 +152,10 @@ def test_every_tenants_acknowledged_records_survive_leader_kills(tmp_path: Path)
                 status, body = get(c, "/v1/partitions", tenant)
                 assert status == 200 and isinstance(body["partitions"], list)
                 assert all(len(x["isr"]) == 3 and x["leader"] is not None for x in body["partitions"])
+                out = subprocess.run([sys.executable, "-m", "zlog", "status", "--json", "--tenant", tenant], env=c.env,
+                                     capture_output=True, timeout=30, check=False)
+                report = json.loads(out.stdout)
+                assert [x["high_watermark"] for x in report["partitions"]] == high_watermarks(tenant)
                 status, body = get(c, "/v1/logs?limit=1000", tenant)
                 assert status == 200 and isinstance(body["records"], list) and len(body["records"]) == 1000
                 assert {r["labels"]["tenant"] for r in body["records"]} == {tenant}

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="show the cluster's processes and partitions")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--tenant", help="partition offsets and high watermarks of this tenant (default: the default tenant)")
 
     sub.add_parser("up", parents=[common], help="run the whole cluster under supervisord (foreground)")
     sub.add_parser("syslog", parents=[common],

@@ -98,7 +98,8 @@ async def _not_asked() -> str:
     return "not asked"
 
 
-async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
+async def gather(cfg: Config, timeout: float = TIMEOUT_S, tenant: str | None = None) -> Raw:
+    """Everything the report needs; partition statistics are ``tenant``'s (None: the default's)."""
     raw = Raw(now=time.time())
     deadline = time.monotonic() + timeout
     curve = client_curve(cfg, "gateway")  # an operator's tool: it speaks with the gateways' key
@@ -126,7 +127,8 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
             if live:
                 stats_deadline = time.monotonic() + timeout
                 answers = await asyncio.gather(
-                    *(_request(live[0], Command.STATS, stats_deadline, partition=p, body={})
+                    *(_request(live[0], Command.STATS, stats_deadline, partition=p,
+                               body={} if tenant is None else {"tenant": tenant})
                       for p in range(cfg.cluster.partitions))
                 )
                 raw.stats = dict(enumerate(answers))
@@ -143,7 +145,7 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S) -> Raw:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    raw = asyncio.run(gather(cfg))
+    raw = asyncio.run(gather(cfg, tenant=getattr(args, "tenant", None)))
     report = build_report(cfg, raw)
     if getattr(args, "json", False):
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
