@@ -98,6 +98,10 @@ def test_a_joining_worker_gets_replicas_and_a_drain_moves_them_off_losing_nothin
                                                capture_output=True, timeout=30, check=False).stdout)
             assert all(p["draining"] == [0] and p["reassigning"] is False and sorted(p["replicas"]) == [1, 2]
                        for p in report["partitions"]), report["partitions"]
+            # the worker that joined beyond cluster.workers has its own row, with its host
+            assert [(w["id"], w["up"], w["host"]) for w in report["workers"]] == [
+                (0, True, "127.0.0.1"), (1, True, "127.0.0.1"), (2, True, "127.0.0.1")], report["workers"]
+            assert report["workers"][2]["expected_partitions"] == [0, 1, 2] and report["workers"][2]["disk_bytes"]
             print(f"replicas after the join {held}; acknowledged {len(acked)} records; errors {dict(errors)}")
             # Every completed move dropped the old replica only with all of the new set in sync.
             changes = [json.loads(line) for w in range(3)

@@ -147,6 +147,12 @@ def test_a_worker_lost_for_good_has_its_replicas_rebuilt_and_its_return_is_clean
                 assert all(len(p["isr"]) == 3 and dead not in p["replicas"] for p in report["partitions"])
                 rows = {w["id"]: w for w in report["workers"]}
                 assert rows[dead]["up"] is False and all(rows[w]["up"] for w in (0, 1, 3)), rows
+                assert rows[dead]["state"] == "stopped"  # it holds no replica any more: not a problem
+                assert all(rows[w]["host"] == "127.0.0.1" for w in (0, 1, 3)), rows  # cluster.host, not node_id
+                assert report["replication"] == {"under_replicated": [], "moves": []}, report["replication"]
+                status, body = c.get("/v1/partitions")
+                assert status == 200 and [(w["id"], w["up"], w["host"]) for w in body["workers"]] == [
+                    (0, True, "127.0.0.1"), (1, True, "127.0.0.1"), (3, True, "127.0.0.1")], body["workers"]
                 time.sleep(0.5)
                 acked_before = len(load.acked)
                 _check_replicas(tmp_path, coord.snapshot(), dict(load.acked), partitions)

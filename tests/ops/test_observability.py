@@ -409,7 +409,7 @@ def test_status_report_of_a_cluster_where_nothing_answers_is_a_list_of_problems(
     cfg = Config()
     down = "connection refused"
     raw = Raw(now=time.time(), metadata=[down], router_metrics=[down], stats={p: down for p in range(4)},
-              worker_metrics=[down, down], gateway_metrics=[down, down], health=down)
+              worker_metrics={0: down, 1: down}, gateway_metrics=[down, down], health=down)
     report = build_report(cfg, raw)
     assert report["ok"] is False
     assert [w["state"] for w in report["workers"]] == ["down", "down"]

@@ -93,7 +93,7 @@ def test_nack_of_garbage_is_still_a_nack() -> None:
     assert bodies.parse_nack(msgpack.packb({"code": 5, "partition": True})) == Nack("UNKNOWN", "", False, None)
 
 
-@pytest.mark.parametrize("ready", [Ready(0, (0, 1)), Ready(7, (), "node-a", 1234, 9117)])
+@pytest.mark.parametrize("ready", [Ready(0, (0, 1)), Ready(7, (), "node-a", 1234, 9117), Ready(3, (2,), "n", 1, 2, "10.0.0.7")])
 def test_ready_round_trips(ready: Ready) -> None:
     assert bodies.parse_ready(bodies.ready_body(ready)) == ready
 

@@ -235,7 +235,17 @@ async def get_partitions(request: web.Request) -> web.Response:
         entry.update({k: r[k] for k in _REPLICATION_KEYS if k in r})
         entry.update(_storage_fields(r))
         out.append(entry)
-    return _json(orjson.dumps({"partitions": out, "routers": routers}))
+    return _json(orjson.dumps({"partitions": out, "workers": _workers(meta, out), "routers": routers}))
+
+
+def _workers(meta: dict[str, Any], partitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every worker a router lists (up), and every other one a partition names as a replica (down)."""
+    out = {int(w["worker"]): {"id": int(w["worker"]), "host": w.get("host") or None, "pid": w.get("pid"), "up": True}
+           for w in meta.get("workers", [])}
+    for e in partitions:
+        for r in e.get("replicas", []):
+            out.setdefault(int(r), {"id": int(r), "host": None, "pid": None, "up": False})
+    return [out[w] for w in sorted(out)]
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -27,7 +27,7 @@ class Raw:
     metadata: list[dict[str, Any] | str] = field(default_factory=list)  # per router: body or error
     router_metrics: list[Samples | str] = field(default_factory=list)
     stats: dict[int, dict[str, Any] | str] = field(default_factory=dict)  # per partition
-    worker_metrics: list[Samples | str] = field(default_factory=list)
+    worker_metrics: dict[int, Samples | str] = field(default_factory=dict)  # per worker id
     gateway_metrics: list[Samples | str] = field(default_factory=list)
     syslog_metrics: Samples | str = "not asked"  # the syslog listener's, when one is configured
     health: dict[str, Any] | str = "not asked"
@@ -117,62 +117,9 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
     any_router = any(isinstance(m, dict) for m in raw.metadata)
     if not any_router:
         problems.append("no router answered: partition owners are unknown")
-    workers = []
-    for wid in range(cfg.cluster.workers):
-        w = seen.get(wid)
-        wm = raw.worker_metrics[wid] if wid < len(raw.worker_metrics) else "not asked"
-        expected = list(cfg.partitions_of(wid))
-        # "unregistered": the process answers on its metrics port but no router lists it.
-        state = "up" if w is not None else "down" if isinstance(wm, str) else "unregistered"
-        if state == "down":
-            problems.append(f"worker {wid} is down: no router lists it and its metrics port says {wm}")
-        elif state == "unregistered":
-            problems.append(f"worker {wid} runs (metrics port answers) but no router lists it")
-        workers.append({
-            "worker": wid, "id": wid, "up": w is not None, "state": state,
-            "pid": w.get("pid") if w else None, "host": w.get("node") if w else None,
-            "partitions": list(w.get("partitions", [])) if w else [],
-            "expected_partitions": expected,
-            "last_heartbeat_ms_ago": w.get("last_seen_ms_ago") if w else None,
-            "registered_ms": w.get("uptime_ms") if w else None,
-            "uptime_s": _uptime(wm, raw.now),
-            "inflight": w.get("inflight") if w else None,
-            "metrics_port": cfg.worker_metrics_port(wid), "metrics_error": wm if isinstance(wm, str) else None,
-            "disk_bytes": _int(_value(wm, "zlog_storage_disk_bytes")),
-            "records_appended": _int(_value(wm, "zlog_storage_records_total")),
-        })
-
-    partitions = []
-    for p in range(cfg.cluster.partitions):
-        st = raw.stats.get(p, "not asked")
-        owner_id = cfg.owner_of(p)
-        wm = raw.worker_metrics[owner_id] if owner_id < len(raw.worker_metrics) else "not asked"
-        o = owners[p]
-        # Unreplicated (R = 1) the owner is the leader and the only replica; a replicated leader says.
-        entry: dict[str, Any] = {"partition": p, "owner": o, "error": None, "leader": o,
-                                 "replicas": [] if o is None else [o], "isr": [] if o is None else [o],
-                                 "leader_epoch": None, "high_watermark": None}
-        if isinstance(st, dict):
-            entry.update(lowest_offset=st.get("lowest_offset"), highest_offset=int(st["next_offset"]) - 1,
-                         bytes=st.get("bytes"), segments=st.get("segments"), max_timestamp=st.get("max_timestamp"),
-                         source="stats", leader_epoch=0, high_watermark=st.get("next_offset"),
-                         stored_bytes=st.get("stored_bytes"), index_bytes=st.get("index_bytes"),
-                         sealed_segments=st.get("sealed_segments"))
-            entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark",
-                                             "reassigning", "adding", "removing", "draining") if k in st})
-            # A replica a reassignment is adding is catching up, not missing.
-            if len(entry["isr"]) < len(entry["replicas"]) - len(entry.get("adding", ())):
-                problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
-        else:
-            # The owner's last published gauges are better than nothing (they lag a heartbeat).
-            entry.update(lowest_offset=_int(_value(wm, "zlog_storage_lowest_offset", partition=str(p))),
-                         highest_offset=_int(_value(wm, "zlog_storage_highest_offset", partition=str(p))),
-                         bytes=_int(_value(wm, "zlog_storage_disk_bytes", partition=str(p))),
-                         segments=_int(_value(wm, "zlog_storage_segments", partition=str(p))),
-                         max_timestamp=None, source="metrics" if isinstance(wm, dict) else None, error=st)
-        if owners[p] is None and any_router:
-            problems.append(f"partition {p} has no live owner")
-        partitions.append(entry)
+    partitions = _partitions(cfg, raw, owners, any_router, problems)
+    workers = _workers(cfg, raw, seen, partitions, problems)
+    replication = _replication(partitions, workers)
 
     gateways = []
     for i in range(cfg.gateway.processes):
@@ -196,8 +143,107 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
              "error": health if isinstance(health, str) else None}
     return {"ok": not problems, "problems": problems, "node_id": cfg.cluster.node_id,
             "partition_count": cfg.cluster.partitions, "routers": routers, "workers": workers,
-            "partitions": partitions, "gateways": gateways, "sources": sources, "ready": ready,
+            "partitions": partitions, "replication": replication, "gateways": gateways, "sources": sources, "ready": ready,
             "tenants": _tenants(cfg, raw)}
+
+
+def _partitions(cfg: Config, raw: Raw, owners: list[int | None], any_router: bool,
+                problems: list[str]) -> list[dict[str, Any]]:
+    partitions = []
+    for p in range(cfg.cluster.partitions):
+        st = raw.stats.get(p, "not asked")
+        wm = raw.worker_metrics.get(cfg.owner_of(p), "not asked")
+        o = owners[p]
+        # Unreplicated (R = 1) the owner is the leader and the only replica; a replicated leader says.
+        entry: dict[str, Any] = {"partition": p, "owner": o, "error": None, "leader": o,
+                                 "replicas": [] if o is None else [o], "isr": [] if o is None else [o],
+                                 "leader_epoch": None, "high_watermark": None}
+        if isinstance(st, dict):
+            entry.update(lowest_offset=st.get("lowest_offset"), highest_offset=int(st["next_offset"]) - 1,
+                         bytes=st.get("bytes"), segments=st.get("segments"), max_timestamp=st.get("max_timestamp"),
+                         source="stats", leader_epoch=0, high_watermark=st.get("next_offset"),
+                         stored_bytes=st.get("stored_bytes"), index_bytes=st.get("index_bytes"),
+                         sealed_segments=st.get("sealed_segments"))
+            entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark",
+                                             "reassigning", "adding", "removing", "draining") if k in st})
+            # A replica a reassignment is adding is catching up, not missing.
+            entry["under_replicated"] = len(entry["isr"]) < len(entry["replicas"]) - len(entry.get("adding", ()))
+            if entry["under_replicated"]:
+                problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
+        else:
+            # The owner's last published gauges are better than nothing (they lag a heartbeat).
+            entry.update(lowest_offset=_int(_value(wm, "zlog_storage_lowest_offset", partition=str(p))),
+                         highest_offset=_int(_value(wm, "zlog_storage_highest_offset", partition=str(p))),
+                         bytes=_int(_value(wm, "zlog_storage_disk_bytes", partition=str(p))),
+                         segments=_int(_value(wm, "zlog_storage_segments", partition=str(p))),
+                         max_timestamp=None, source="metrics" if isinstance(wm, dict) else None, error=st)
+        if owners[p] is None and any_router:
+            problems.append(f"partition {p} has no live owner")
+        partitions.append(entry)
+    return partitions
+
+
+def _workers(cfg: Config, raw: Raw, seen: dict[int, dict[str, Any]], partitions: list[dict[str, Any]],
+             problems: list[str]) -> list[dict[str, Any]]:
+    """Every configured worker, every worker a router lists (one that joined beyond
+    ``cluster.workers`` too) and every worker a partition names among its replicas. Replicated,
+    a stopped worker that holds no replica (drained, or its replicas moved after it was lost)
+    is ``stopped``, not a problem."""
+    replicated = cfg.storage.replication_factor > 1
+    held: dict[int, list[int]] = {}  # worker -> partitions etcd lists it a replica of (through the leaders)
+    for e in partitions:
+        for r in e["replicas"] if replicated else ():
+            held.setdefault(int(r), []).append(e["partition"])
+    known = any(e.get("source") == "stats" for e in partitions)  # else who holds what is unknown
+    workers = []
+    for wid in sorted(set(range(cfg.cluster.workers)) | set(seen) | set(held)):
+        w = seen.get(wid)
+        wm = raw.worker_metrics.get(wid, "not asked")
+        if replicated:
+            expected = sorted(held.get(wid, []))
+        else:
+            expected = list(cfg.partitions_of(wid)) if wid < cfg.cluster.workers else []
+        # "unregistered": the process answers on its metrics port but no router lists it.
+        state = "up" if w is not None else "down" if isinstance(wm, str) else "unregistered"
+        if state == "down" and replicated and known and not expected:
+            state = "stopped"
+        if state == "down":
+            problems.append(f"worker {wid} is down: no router lists it and its metrics port says {wm}")
+        elif state == "unregistered":
+            problems.append(f"worker {wid} runs (metrics port answers) but no router lists it")
+        workers.append({
+            "worker": wid, "id": wid, "up": w is not None, "state": state,
+            "pid": w.get("pid") if w else None, "host": (w.get("host") or None) if w else None,
+            "node": w.get("node") if w else None,
+            "partitions": list(w.get("partitions", [])) if w else [],
+            "expected_partitions": expected,
+            "last_heartbeat_ms_ago": w.get("last_seen_ms_ago") if w else None,
+            "registered_ms": w.get("uptime_ms") if w else None,
+            "uptime_s": _uptime(wm, raw.now),
+            "inflight": w.get("inflight") if w else None,
+            "metrics_port": cfg.worker_metrics_port(wid), "metrics_error": wm if isinstance(wm, str) else None,
+            "disk_bytes": _int(_value(wm, "zlog_storage_disk_bytes")),
+            "records_appended": _int(_value(wm, "zlog_storage_records_total")),
+        })
+    return workers
+
+
+def _replication(partitions: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Under-replicated partitions and the moves under way, each with its cause: ``rereplicate``
+    (a replica leaves a worker that is down: lost), ``drain`` or ``balance``."""
+    up = {w["id"] for w in workers if w["up"]}
+    moves = []
+    for e in partitions:
+        if not e.get("reassigning"):
+            continue
+        removing = list(e.get("removing", []))
+        why = ("drain" if set(removing) & set(e.get("draining", [])) else
+               "rereplicate" if any(r not in up for r in removing) else "balance")
+        e["move"] = why
+        moves.append({"partition": e["partition"], "adding": list(e.get("adding", [])), "removing": removing,
+                      "why": why})
+    return {"under_replicated": [e["partition"] for e in partitions if e.get("under_replicated")],
+            "moves": moves}
 
 
 def _tenants(cfg: Config, raw: Raw) -> list[dict[str, Any]]:
@@ -206,7 +252,7 @@ def _tenants(cfg: Config, raw: Raw) -> list[dict[str, Any]]:
     usage: dict[str, dict[str, float]] = {name: {} for name in cfg.tenants.names()}
     for metric, key in (("zlog_tenant_disk_bytes", "bytes"), ("zlog_tenant_segments", "segments"),
                         ("zlog_tenant_stored_records", "records"), ("zlog_tenant_records_total", "appended")):
-        for wm in raw.worker_metrics:
+        for wm in raw.worker_metrics.values():
             for tenant, v in _by_label(wm, metric, "tenant").items():
                 u = usage.setdefault(tenant, {})
                 u[key] = u.get(key, 0.0) + v
@@ -307,9 +353,10 @@ def render(report: dict[str, Any]) -> str:
                       _fmt(r["workers_alive"]), _fmt(r["inflight"]), _fmt(r["frames"]), _fmt(r["errors"]),
                       _duration(r["uptime_s"])] for r in report["routers"]))
     lines.append("")
-    lines += _table("WORKERS", ["id", "state", "pid", "partitions", "heartbeat", "uptime", "metrics", "disk",
+    lines += _table("WORKERS", ["id", "state", "host", "pid", "partitions", "heartbeat", "uptime", "metrics", "disk",
                                 "appended"],
-                    ([_fmt(w["worker"]), w["state"] if w["up"] else w["state"].upper(), _fmt(w["pid"]),
+                    ([_fmt(w["worker"]), w["state"] if w["up"] or w["state"] == "stopped" else w["state"].upper(),
+                      _fmt(w["host"]), _fmt(w["pid"]),
                       _fmt(w["partitions"] if w["up"] else w["expected_partitions"]),
                       "-" if w["last_heartbeat_ms_ago"] is None else f"{w['last_heartbeat_ms_ago']}ms ago",
                       _duration(w["uptime_s"]), f":{w['metrics_port']}", _bytes(w["disk_bytes"]),
@@ -323,6 +370,15 @@ def render(report: dict[str, Any]) -> str:
                       _bytes(p.get("index_bytes")), _fmt(p["segments"]), _fmt(p.get("sealed_segments")),
                       _newest(p["max_timestamp"])]
                      for p in report["partitions"]))
+    rep = report.get("replication") or {}
+    if rep.get("under_replicated") or rep.get("moves"):
+        lines.append("")
+        lines.append("REPLICATION")
+        if rep.get("under_replicated"):
+            lines.append(f"  under-replicated: {_fmt(rep['under_replicated'])}")
+        for m in rep.get("moves", []):
+            lines.append(f"  partition {m['partition']}: {_WHY.get(m['why'], m['why'])}, adding {_fmt(m['adding'])}, "
+                         f"removing {_fmt(m['removing'])}")
     lines.append("")
     lines += _table("GATEWAYS", ["#", "state", "metrics", "requests", "records", "inflight", "uptime"],
                     ([_fmt(g["index"]), _fmt(g["up"]), f":{g['metrics_port']}",
@@ -348,6 +404,9 @@ def _newest(ts: int | None) -> str:
     if ts is None or ts < 0:
         return "-"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts / 1000))
+
+
+_WHY = {"rereplicate": "re-replication (a replica's worker is down)", "drain": "drain", "balance": "balancing"}
 
 
 def _moving(p: dict[str, Any]) -> str:

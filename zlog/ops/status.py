@@ -2,7 +2,8 @@
 
 It asks each router for METADATA (owners and per-worker liveness), each partition's owner for
 STATS through a router (offsets, bytes, segments), and scrapes the ``/metrics`` port of every
-router, worker and gateway the configuration names. ``--json`` prints the same report as one
+router, worker and gateway the configuration names (and of every worker a router lists beyond
+``cluster.workers``: one that joined a replicated cluster). ``--json`` prints the same report as one
 JSON object.
 
 Invariants:
@@ -122,6 +123,11 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S, tenant: str | None = N
             )
             metas = asyncio.gather(*(_request(c, Command.METADATA, deadline) for c in clients))
             raw.metadata = list(await metas)
+            # Workers that joined beyond cluster.workers are known from the routers only.
+            joined = sorted({int(w["worker"]) for m in raw.metadata if isinstance(m, dict)
+                             for w in m.get("workers", []) if int(w["worker"]) >= cfg.cluster.workers})
+            extra = asyncio.gather(*(_scrape(session, f"http://{router_host}:{cfg.worker_metrics_port(w)}/metrics")
+                                     for w in joined))
             # Partition statistics travel through the first router that answered.
             live = [c for c, m in zip(clients, raw.metadata, strict=True) if isinstance(m, dict)]
             if live:
@@ -136,7 +142,8 @@ async def gather(cfg: Config, timeout: float = TIMEOUT_S, tenant: str | None = N
                 raw.stats = {p: "no router answered" for p in range(cfg.cluster.partitions)}
             routers, workers, gateways, health, syslog = await scrapes
             raw.syslog_metrics = syslog
-            raw.router_metrics, raw.worker_metrics, raw.gateway_metrics = list(routers), list(workers), list(gateways)
+            raw.router_metrics, raw.gateway_metrics = list(routers), list(gateways)
+            raw.worker_metrics = dict(enumerate(workers)) | dict(zip(joined, await extra, strict=True))
             raw.health = health
     finally:
         for c in clients:

@@ -232,6 +232,7 @@ class Ready:
     node: str = ""
     pid: int = 0
     metrics_port: int = 0
+    host: str = ""  # cluster.host: the address the worker advertises (node is the records' node id)
 
 
 def ready_body(ready: Ready) -> bytes:
@@ -242,6 +243,7 @@ def ready_body(ready: Ready) -> bytes:
             "node": ready.node,
             "pid": ready.pid,
             "metrics_port": ready.metrics_port,
+            "host": ready.host,
         }
     )
 
@@ -251,13 +253,14 @@ def parse_ready(body: bytes) -> Ready:
     parts = obj.get("partitions")
     if not isinstance(parts, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in parts):
         raise MalformedFrame("BAD_BODY", "partitions must be a list of integers >= 0")
-    node = obj.get("node", "")
+    node, host = obj.get("node", ""), obj.get("host", "")
     return Ready(
         _int(obj, "worker"),
         tuple(parts),
         node if isinstance(node, str) else "",
         _int(obj, "pid", 0),
         _int(obj, "metrics_port", 0),
+        host if isinstance(host, str) else "",
     )
 
 

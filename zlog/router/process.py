@@ -241,7 +241,8 @@ class Router:
                 return
             known = worker in self.table.workers
             taken = self.table.claim(worker, ready.worker_id, ready.partitions, now_ms,
-                                     node=ready.node, pid=ready.pid, metrics_port=ready.metrics_port)
+                                     node=ready.node, pid=ready.pid, metrics_port=ready.metrics_port,
+                                     host=ready.host)
             if not known or taken:
                 log.info("worker ready", extra={"worker": ready.worker_id, "pid": ready.pid,
                                                  "partitions": list(ready.partitions), "took": taken})

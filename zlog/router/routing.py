@@ -35,6 +35,7 @@ class WorkerState:
     first_seen_ms: int
     last_seen_ms: int
     inflight: dict[InflightKey, int] = field(default_factory=dict)  # key -> partition
+    host: str = ""  # the address it advertises (cluster.host)
 
 
 class RoutingTable:
@@ -59,12 +60,13 @@ class RoutingTable:
         node: str = "",
         pid: int = 0,
         metrics_port: int = 0,
+        host: str = "",
     ) -> list[int]:
         """A READY (or a heartbeat carrying the claim). Returns the partitions newly owned."""
         w = self.workers.get(identity)
         if w is None:
             w = self.workers[identity] = WorkerState(
-                identity, worker_id, (), node, pid, metrics_port, now_ms, now_ms
+                identity, worker_id, (), node, pid, metrics_port, now_ms, now_ms, host=host
             )
         w.last_seen_ms = now_ms
         self.ids[worker_id] = identity
@@ -154,6 +156,7 @@ class RoutingTable:
                     "worker": w.worker_id,
                     "partitions": list(w.partitions),
                     "node": w.node,
+                    "host": w.host,
                     "pid": w.pid,
                     "metrics_port": w.metrics_port,
                     "last_seen_ms_ago": now_ms - w.last_seen_ms,

@@ -87,10 +87,7 @@ class StorageWorker:
         self.sealer = SealRunner(cfg.seal, lambda: [((t, p), plog) for t, p, plog in self.all_logs()],
                                  self.metrics.registry, cfg.cluster.tenant)
         self.identity = b"w%d-%d" % (worker_id, os.getpid())
-        self.ready_body = bodies.ready_body(
-            bodies.Ready(worker_id, tuple(self.logs), cfg.cluster.node_id, os.getpid(),
-                       cfg.worker_metrics_port(worker_id))
-        )
+        self.ready_body = bodies.ready_body(self._ready(tuple(self.logs)))
         # Other tenants' partitions p of the same owned numbers, opened at start when on disk and
         # on a tenant's first write otherwise (never by a read).
         self.default_tenant = cfg.cluster.tenant
@@ -311,11 +308,15 @@ class StorageWorker:
 
     # -- housekeeping ---------------------------------------------------------------------
 
+    def _ready(self, partitions: tuple[int, ...]) -> bodies.Ready:
+        c = self.cfg.cluster
+        return bodies.Ready(self.worker_id, partitions, c.node_id, os.getpid(),
+                            self.cfg.worker_metrics_port(self.worker_id), c.host)
+
     def heartbeat(self, command: Command = Command.HEARTBEAT) -> None:
         body = self.ready_body
         if self.repl is not None:  # claim only the partitions this worker leads now
-            body = bodies.ready_body(bodies.Ready(self.worker_id, self.repl.led(), self.cfg.cluster.node_id,
-                                                  os.getpid(), self.cfg.worker_metrics_port(self.worker_id)))
+            body = bodies.ready_body(self._ready(self.repl.led()))
         frames = wire.encode(command, 0, body=body)
         for s in self.sockets:
             self._send(s, b"", frames)
