@@ -2,7 +2,8 @@
 
 The fast path decodes the body straight into structs whose types and bounds msgspec checks in C
 while it parses, groups them by service, and encodes each group (the three enrichment fields
-set on every struct) into one newline-terminated blob with one ``encode_lines`` call. Anything it does
+set on every struct as one pre-encoded ``msgspec.Raw``) into one newline-terminated blob with
+one ``encode_lines`` call. Anything it does
 not accept (a single object, NDJSON, a wrong type, a string longer than a quarter of its byte
 limit, invalid UTF-8, ...) goes to ``records.parse_body`` + ``records.encode_batch``, which
 either encode it or name every offending record.
@@ -32,6 +33,7 @@ from zlog.ingest.records import (
     InvalidBatch,
     Limits,
     encode_batch,
+    enrichment,
     parse_body,
 )
 
@@ -54,10 +56,10 @@ def _decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
         ("level", text(limits.max_level_bytes), ""),
         ("message", text(limits.max_message_bytes, 1)),
         ("labels", labels, msgspec.field(default_factory=dict)),
-        # Enrichment, set on every record before encoding (a client's own values are overwritten).
+        # Enrichment, set on every record before encoding (a client's own values are overwritten,
+        # and its ingested_node_id or client_ip are unknown fields, ignored). One field carries
+        # all three: a msgspec.Raw, written verbatim after "received_at": (records.enrichment).
         ("received_at", Any, 0),
-        ("ingested_node_id", Any, ""),
-        ("client_ip", Any, ""),
     ], kw_only=True, gc=False)
     return msgspec.json.Decoder(list[record])  # type: ignore[valid-type]
 
@@ -70,10 +72,11 @@ def _fast(body: bytes, limits: Limits, received_at: int, client_ip: str, node_id
     if not items or len(items) > limits.max_records:
         return None
     buckets: dict[str, list[Any]] = {}
+    enrich = msgspec.Raw(enrichment(received_at, node_id, client_ip))
     for r in items:
         if r.timestamp is None:  # missing or null: the time it was received
             r.timestamp = received_at
-        r.received_at, r.ingested_node_id, r.client_ip = received_at, node_id, client_ip
+        r.received_at = enrich
         b = buckets.get(r.service)
         if b is None:
             buckets[r.service] = [r]

@@ -217,6 +217,12 @@ def record_problem(r: Any, limits: Limits, with_metadata: bool = False) -> tuple
     return None
 
 
+def enrichment(received_at: int, node_id: str, client_ip: str) -> bytes:
+    """What follows ``"received_at":`` in every stored line: its value and the two other
+    enrichment fields, ``1795675987238,"ingested_node_id":"...","client_ip":"..."``."""
+    return b"%d" % received_at + b',"ingested_node_id":' + orjson.dumps(node_id) + b',"client_ip":' + orjson.dumps(client_ip)
+
+
 def encode_batch(
     items: list[Any],
     limits: Limits,
@@ -232,15 +238,7 @@ def encode_batch(
     off, so there, as any unknown key, it is ignored."""
     if len(items) > limits.max_records:
         raise InvalidBatch(f"too many records: {len(items)} > {limits.max_records}")
-    suffix = (
-        b',"received_at":'
-        + str(received_at).encode()
-        + b',"ingested_node_id":'
-        + orjson.dumps(node_id)
-        + b',"client_ip":'
-        + orjson.dumps(client_ip)
-        + b"}"
-    )
+    suffix = b',"received_at":' + enrichment(received_at, node_id, client_ip) + b"}"
     max_line = limits.max_record_bytes - len(suffix)
     # A string of n characters has at most 4n UTF-8 bytes: below these lengths no byte count is needed.
     svc_lim, msg_lim, lvl_lim = limits.max_service_bytes, limits.max_message_bytes, limits.max_level_bytes
