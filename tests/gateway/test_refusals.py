@@ -124,3 +124,23 @@ def test_the_hot_route_answers_as_through_the_router(cluster: Cluster) -> None:
     _assert_json_error(*slash, 404, "NOT_FOUND")
     assert bad_acks[0] == 400 and json.loads(bad_acks[2])["error"] == "BAD_PARAMETER"
     assert cont[0] == 100 and after_cont[0] == 200  # Expect goes the router's way, which answers 100 first
+
+
+def test_a_body_that_stalls_is_refused_at_the_request_deadline(tmp_path: Path) -> None:
+    # A body still arriving when the handler starts is read under the deadline (one that has all
+    # arrived is read without a timer): late but in time is stored, stalled is a 408.
+    import time
+
+    with Cluster(tmp_path, workers=1, partitions=2,
+                 env_extra={"ZLOG_GATEWAY_REQUEST_TIMEOUT_MS": "1500"}) as c:
+        body = b'[{"timestamp": 1, "service": "s", "message": "late body"}]'
+        head = f"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", c.http_port), timeout=10) as s:
+            s.sendall(head + body[:10])
+            time.sleep(0.3)
+            s.sendall(body[10:])
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        ((status, headers, answer),) = _answers(c.http_port, head + body[:10], 1)  # the rest never comes
+        assert 1.2 < time.monotonic() - t0 < 8
+        _assert_json_error(status, headers, answer, 408, "REQUEST_TIMEOUT")

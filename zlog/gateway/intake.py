@@ -140,9 +140,13 @@ async def read_body(request: web.Request) -> bytes:
     try:
         # A body that never arrives (a lying Content-Length, a stalled client) must not hold an
         # in-flight slot forever: 512 such connections would otherwise refuse all ingest.
-        # (asyncio.timeout: a timer, where wait_for would also wrap the read in a task.)
-        async with asyncio.timeout(cfg.request_timeout_ms / 1000.0):
+        # A body that has all arrived (most do, with their headers) is read without a timer;
+        # asyncio.timeout is a timer, where wait_for would also wrap the read in a task.
+        if request.content.is_eof():
             body = await request.read()
+        else:
+            async with asyncio.timeout(cfg.request_timeout_ms / 1000.0):
+                body = await request.read()
     except TimeoutError:
         raise ZlogError("REQUEST_TIMEOUT", f"the body did not arrive within {cfg.request_timeout_ms} ms") from None
     except web.HTTPRequestEntityTooLarge:
