@@ -17,6 +17,9 @@ Invariants:
   every worker's thread from its own snapshots; only the controller acts on it.
 - Every etcd failure is logged (once per change of state) and retried on the next turn; the
   thread never dies of one.
+- A turn runs every ``poll_s`` and at once when a watch of the same keys sees a change
+  (``zlog.replication.watch``): a leader's lease key going, a new epoch, an ISR change wake
+  every worker within one watch event; the poll is what remains when the watch is broken.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from zlog.replication.control import Proposal, isr_change, plan
 from zlog.replication.coordination import CoordinationError, Coordinator, Snapshot, WorkerInfo
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.moves import completions, controller, reassignments
+from zlog.replication.watch import Discovery
 
 log = logging.getLogger("zlog.replication")
 
@@ -91,18 +95,24 @@ class Membership(threading.Thread):
     # -- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self._turn()
-                if self._failing:
-                    log.info("etcd reachable again", extra={"worker": self.info.id})
-                    self._failing = False
-            except CoordinationError as exc:
-                if not self._failing:
-                    log.warning("etcd unreachable", extra={"worker": self.info.id, "detail": str(exc)})
-                    self._failing = True
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+        watch = Discovery(self.coord.endpoints, self.coord.prefix, lambda _: self._wake.set(),
+                          timeout_s=self.coord.timeout_s, name="zlog-membership-watch")
+        watch.start()
+        try:
+            while not self._halt.is_set():
+                try:
+                    self._turn()
+                    if self._failing:
+                        log.info("etcd reachable again", extra={"worker": self.info.id})
+                        self._failing = False
+                except CoordinationError as exc:
+                    if not self._failing:
+                        log.warning("etcd unreachable", extra={"worker": self.info.id, "detail": str(exc)})
+                        self._failing = True
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        finally:
+            watch.stop()
 
     def _keepalive(self) -> None:
         now = time.monotonic()
