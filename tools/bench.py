@@ -604,7 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--compare", metavar="URL", help="also run the HTTP matrix against this POST /v1/logs URL")
     p.add_argument("--compare-pids", metavar="PID,...", help="processes of the compared server, for its CPU")
     p.add_argument("--replicated", action="store_true",
-                   help="also run the matrix on a replicated cluster: R=3 on 3 workers, acks=all, a real etcd")
+                   help="also run the matrix on a replicated cluster: R=3 on 3 workers, acks=all, a real etcd "
+                        "(target zlog-r3, after the R=1 cells in the same run; tools/bench_ab.py calls such a "
+                        "cell r3-CELL, e.g. r3-http-1000-c8)")
     p.add_argument("--curve", action="store_true",
                    help="run the cells again on a second cluster with cluster.curve = true (target zlog-curve)")
     p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")

@@ -1,6 +1,11 @@
 """Before/after in one invocation: ``tools/bench.py`` cells of two trees, alternating.
 
     python tools/bench_ab.py --base main --cells http-100-c32,http-1000-c32 --rounds 3 --seconds 4
+    python tools/bench_ab.py --base main --cells r3-http-1000-c8,r3-native-1000-c8 --rounds 2
+
+A cell named ``r3-CELL`` is ``tools/bench.py --replicated --only CELL``: CELL on an R = 1 cluster,
+then on an R = 3 one (3 workers, acks=all, a real etcd) in the same run; the R = 3 figure is
+compared between the trees, and each run's R=3/R=1 ratio is reported beside it.
 
 The base tree is a detached ``git worktree`` of ``--base`` in a temporary directory (removed
 afterwards); the other is ``--after`` likewise, or this checkout as it is. For every cell and round,
@@ -30,9 +35,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+R3 = "r3-"
+
+
 def run_cell(tree: Path, cell: str, seconds: float, warmup: float, gateways: int) -> dict[str, Any]:
+    replicated = cell.startswith(R3)
+    cell = cell.removeprefix(R3)
     cmd = [sys.executable, str(tree / "tools" / "bench.py"), "--only", cell, "--seconds", str(seconds),
-           "--warmup", str(warmup), "--gateways", str(gateways), "--json"]
+           "--warmup", str(warmup), "--gateways", str(gateways), "--json", *(["--replicated"] if replicated else [])]
     for attempt in range(2):  # once more after a failed start: ports are picked at run time and may race
         out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=600)
         if out.returncode == 0 or "waiting for the cluster to be ready" not in out.stderr or attempt:
@@ -41,13 +51,19 @@ def run_cell(tree: Path, cell: str, seconds: float, warmup: float, gateways: int
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {cell} failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout)
-    cells = [c for c in result["cells"] if f"{c['kind']}-{c['batch']}-c{c['concurrency']}" == cell]
-    if len(cells) != 1:
-        raise SystemExit(f"{tree}: expected one result for {cell}, got {len(cells)}")
-    c = cells[0]
+    by_target = {c["target"]: c for c in result["cells"] if f"{c['kind']}-{c['batch']}-c{c['concurrency']}" == cell}
+    want = ["zlog-r3", "zlog"] if replicated else ["zlog"]
+    if sorted(by_target) != sorted(want):
+        raise SystemExit(f"{tree}: expected results of {want} for {cell}, got {sorted(by_target)}")
+    c = by_target[want[0]]
     floor = result.get("json_floor_ms_per_1k", {}).get(str(c["batch"]))
-    return {"cpu": c["cluster_cpu_ms_per_1k"], "split": c["cpu_split_ms_per_1k"], "logs_per_s": c["logs_per_s"],
-            "p99": c["p99_ms"], "floor": floor}
+    out_cell = {"cpu": c["cluster_cpu_ms_per_1k"], "split": c["cpu_split_ms_per_1k"], "logs_per_s": c["logs_per_s"],
+                "p99": c["p99_ms"], "floor": floor}
+    if replicated:  # the R = 1 cluster of the same run
+        r1 = by_target["zlog"]
+        out_cell.update(r1_cpu=r1["cluster_cpu_ms_per_1k"], r1_p99=r1["p99_ms"],
+                        ratio=c["cluster_cpu_ms_per_1k"] / r1["cluster_cpu_ms_per_1k"])
+    return out_cell
 
 
 def roles(split: dict[str, float]) -> dict[str, float]:
@@ -92,17 +108,20 @@ def main() -> int:
                     for side, tree, gw in order if r % 2 == 0 else order[::-1]:
                         res = run_cell(tree, cell, args.seconds, args.warmup, gw)
                         results[cell][side].append(res)
+                        r1 = (f"  R=1 {res['r1_cpu']:.2f} (R=3/R=1 {res['ratio']:.2f}x, p99 {res['r1_p99']:.0f} ms)"
+                              if "ratio" in res else "")
                         print(f"{cell} round {r} {side:5s} {res['cpu']:6.2f} CPU-ms/1k  "
-                              f"{res['logs_per_s']:>9,.0f} logs/s  "
-                              + " ".join(f"{k} {v:.2f}" for k, v in sorted(roles(res["split"]).items())),
+                              f"{res['logs_per_s']:>9,.0f} logs/s  p99 {res['p99']:.0f} ms  "
+                              + " ".join(f"{k} {v:.2f}" for k, v in sorted(roles(res["split"]).items())) + r1,
                               file=sys.stderr, flush=True)
         finally:
             for tree in {base, after} - {REPO}:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
     print(f"\nbase {args.base} (gateways {gw_base}) vs {args.after or 'this tree'} (gateways {gw_after}), "
           f"{args.rounds} rounds x {args.seconds:g} s, alternating; CPU-ms per 1000 logs, median of rounds\n")
-    print("| cell | base | after | after/base | base rounds | after rounds | base per role | after per role |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| cell | base | after | after/base | base rounds | after rounds | base per role | after per role "
+          "| p99 ms base / after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cell, sides in results.items():
         b = [x["cpu"] for x in sides["base"]]
         a = [x["cpu"] for x in sides["after"]]
@@ -115,7 +134,20 @@ def main() -> int:
 
         print(f"| {cell} | {mb:.2f} | {ma:.2f} | {ma / mb:.2f}x | {' '.join(f'{x:.2f}' for x in b)} "
               f"(spread {spread(b):.0%}) | {' '.join(f'{x:.2f}' for x in a)} (spread {spread(a):.0%}) "
-              f"| {per_role(sides['base'])} | {per_role(sides['after'])} |")
+              f"| {per_role(sides['base'])} | {per_role(sides['after'])} "
+              f"| {statistics.median([x['p99'] for x in sides['base']]):.0f} / "
+              f"{statistics.median([x['p99'] for x in sides['after']]):.0f} |")
+    replicated = {cell: sides for cell, sides in results.items() if cell.startswith(R3)}
+    if replicated:
+        print("\nR = 3 (acks=all) against R = 1 of the same run: CPU-ms per 1000 logs, median of rounds\n")
+        print("| cell | side | R=1 | R=3 | R=3/R=1 | rounds' ratios | p99 ms R=1 | p99 ms R=3 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for cell, sides in replicated.items():
+            for side, xs in sides.items():
+                med = {k: statistics.median([x[k] for x in xs]) for k in ("r1_cpu", "cpu", "ratio", "r1_p99", "p99")}
+                ratios = " ".join(f"{x['ratio']:.2f}" for x in xs)
+                print(f"| {cell} | {side} | {med['r1_cpu']:.2f} | {med['cpu']:.2f} | {med['ratio']:.2f}x "
+                      f"| {ratios} | {med['r1_p99']:.0f} | {med['p99']:.0f} |")
     return 0
 
 
