@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
+import xxhash
 
 from zlog.config import StorageConfig
 from zlog.replication.logfiles import (
@@ -17,8 +20,10 @@ from zlog.replication.logfiles import (
     restart,
     truncate,
 )
+from zlog.replication.messages import Request, fetch_reply, parse_reply
 from zlog.storage import PartitionLog, ProducerBatch
 from zlog.storage import batches as bf
+from zlog.storage.errors import InvalidRecord
 
 CFG = StorageConfig(segment_bytes=4096)
 
@@ -144,3 +149,44 @@ def test_a_restart_cut_short_leaves_a_log_that_opens_and_restarts_again(tmp_path
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.endswith(".rollup")) == [
         f"{500:020d}{s}" for s in (".batches", ".index", ".jsonl", ".timeindex")]
     again.close()
+
+
+def test_a_follower_checks_the_leaders_bytes_against_their_batch_entry(tmp_path: Path) -> None:
+    leader = PartitionLog.open(tmp_path / "a", CFG)
+    fill(leader, 4)  # batches of 1, 2, 3, 4 records
+    got = BatchReader().read(leader, 0, 1 << 20)
+    assert [xxhash.xxh3_64_intdigest(b.data) for b in got] == [b.data_hash for b in got]
+    follower = PartitionLog.open(tmp_path / "b", CFG)
+    flipped = got[2].data.replace(b"record", b"recorD", 1)  # same length, still one-line JSON
+    bad = [got[0], got[1], dataclasses.replace(got[2], data=flipped), got[3]]
+    with pytest.raises(InvalidRecord):
+        apply(follower, bad)
+    assert follower.next_offset == 3  # the batches before the bad one, committed; nothing staged
+    apply(follower, got[2:])
+    assert follower.read(0, 100, 1 << 20) == leader.read(0, 100, 1 << 20)
+    short = dataclasses.replace(got[3], count=3)  # a wrong line count fails with the right hash
+    with pytest.raises(InvalidRecord):
+        PartitionLog.open(tmp_path / "c", CFG).append_replica(short.data, 3, 0, None, short.data_hash)
+    leader.close()
+    follower.close()
+
+
+def test_a_fetch_reply_carries_each_batchs_hash_and_one_without_is_checked_record_by_record(
+        tmp_path: Path) -> None:
+    leader = PartitionLog.open(tmp_path / "a", CFG)
+    fill(leader, 3)
+    got = BatchReader().read(leader, 0, 1 << 20)
+    req = Request("fetch", 1, "0", 1, 0, 0, 1 << 20, 0)
+    reply = parse_reply(fetch_reply(req, 0, leader.next_offset, got, [0] * len(got)))
+    assert [b for b, _ in reply.batches] == got
+    old = msgpack.unpackb(fetch_reply(req, 0, 6, got, [0] * len(got)))
+    old["batches"] = [it[:8] for it in old["batches"]]  # a leader that sends no hash
+    old["batches"][1][2] = b"not json\n" * 2
+    unhashed = [b for b, _ in parse_reply(msgpack.packb(old)).batches]
+    assert [b.data_hash for b in unhashed] == [-1, -1, -1]
+    follower = PartitionLog.open(tmp_path / "b", CFG)
+    with pytest.raises(InvalidRecord):
+        apply(follower, unhashed)
+    assert follower.next_offset == 1
+    leader.close()
+    follower.close()

@@ -32,6 +32,7 @@ from zlog.replication.logfiles import Diverged, apply, restart, truncate
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas
+from zlog.storage.errors import StorageError
 from zlog.storage.sync import sync_partitions
 
 log = logging.getLogger("zlog.replication")
@@ -155,7 +156,7 @@ class Fetching:
                 cache.save(self.replicas.epoch_path(name))
             if apply(plog, [b for b, _ in r.batches], defer_sync=True):
                 self._owed.append(name)
-        except (Diverged, OSError, ValueError) as exc:
+        except (Diverged, StorageError, OSError, ValueError) as exc:
             log.error("replicated batch refused; asking where the epoch ends again",
                       extra={"partition": p, "tenant": tenant, "detail": str(exc)})
             f.phase = "epoch"

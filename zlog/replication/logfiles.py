@@ -5,6 +5,8 @@ its ``.batches`` files (and with them producer deduplication) are the leader's. 
 committed batches from each segment's ``.batches`` file (the byte range of every batch, its
 producer id and sequence); the follower appends them through ``PartitionLog.append`` with the same
 producer id and sequence, which assigns the same offsets because its log is the same up to there.
+A batch travels with the hash its leader's entry holds: the follower checks the bytes against it
+(and the line count) instead of validating every record again, as recovery checks its own files.
 
 Invariants:
 - ``read_batches`` returns only committed batches (their entries are written after their data
@@ -49,6 +51,7 @@ class Batch:
     producer_id: bytes
     sequence: int  # -1: no producer
     segment: int  # base offset of the leader's segment holding it
+    data_hash: int = -1  # xxh3_64 of data, from the leader's batch entry (-1: not sent)
 
 
 class _SegmentBatches:
@@ -133,7 +136,7 @@ class BatchReader:
         for e in out:
             n = e.end_pos - start
             batches.append(Batch(e.base_offset, e.count, data[at:at + n], e.max_ts, e.producer_id,
-                                 e.sequence, seg.base))
+                                 e.sequence, seg.base, e.data_hash))
             at += n
             start = e.end_pos
         return batches
@@ -146,20 +149,31 @@ class Diverged(RuntimeError):
 def apply(plog: PartitionLog, batches: list[Batch], *, defer_sync: bool = False) -> bool:
     """Append the leader's batches at the same offsets and commit (fsync per policy). A new
     segment starts where the leader's did. With ``defer_sync`` the fsync the policy wants is the
-    caller's, who owes it (True returned) before telling the leader, then calls ``synced``."""
+    caller's, who owes it (True returned) before telling the leader, then calls ``synced``.
+    A batch refused (``Diverged``, or bytes that fail their check: ``InvalidRecord``) raises after
+    the batches before it are committed (and synced), so nothing stays staged."""
+    try:
+        _stage(plog, batches)
+    except Exception:
+        plog.commit()
+        raise
+    return plog.commit(defer_sync=defer_sync)
+
+
+def _stage(plog: PartitionLog, batches: list[Batch]) -> None:
     for b in batches:
         if b.base != plog._next_staged:
             raise Diverged(f"batch at {b.base} but the log ends at {plog._next_staged}")
         if b.segment == b.base and plog.active.base != b.base and plog.active.count:
             plog.commit()
             plog._roll()  # the leader rolled here (by age or size): keep the same segment files
-        lines = b.data.split(b"\n")
-        lines.pop()  # the batch's trailing newline
         producer = ProducerBatch(b.producer_id, b.sequence) if b.sequence >= 0 else None
-        r = plog.append(lines, b.max_ts, producer)
+        if b.data_hash >= 0:
+            r = plog.append_replica(b.data, b.count, b.max_ts, producer, b.data_hash)
+        else:
+            r = plog.append_data(b.data, b.max_ts, producer)
         if r.duplicate or r.base_offset != b.base:
             raise Diverged(f"batch at {b.base} landed at {r.base_offset} (duplicate: {r.duplicate})")
-    return plog.commit(defer_sync=defer_sync)
 
 
 def truncate(plog: PartitionLog, offset: int, config: StorageConfig) -> PartitionLog:

@@ -41,7 +41,7 @@ from zlog.replication.coordination import Coordinator, WorkerInfo, call_timeout
 from zlog.replication.etcd_server import local_endpoints
 from zlog.replication.fetching import Fetching
 from zlog.replication.leading import Leading
-from zlog.replication.logset import LogKey
+from zlog.replication.logset import LogKey, log_name
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas, replica_partitions
@@ -112,6 +112,10 @@ class ReplicaManager:
 
     def view_of(self, tenant: str | None, p: int) -> BoundedLog | None:
         return self.replicas.view_of(tenant, p)
+
+    def follows(self, tenant: str | None, p: int) -> bool:
+        """Whether this worker follows ``tenant``'s partition ``p`` now (reads go to its leader)."""
+        return log_name(tenant, p) in self.fetching.following
 
     def led(self) -> tuple[int, ...]:
         if self.membership.fenced():

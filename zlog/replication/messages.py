@@ -7,8 +7,10 @@ One msgpack map per ZeroMQ message (after the leader's ROUTER identity envelope)
   one asked for end (KIP-101's OffsetsForLeaderEpoch).
 - ``{"t": "fetch", "id", "p", "replica", "epoch", "offset", "max_bytes", "wait_ms"}`` ->
   ``{"t": "fetch", "id", "p", "hw", "leo", "batches": [[base, count, data, max_ts, pid, seq,
-  segment, epoch]]}``: the batches from ``offset`` (a long poll: held up to ``wait_ms`` while
-  there are none). The fetch offset tells the leader what the follower holds durably.
+  segment, epoch, data_hash]]}``: the batches from ``offset`` (a long poll: held up to ``wait_ms``
+  while there are none), each with the xxh3_64 of its bytes from the leader's ``.batches`` entry
+  (a reply of 8-item batches, without it, is still read: the follower then checks every record).
+  The fetch offset tells the leader what the follower holds durably.
 - errors: ``{"t": ..., "id", "p", "error": code, "leader_epoch", "log_start"}`` with code
   ``NOT_LEADER`` (this worker does not lead that partition in that epoch), ``OFFSET`` (not a batch
   boundary or past the log end: the follower must truncate first), ``OFFSET_OUT_OF_RANGE``
@@ -82,7 +84,8 @@ def request(r: Request) -> bytes:
 
 def fetch_reply(r: Request, hw: int, leo: int, batches: list[Batch], epochs: list[int]) -> bytes:
     return pack({"t": "fetch", "id": r.id, "p": r.partition, "hw": hw, "leo": leo,
-                 "batches": [[b.base, b.count, b.data, b.max_ts, b.producer_id, b.sequence, b.segment, e]
+                 "batches": [[b.base, b.count, b.data, b.max_ts, b.producer_id, b.sequence, b.segment, e,
+                              b.data_hash]
                              for b, e in zip(batches, epochs, strict=True)]})
 
 
@@ -136,10 +139,10 @@ def parse_reply(raw: bytes) -> Reply:
         raise BadMessage("batches must be a list")
     out = []
     for it in items:
-        if (not isinstance(it, list) or len(it) != 8 or not isinstance(it[2], bytes) or not isinstance(it[4], bytes)
-                or not all(type(it[i]) is int for i in (0, 1, 3, 5, 6, 7))):
+        if (not isinstance(it, list) or len(it) not in (8, 9) or not isinstance(it[2], bytes)
+                or not isinstance(it[4], bytes) or not all(type(it[i]) is int for i in (0, 1, 3, *range(5, len(it))))):
             raise BadMessage("bad batch")
-        out.append((Batch(it[0], it[1], it[2], it[3], it[4], it[5], it[6]), it[7]))
+        out.append((Batch(it[0], it[1], it[2], it[3], it[4], it[5], it[6], it[8] if len(it) == 9 else -1), it[7]))
     return Reply(kind, rid, p, None, _int(obj, "hw"), _int(obj, "leo"), tuple(out))
 
 

@@ -9,6 +9,8 @@ Invariants:
   ``max_record_bytes`` they were checked against.
 - A handful of C-level passes over the bytes and the lines, never a Python loop per line on the
   good path.
+- ``is_stored_batch`` is the check of bytes read back against their batch entry (recovery, and a
+  follower taking its leader's batches): the entry's hash, the line count and the final newline.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
+
+import xxhash
 
 from zlog.storage.errors import InvalidRecord, RecordTooLarge
 
@@ -75,3 +79,10 @@ def checked(data: bytes, max_record_bytes: int) -> Checked:
         if line[:1] != b"{" or line[-1:] != b"}":
             raise InvalidRecord(f"record {i}: not a one-line JSON object", index=i)
     raise InvalidRecord("not newline-terminated one-line JSON objects")  # unreachable
+
+
+def is_stored_batch(data: bytes, count: int, data_hash: int) -> bool:
+    """Whether ``data`` is the batch a ``.batches`` entry describes: its xxh3_64, ``count``
+    newline-terminated lines. Bytes that pass were checked record by record when first stored."""
+    return (count > 0 and data[-1:] == b"\n" and xxhash.xxh3_64_intdigest(data) == data_hash
+            and data.count(b"\n") == count)

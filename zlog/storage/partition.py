@@ -13,7 +13,9 @@ Invariants:
 - A closed segment is plain (``Segment``) or sealed (``SealedSegment``, zlog.storage.sealed);
   ``seal_closed``/``adopt_sealed`` switch forms without changing offsets or content.
 - Unknown files in the directory are logged and left alone (``opening``, which loads the segments).
-- A batch's bytes are checked by ``batchdata`` before anything is staged (or arrive as its ``Checked``).
+- A batch's bytes are checked by ``batchdata`` before anything is staged: record by record
+  (``append_data``, or they arrive as its ``Checked``), or, for a batch another replica already
+  stored, against its batch entry (``append_replica``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import cast
 from zlog.config import StorageConfig
 from zlog.storage import scan as scanning
 from zlog.storage import sealer as sealing
-from zlog.storage.batchdata import Checked, checked, encode_batch
+from zlog.storage.batchdata import Checked, checked, encode_batch, is_stored_batch
 from zlog.storage.errors import DiskFull, InvalidRecord, StorageError
 from zlog.storage.index import IndexBuilder, TimeIndexBuilder
 from zlog.storage.opening import open_segments
@@ -181,6 +183,19 @@ class PartitionLog:
         data, n = batch.data, batch.records
         if n > self.config.max_batch_records:
             raise InvalidRecord(f"batch of {n} records > {self.config.max_batch_records}")
+        return self._stage(data, n, max_timestamp, producer, -1)
+
+    def append_replica(self, data: bytes, count: int, max_timestamp: int, producer: ProducerBatch | None,
+                       data_hash: int) -> AppendResult:
+        """Stage a batch another replica stored, as its ``.batches`` entry describes it: checked
+        against that entry (``is_stored_batch``: hash, line count, final newline), not record by
+        record again; the replica that first stored it did that."""
+        if not is_stored_batch(data, count, data_hash):
+            raise InvalidRecord(f"batch of {count} records does not match its stored checksum")
+        return self._stage(data, count, max_timestamp, producer, data_hash)
+
+    def _stage(self, data: bytes, n: int, max_timestamp: int, producer: ProducerBatch | None,
+               data_hash: int) -> AppendResult:
         if producer is not None:
             dup = self.producers.check(producer)
             if dup is not None:
@@ -188,9 +203,10 @@ class PartitionLog:
                 return AppendResult(dup[0], dup[1] if dup[0] >= 0 else n, True)
         base = self._next_staged
         if producer is None:
-            self._staged.append(Staged(base, n, data, max_timestamp))
+            self._staged.append(Staged(base, n, data, max_timestamp, data_hash=data_hash))
         else:
-            self._staged.append(Staged(base, n, data, max_timestamp, producer.producer_id, producer.sequence))
+            self._staged.append(Staged(base, n, data, max_timestamp, producer.producer_id, producer.sequence,
+                                       data_hash))
             self.producers.stage(producer, base, n)
         self._next_staged = base + n
         return AppendResult(base, n)

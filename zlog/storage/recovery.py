@@ -32,6 +32,7 @@ import orjson
 import xxhash
 
 from zlog.storage import batches as bf
+from zlog.storage.batchdata import is_stored_batch
 from zlog.storage.index import (
     INDEX_ENTRY,
     TIME_ENTRY,
@@ -139,8 +140,7 @@ def recover_active(directory: Path, base: int, interval: int, now_ms: int, repor
                 if e.base_offset != base + rel or e.count <= 0 or not pos < e.end_pos <= size:
                     break
                 data = pread_all(fd, e.end_pos - pos, pos)
-                if (xxhash.xxh3_64_intdigest(data) != e.data_hash or data[-1:] != b"\n"
-                        or data.count(b"\n") != e.count):
+                if not is_stored_batch(data, e.count, e.data_hash):
                     report.checksum_failures += 1
                     log.error("%s: batch at offset %d fails its checksum; segment cut at byte %d",
                               seg.path(DATA), e.base_offset, pos)

@@ -92,6 +92,7 @@ class Staged:
     max_ts: int
     producer_id: bytes = b""
     sequence: int = -1
+    data_hash: int = -1  # xxh3_64 of ``data`` when already known (checked), -1: computed at write
 
 
 class Segment:
@@ -162,7 +163,7 @@ class Segment:
             if te is not None:
                 tentries.append(te)
             bentries.append(bf.BatchEntry(
-                bf.BATCH, b.base_offset, b.count, pos, b.max_ts, tb.max_ts, h64(b.data),
+                bf.BATCH, b.base_offset, b.count, pos, b.max_ts, tb.max_ts, h64(b.data) if b.data_hash < 0 else b.data_hash,
                 b.sequence, b.producer_id,
             ).encode())
         assert self.fd is not None

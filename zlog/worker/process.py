@@ -365,8 +365,11 @@ class StorageWorker:
 
     def idle(self) -> None:
         """A turn with nothing to do: count a little of what the rollups have not seen yet
-        (zlog.storage.rollup), so that volume queries find them caught up."""
-        for _, _, plog in self.all_logs():
+        (zlog.storage.rollup), so that volume queries find them caught up. Only leaders answer
+        counts: a partition this worker follows is counted once it leads it (or is asked)."""
+        for tenant, p, plog in self.all_logs():
+            if self.repl is not None and self.repl.follows(tenant_key(tenant, self.default_tenant), p):
+                continue
             if not plog.rollup.catch_up(plog.segments, IDLE_ROLLUP_BYTES):
                 return  # one partition's budget per idle turn keeps the next message waiting little
 
