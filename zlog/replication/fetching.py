@@ -5,8 +5,9 @@ Invariants:
   every log of it (each tenant's, by name: ``logset.log_name``); at most one request per log is
   in flight (``follower.Following``).
 - A fetch reply's batches are appended at the leader's offsets; every followed partition written
-  in one loop turn is synced once (group commit, ``flush``) before it is fetched again, so the
-  next fetch offset tells the leader what this replica holds durably.
+  in one loop turn is synced once (by the turn's group commit, ``take_owed``, else ``flush``)
+  before it is fetched again, so the next fetch offset tells the leader what this replica holds
+  durably.
 - An epoch-end answer cuts the log to it (KIP-101) before anything of that epoch is fetched.
 - ``OFFSET_OUT_OF_RANGE`` (the leader's log starts beyond this log's end: retention deleted what
   this replica lacks, e.g. a new replica or one back after a long absence) restarts this log,
@@ -32,6 +33,7 @@ from zlog.replication.logfiles import Diverged, apply, restart, truncate
 from zlog.replication.membership import Membership
 from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas
+from zlog.storage import PartitionLog
 from zlog.storage.errors import StorageError
 from zlog.storage.sync import sync_partitions
 
@@ -167,6 +169,13 @@ class Fetching:
         v.hw = max(v.hw, min(r.hw, plog.next_offset))
         self.metrics.lag_records.labels(partition=name).set(max(0, r.leo - plog.next_offset))
         self._refetch.append(f)  # after this turn's sync: the fetch offset says "durable"
+
+    def take_owed(self) -> list[PartitionLog]:
+        """The followed partitions written this turn and owed a sync, handed to the caller's sync
+        (the worker's group commit of the same turn), which calls their ``synced``."""
+        logs = [self.replicas.log(name) for name in self._owed]
+        self._owed = []
+        return logs
 
     def flush(self, now: float) -> None:
         """End of a turn: one filesystem sync for every followed partition written in it (group

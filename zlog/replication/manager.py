@@ -47,6 +47,7 @@ from zlog.replication.metrics import ReplicationMetrics
 from zlog.replication.replicas import Replicas, replica_partitions
 from zlog.replication.view import BoundedLog
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
+from zlog.storage import PartitionLog
 
 __all__ = ["ReplicaManager", "replica_partitions"]
 
@@ -140,6 +141,12 @@ class ReplicaManager:
         return [self.server, *self.fetching.sockets()]
 
     def on_events(self, socks: list[zmq.Socket[bytes]]) -> None:
+        self.receive(socks)
+        self.finish()
+
+    def receive(self, socks: list[zmq.Socket[bytes]]) -> None:
+        """Serve followers' requests and apply the leaders' replies ready on ``socks``; what that
+        wrote is owed a sync (the turn's group commit takes it: ``take_owed``; else ``finish``)."""
         now = _ms()
         for sock in socks:
             for _ in range(1024):
@@ -156,8 +163,14 @@ class ReplicaManager:
                         self.metrics.errors.labels(kind="malformed").inc()
                 except rm.BadMessage:
                     self.metrics.errors.labels(kind="malformed").inc()
-        # followed partitions written this turn: one sync, then fetched again
-        self.fetching.flush(now)
+
+    def take_owed(self) -> list[PartitionLog]:
+        return self.fetching.take_owed()
+
+    def finish(self) -> None:
+        # followed partitions written this turn: one sync (unless the group commit's covered
+        # them), then fetched again
+        self.fetching.flush(_ms())
 
     # -- roles ------------------------------------------------------------------------------
 

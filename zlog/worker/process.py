@@ -259,7 +259,9 @@ class StorageWorker:
 
     def commit(self, pending: list[Pending]) -> None:
         self._turn_bytes.clear()
-        commit_turn(pending, self.log_of, self.metrics, self.default_tenant)
+        # A follower's writes of this turn share the group commit's sync.
+        also = self.repl.take_owed() if self.repl is not None else []
+        commit_turn(pending, self.log_of, self.metrics, self.default_tenant, also)
 
     def answer(self, reply: Reply) -> None:
         """Send what one PRODUCE message is owed, once every batch of it has a result."""
@@ -433,10 +435,13 @@ class StorageWorker:
             events = poller.poll(tick)
             if events:
                 ours = [s for s, _ in events if s in routers]
+                theirs = [s for s, _ in events if s not in routers]
+                if self.repl is not None and theirs:
+                    self.repl.receive(theirs)  # the followers' writes, synced with this turn's commit
                 if ours:
                     self.drain(ours)
-                if self.repl is not None and len(ours) < len(events):
-                    self.repl.on_events([s for s, _ in events if s not in routers])
+                if self.repl is not None and theirs:
+                    self.repl.finish()
             self.housekeeping(time.monotonic() * 1000)
             if not events:
                 self.idle()

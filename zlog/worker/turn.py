@@ -2,7 +2,7 @@
 
 Invariants:
 - A batch gets an ACK only after its partition's commit returned and the one filesystem sync of
-  every partition written this turn succeeded; a failed commit NACKs (retryable) each batch of
+  every partition written this turn (a follower's writes too) succeeded; a failed commit NACKs (retryable) each batch of
   that partition that was not already durable before the failing write.
 - A failed sync exits the process without acknowledging anything: after a failed fsync the page
   cache cannot be trusted, and recovery on the next start decides from the files what is whole.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import zmq
@@ -58,11 +58,12 @@ class Pending:
 
 
 def commit_turn(pending: list[Pending], log_of: Callable[[str | None, int], PartitionLog | None],
-                metrics: WorkerMetrics, default_tenant: str) -> None:
-    """Commit every partition a staged batch touched, sync them at once, and fill in each result."""
+                metrics: WorkerMetrics, default_tenant: str, also: Sequence[PartitionLog] = ()) -> None:
+    """Commit every partition a staged batch touched, sync them at once, and fill in each result.
+    ``also``: logs already written this turn and owed a sync (a follower's), synced with them."""
     # (tenant, partition) -> (code, detail, how many of its staged batches were stored before the error)
     failed: dict[tuple[str | None, int], tuple[str, str, int]] = {}
-    owed: list[PartitionLog] = []
+    owed: list[PartitionLog] = list(also)
     t0 = time.perf_counter()
     for key in {x.key for x in pending}:
         plog = log_of(*key)
