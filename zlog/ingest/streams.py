@@ -22,12 +22,12 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any
 
-import msgspec
 import orjson
 
+from zlog.ingest.lines import UNSET, Lines
 from zlog.ingest.records import (
     MAX_TIMESTAMP,
     Group,
@@ -48,14 +48,6 @@ class LabelGroup:
     entries: list[Entry] = field(default_factory=list)
 
 
-# A stored line as msgspec encodes it (fields in records.FIELD_ORDER, ``metadata`` after ``labels``):
-# ``labels`` is the group's map pre-encoded once (a ``msgspec.Raw``), ``metadata`` is UNSET (left
-# out) for a record without any; dict keys are sorted, the same bytes orjson's OPT_SORT_KEYS gives.
-_Line = msgspec.defstruct("Line", [("timestamp", int), ("service", str), ("level", str), ("message", str),
-                                   ("labels", Any), ("metadata", Any), ("received_at", int),
-                                   ("ingested_node_id", str), ("client_ip", str)], gc=False)
-_ENCODER = msgspec.json.Encoder(order="deterministic")
-_UNSET = msgspec.UNSET
 _STR = {str}
 
 
@@ -68,74 +60,33 @@ def _strings_within(values: Any, low: int, high: int) -> bool:
 def _fast(batches: list[LabelGroup], limits: Limits, received_at: int, client_ip: str, node_id: str,
           ) -> dict[str, Group] | None:
     """The common case: every record valid, its checks made a column at a time (types and lengths
-    over all of a group's messages, metadata keys and values at once) and its line encoded by msgspec.
-    None when anything is unusual (a bound that only a byte count can decide, a refused record, a
-    lone surrogate, a line at the size limit): the exact path then decides and names each problem."""
-    svc_lim, lvl_lim = limits.max_service_bytes, limits.max_level_bytes
+    over all of a group's messages, metadata keys and values at once) and its line encoded by
+    ``lines.Lines``. None when anything is unusual (a bound that only a byte count can decide, a
+    refused record, a lone surrogate, a line at the size limit): the exact path then decides and
+    names each problem."""
     msg_fast = limits.max_message_bytes // 4  # at most 4 UTF-8 bytes a character
     key_fast, value_fast = limits.max_label_key_bytes // 4, limits.max_label_value_bytes // 4
-    by_service: dict[str, list[Any]] = {}
-    newest: dict[str, int] = {}
-    checked: set[str] = set()
+    out = Lines(limits, received_at=received_at, client_ip=client_ip, node_id=node_id)
     for batch in batches:
         if not batch.entries:
             continue
-        if _check_labels(batch.labels, limits) is not None:
-            return None
         stamps, services, levels, messages, metas = zip(*batch.entries)
-        for text in set(services) - checked:
-            if type(text) is not str or not text or _utf8_len_over(text, svc_lim):
-                return None
-            checked.add(text)
-        for text in set(levels):
-            if type(text) is not str or _utf8_len_over(text, lvl_lim):
-                return None
-        if not _strings_within(messages, 1, msg_fast):
-            return None
-        if set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) > MAX_TIMESTAMP:
+        if not _strings_within(messages, 1, msg_fast) or set(map(type, stamps)) != {int}:
             return None
         present = [m for m in metas if m is not None]
         if present:
-            if len(present) < len(metas):
-                metas = tuple(_UNSET if m is None else m for m in metas)
             if set(map(type, present)) != {dict} or max(map(len, present)) > limits.max_labels:
                 return None
             if not (_strings_within(chain.from_iterable(present), 1, key_fast)
                     and _strings_within(chain.from_iterable(map(dict.values, present)), 0, value_fast)):
                 return None
-        else:
-            metas = repeat(_UNSET)  # type: ignore[assignment]
-        labels = msgspec.Raw(orjson.dumps(batch.labels, option=SORT_KEYS))
-        lines = map(_Line, stamps, services, levels, messages, repeat(labels), metas, repeat(received_at),
-                    repeat(node_id), repeat(client_ip))
-        first = services[0]
-        if services.count(first) == len(services):
-            out = by_service.get(first)
-            if out is None:
-                out = by_service[first] = []
-                newest[first] = 0
-            out.extend(lines)
-            newest[first] = max(newest[first], max(stamps))
-        else:
-            for service, ts, line in zip(services, stamps, lines):
-                out = by_service.get(service)
-                if out is None:
-                    out = by_service[service] = []
-                    newest[service] = ts
-                out.append(line)
-                if ts > newest[service]:
-                    newest[service] = ts
-    limit = limits.max_record_bytes  # the exact path stores lines shorter than this
-    groups: dict[str, Group] = {}
-    for service, recs in by_service.items():
-        try:
-            data = _ENCODER.encode_lines(recs)
-        except UnicodeEncodeError:  # a lone surrogate: the exact path names it
+        column = (None if not present else metas if len(present) == len(metas)
+                  else tuple(UNSET if m is None else m for m in metas))
+        one = services[0]
+        if not out.add(batch.labels, stamps, one if services.count(one) == len(services) else services,
+                       levels, messages, column):
             return None
-        if len(data) >= limit and max(map(len, data.split(b"\n"))) >= limit:
-            return None
-        groups[service] = Group(data, len(recs), newest[service])
-    return groups
+    return out.groups()
 
 
 def _meta_ok(meta: dict[str, str], key_fast: int, value_fast: int) -> bool:
