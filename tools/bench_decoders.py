@@ -5,7 +5,7 @@
 The bodies are tools/bench.py's (``bench_intake``: the same 1000 records as its /v1/logs cells);
 each format runs what its gateway handler runs between reading the body and storing the groups:
 /v1/logs ``body.encode_body``; Loki snappy inflation (protobuf), decoding, ``to_groups`` and the
-label-group encoder; OTLP protobuf parsing, the schema view (or the full mapping) and the encoder;
+label-group encoder (Loki JSON: the typed one-pass path); OTLP protobuf parsing, the schema view (or the full mapping) and the encoder;
 bulk ``parse_bulk``, the grouping by index, the encoder and the answer.
 
 Invariants:
@@ -30,7 +30,7 @@ import bench_intake
 from bench import KEY_PH, make_records
 
 from zlog.ingest import body as body_mod
-from zlog.ingest import elastic, loki, otlp, otlpview, streams
+from zlog.ingest import elastic, loki, lokijson, otlp, otlpview, streams
 from zlog.ingest.records import Limits
 from zlog.ingest.streams import LabelGroup
 
@@ -55,6 +55,10 @@ def cases() -> dict[str, Callable[[], Any]]:
     def loki_groups(streams_: list[loki.Stream]) -> Any:
         return streams.encode_groups(loki.to_groups(streams_, push_limits, now)[0], limits, **kw)
 
+    def loki_json_case() -> Any:
+        fast = lokijson.encode_push(loki_json, push_limits, limits, now_ms=now, source="loki", **kw)
+        return fast if fast is not None else loki_groups(loki.decode_json(loki_json))
+
     def otlp_case() -> Any:
         req = otlp.decode_proto(otlp_proto)
         mapped = otlpview.view(otlp_proto, now * 1_000_000) or otlp.to_records(req, now * 1_000_000)
@@ -75,7 +79,7 @@ def cases() -> dict[str, Callable[[], Any]]:
 
     return {
         "/v1/logs": lambda: body_mod.encode_body(v1, "application/json", limits, **kw),
-        "loki-json": lambda: loki_groups(loki.decode_json(loki_json)),
+        "loki-json": loki_json_case,
         "loki-proto": lambda: loki_groups(loki.decode_proto(loki.snappy_block(loki_proto, 1 << 26))),
         "otlp-proto": otlp_case,
         "bulk": bulk_case,

@@ -257,33 +257,42 @@ def level_of(labels: dict[str, str], meta: dict[str, str] | None) -> str:
 
 def validate(st: Stream, limits: PushLimits, now_ms: int) -> str:
     """Loki's per-stream checks; returns the stream's label text."""
-    text = format_labels(st.labels)
-    if not st.labels:
+    text = validate_labels(st.labels, limits)
+    # Lines and metadata are checked where they are encoded (zlog.ingest.streams), with the same
+    # limits; only what zlog's record checks do not know about is checked here.
+    if st.entries:
+        validate_times(min(e[0] for e in st.entries), max(e[0] for e in st.entries), text, limits, now_ms)
+    return text
+
+
+def validate_labels(labels: dict[str, str], limits: PushLimits) -> str:
+    """Loki's checks of a stream's label set; returns its label text."""
+    text = format_labels(labels)
+    if not labels:
         raise PushError("at least one label pair is required per stream", "{}")
-    if len(st.labels) > limits.max_labels_per_stream:
-        raise PushError(f"{len(st.labels)} labels, more than the {limits.max_labels_per_stream} allowed per stream",
+    if len(labels) > limits.max_labels_per_stream:
+        raise PushError(f"{len(labels)} labels, more than the {limits.max_labels_per_stream} allowed per stream",
                         text[:256])
-    for k, v in st.labels.items():
+    for k, v in labels.items():
         if not LABEL_NAME.fullmatch(k):
             raise PushError(f"invalid label name {k[:64]!r}: must match [a-zA-Z_][a-zA-Z0-9_]*", text[:256])
         if _utf8_len(k) > limits.max_label_name_bytes:
             raise PushError(f"label name {k[:64]!r} is longer than {limits.max_label_name_bytes} bytes", text[:256])
         if _utf8_len(v) > limits.max_label_value_bytes:
             raise PushError(f"label {k!r} value is longer than {limits.max_label_value_bytes} bytes", text[:256])
-    # Lines and metadata are checked where they are encoded (zlog.ingest.streams), with the same
-    # limits; only what zlog's record checks do not know about is checked here.
-    if st.entries:
-        oldest, newest = now_ms - limits.max_age_ms, now_ms + limits.grace_ms
-        lo = min(e[0] for e in st.entries)
-        hi = max(e[0] for e in st.entries)
-        if lo < 0 or hi > MAX_NS:
-            raise PushError(f"timestamp {lo if lo < 0 else hi} is out of range", text)
-        if ns_to_ms(lo) < oldest:
-            raise PushError(f"entry has timestamp too old: {lo} ns; the oldest accepted is {oldest} ms "
-                            "(timestamps are unix nanoseconds)", text)
-        if ns_to_ms(hi) > newest:
-            raise PushError(f"entry has timestamp too new: {hi} ns; the newest accepted is {newest} ms", text)
     return text
+
+
+def validate_times(lo: int, hi: int, text: str, limits: PushLimits, now_ms: int) -> None:
+    """Loki's checks of a stream's oldest and newest timestamps (unix ns)."""
+    oldest, newest = now_ms - limits.max_age_ms, now_ms + limits.grace_ms
+    if lo < 0 or hi > MAX_NS:
+        raise PushError(f"timestamp {lo if lo < 0 else hi} is out of range", text)
+    if ns_to_ms(lo) < oldest:
+        raise PushError(f"entry has timestamp too old: {lo} ns; the oldest accepted is {oldest} ms "
+                        "(timestamps are unix nanoseconds)", text)
+    if ns_to_ms(hi) > newest:
+        raise PushError(f"entry has timestamp too new: {hi} ns; the newest accepted is {newest} ms", text)
 
 
 def to_groups(streams: list[Stream], limits: PushLimits, now_ms: int, source: str = "loki",
