@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -41,6 +43,16 @@ def replicated(etcd: EtcdServer) -> dict[str, str]:
         "ZLOG_CLUSTER_LEASE_TTL_MS": str(LEASE_MS),
         "ZLOG_STORAGE_REPLICA_LAG_MS": "1500",
     }
+
+
+@contextmanager
+def replicated_cluster(root: Path, routers: int) -> Iterator[tuple[EtcdServer, Coordinator, Cluster]]:
+    """A real etcd and R=3 on 3 workers with ``routers`` routers, every ISR full."""
+    with EtcdServer(root / "etcd") as etcd:
+        coord = Coordinator((etcd.endpoint,), "/zlog")
+        with Cluster(root, partitions=PARTITIONS, workers=3, routers=routers, env_extra=replicated(etcd)) as c:
+            wait_until(lambda: settled(coord, routers), timeout=30, what="full ISRs, every router registered")
+            yield etcd, coord, c
 
 
 def settled(coord: Coordinator, routers: int) -> bool:
@@ -123,44 +135,41 @@ def check_stored_once(root: Path, coord: Coordinator, acked: dict[str, tuple[int
 
 @pytest.mark.cluster
 def test_a_router_killed_under_load_loses_nothing_and_writes_go_on_through_another(tmp_path: Path) -> None:
-    with EtcdServer(tmp_path / "etcd") as etcd:
-        coord = Coordinator((etcd.endpoint,), "/zlog")
-        with Cluster(tmp_path, partitions=PARTITIONS, workers=3, routers=2, env_extra=replicated(etcd)) as c:
-            wait_until(lambda: settled(coord, 2), timeout=30, what="full ISRs and both routers registered")
-            with Load(c, etcd) as load:
-                # Each producer learned router 1 from etcd, though only router 0 was named.
-                wait_until(lambda: all(len(p._async.client.endpoints) == 2 for p in load.producers  # type: ignore[union-attr]
-                                       if p._async.client is not None), timeout=5, what="both routers connected")
-                time.sleep(1.5)
-                before = len(load.acked)
-                killed = time.monotonic()
-                c.kill("router")
-                # Writes go on through router 1: acknowledgements of both partitions after the kill.
-                wait_until(lambda: all(load.acks_after(p, killed + 0.5) for p in range(PARTITIONS)), timeout=5,
-                           what="writes through the other router")
-                # Router 0's key goes with its lease; the producers drop it.
-                wait_until(lambda: set(coord.snapshot().routers) == {1}, timeout=LEASE_MS / 1000 + 3,
-                           what="router 0's key to expire")
-                wait_until(lambda: all(p._async.client is not None and len(p._async.client.endpoints) == 1
-                                       for p in load.producers), timeout=3, what="router 0 dropped")
-                time.sleep(1.0)
-                gaps = {p: load.acks_after(p, killed)[0] - killed for p in range(PARTITIONS)}
-            print(f"router kill: acknowledged {len(load.acked)} records ({before} before the kill); "
-                  f"first ack after the kill per partition (s): {({p: round(g, 3) for p, g in gaps.items()})}; "
-                  f"errors {dict(load.errors)}")
-            assert not load.errors, f"sends failed for good: {dict(load.errors)}"
-            assert len(load.acked) > before + 100
-            # The gateway answers through router 1 and lists the routers etcd knows.
-            status, body = c.get("/v1/partitions")
-            assert status == 200, body
-            assert [r["id"] for r in body["routers"]] == [1]
-            assert c.post([{"timestamp": int(time.time() * 1000), "service": "after", "message": "x"}])[0] == 200
-            # zlog status: router 0 down and gone from etcd, router 1 up and registered.
-            proc = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=c.env, cwd=c.root,
-                                  capture_output=True, text=True, timeout=30)
-            routers = json.loads(proc.stdout)["routers"]
-            assert [(r["up"], r["registered"]) for r in routers] == [(False, False), (True, True)], routers
-            check_stored_once(tmp_path, coord, load.acked)
+    with replicated_cluster(tmp_path, routers=2) as (etcd, coord, c):
+        with Load(c, etcd) as load:
+            # Each producer learned router 1 from etcd, though only router 0 was named.
+            wait_until(lambda: all(len(p._async.client.endpoints) == 2 for p in load.producers  # type: ignore[union-attr]
+                                   if p._async.client is not None), timeout=5, what="both routers connected")
+            time.sleep(1.5)
+            before = len(load.acked)
+            killed = time.monotonic()
+            c.kill("router")
+            # Writes go on through router 1: acknowledgements of every partition after the kill.
+            wait_until(lambda: all(load.acks_after(p, killed + 0.5) for p in range(PARTITIONS)), timeout=5,
+                       what="writes through the other router")
+            # Router 0's key goes with its lease; the producers drop it.
+            wait_until(lambda: set(coord.snapshot().routers) == {1}, timeout=LEASE_MS / 1000 + 3,
+                       what="router 0's key to expire")
+            wait_until(lambda: all(p._async.client is not None and len(p._async.client.endpoints) == 1
+                                   for p in load.producers), timeout=3, what="router 0 dropped")
+            time.sleep(1.0)
+            gaps = {p: load.acks_after(p, killed)[0] - killed for p in range(PARTITIONS)}
+        print(f"router kill: acknowledged {len(load.acked)} records ({before} before the kill); "
+              f"first ack after the kill per partition (s): {({p: round(g, 3) for p, g in gaps.items()})}; "
+              f"errors {dict(load.errors)}")
+        assert not load.errors, f"sends failed for good: {dict(load.errors)}"
+        assert len(load.acked) > before + 100
+        # The gateway answers through router 1 and lists the routers etcd knows.
+        status, body = c.get("/v1/partitions")
+        assert status == 200, body
+        assert [r["id"] for r in body["routers"]] == [1]
+        assert c.post([{"timestamp": int(time.time() * 1000), "service": "after", "message": "x"}])[0] == 200
+        # zlog status: router 0 down and gone from etcd, router 1 up and registered.
+        proc = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=c.env, cwd=c.root,
+                              capture_output=True, text=True, timeout=30)
+        routers = json.loads(proc.stdout)["routers"]
+        assert [(r["up"], r["registered"]) for r in routers] == [(False, False), (True, True)], routers
+        check_stored_once(tmp_path, coord, load.acked)
 
 
 def new_term(terms: list[tuple[float, int | None, int]], after: float,
@@ -174,84 +183,78 @@ def first_ack(load: Load, after: float) -> float | None:
 
 @pytest.mark.cluster
 def test_writes_follow_a_new_leader_within_one_watch_event(tmp_path: Path) -> None:
-    with EtcdServer(tmp_path / "etcd") as etcd:
-        coord = Coordinator((etcd.endpoint,), "/zlog")
-        with Cluster(tmp_path, partitions=PARTITIONS, workers=3, routers=1, env_extra=replicated(etcd)) as c:
-            wait_until(lambda: settled(coord, 1), timeout=30, what="full ISRs")
-            terms: list[tuple[float, int | None, int]] = []  # (when seen, leader, epoch) of partition 0
+    with replicated_cluster(tmp_path, routers=1) as (etcd, coord, c):
+        terms: list[tuple[float, int | None, int]] = []  # (when seen, leader, epoch) of partition 0
 
-            def seen(v: View) -> None:
-                s = v.partitions.get("0")
-                term = (v.leader(0), -1 if s is None else s.epoch)
-                if not terms or terms[-1][1:] != term:
-                    terms.append((time.monotonic(), *term))
+        def seen(v: View) -> None:
+            s = v.partitions.get("0")
+            term = (v.leader(0), -1 if s is None else s.epoch)
+            if not terms or terms[-1][1:] != term:
+                terms.append((time.monotonic(), *term))
 
-            watch = Discovery((etcd.endpoint,), "/zlog", seen)
-            watch.start()
-            reroutes: list[float] = []
-            try:
-                with Load(c, etcd, threads=2, partitions=(0,)) as load:
+        watch = Discovery((etcd.endpoint,), "/zlog", seen)
+        watch.start()
+        reroutes: list[float] = []
+        try:
+            with Load(c, etcd, threads=2, partitions=(0,)) as load:
+                time.sleep(1.0)
+                for _ in range(3):
+                    leader = coord.snapshot().partitions["0"][0].leader
+                    assert leader is not None
+                    killed = time.monotonic()
+                    c.kill(f"storage-{leader}")
+                    # etcd names another leader once the lease is gone (our watch sees it) ...
+                    new = wait_until(partial(new_term, terms, killed, leader), timeout=LEASE_MS / 1000 + 5,
+                                     what="a new leader in etcd")
+                    # ... and the producers' writes are acknowledged by it right after.
+                    first = wait_until(partial(first_ack, load, new[0]), timeout=5,
+                                       what="a write acknowledged by the new leader")
+                    reroutes.append(first - new[0])
+                    c.start(f"storage-{leader}", wait=False)
+                    wait_until(lambda: settled(coord, 1), timeout=30, what="the killed worker back in the ISR")
                     time.sleep(1.0)
-                    for _ in range(3):
-                        leader = coord.snapshot().partitions["0"][0].leader
-                        assert leader is not None
-                        killed = time.monotonic()
-                        c.kill(f"storage-{leader}")
-                        # etcd names another leader once the lease is gone (our watch sees it) ...
-                        new = wait_until(partial(new_term, terms, killed, leader), timeout=LEASE_MS / 1000 + 5,
-                                         what="a new leader in etcd")
-                        # ... and the producers' writes are acknowledged by it right after.
-                        first = wait_until(partial(first_ack, load, new[0]), timeout=5,
-                                           what="a write acknowledged by the new leader")
-                        reroutes.append(first - new[0])
-                        c.start(f"storage-{leader}", wait=False)
-                        wait_until(lambda: settled(coord, 1), timeout=30, what="the killed worker back in the ISR")
-                        time.sleep(1.0)
-            finally:
-                watch.stop()
-            print(f"re-route after a leader change (s, from etcd's new leader to the first ack): "
-                  f"{[round(r, 3) for r in reroutes]} p50 {statistics.median(reroutes):.3f} "
-                  f"max {max(reroutes):.3f}; errors {dict(load.errors)}")
-            assert max(reroutes) < 1.0
-            assert not load.errors, f"sends failed for good: {dict(load.errors)}"
-            check_stored_once(tmp_path, coord, load.acked)
+        finally:
+            watch.stop()
+        print(f"re-route after a leader change (s, from etcd's new leader to the first ack): "
+              f"{[round(r, 3) for r in reroutes]} p50 {statistics.median(reroutes):.3f} "
+              f"max {max(reroutes):.3f}; errors {dict(load.errors)}")
+        assert max(reroutes) < 1.0
+        assert not load.errors, f"sends failed for good: {dict(load.errors)}"
+        check_stored_once(tmp_path, coord, load.acked)
 
 
 @pytest.mark.cluster
 def test_a_router_only_etcd_knows_of_gets_workers_and_producers(tmp_path: Path) -> None:
-    with EtcdServer(tmp_path / "etcd") as etcd:
-        coord = Coordinator((etcd.endpoint,), "/zlog")
-        with Cluster(tmp_path, partitions=PARTITIONS, workers=3, routers=1, env_extra=replicated(etcd)) as c:
-            wait_until(lambda: settled(coord, 1), timeout=30, what="full ISRs")
-            # Router 1 runs with a configuration of its own: no worker nor gateway was told of it.
-            front, back, metrics = free_ports(1), free_ports(1), free_ports(1)
-            text = c.config_path.read_text()
-            text = text.replace(f'front = ["tcp://127.0.0.1:{c.front}"]',
-                                f'front = ["tcp://127.0.0.1:{c.front}", "tcp://127.0.0.1:{front}"]')
-            text = text.replace(f'back = ["tcp://127.0.0.1:{c.back}"]',
-                                f'back = ["tcp://127.0.0.1:{c.back}", "tcp://127.0.0.1:{back}"]')
-            text = text.replace(f"metrics_port = {c.router_metrics}", f"metrics_port = {metrics - 1}")
-            (tmp_path / "router-1.toml").write_text(text)
-            env = dict(c.env, ZLOG_CONFIG=str(tmp_path / "router-1.toml"))
-            with open(tmp_path / "router-1.stderr", "ab") as log:
-                extra = subprocess.Popen([sys.executable, "-m", "zlog", "router", "--index", "1"], env=env,
-                                         cwd=tmp_path, stdout=log, stderr=log)
-            try:
-                wait_until(lambda: settled(coord, 2), timeout=10, what="router 1 registered")
-                # The workers connect to it from etcd: a producer that knows only router 1 is served.
-                with Producer([f"tcp://127.0.0.1:{front}"], delivery_timeout_s=10.0) as only_new:
-                    placed = only_new.send([{"service": service_for(p, PARTITIONS), "message": "via 1"}
-                                            for p in range(PARTITIONS)]).result(15)
-                assert sorted(p for p, _ in placed) == list(range(PARTITIONS))
-                c.kill("router")
-                # A producer named only the dead router 0 starts through router 1, learned from etcd;
-                # the gateway (configured with router 0 only) writes through it too.
-                with Producer([f"tcp://127.0.0.1:{c.front}"], delivery_timeout_s=10.0,
-                              etcd=(etcd.endpoint,)) as prod:
-                    assert len(prod.send([{"service": "svc", "message": "m"}]).result(15)) == 1
-                status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
-                    c.post([{"service": "gw", "message": "after router 0"}])), timeout=10, what="a gateway write")
-                assert status == 200, body
-            finally:
-                extra.kill()
-                extra.wait(10)
+    with replicated_cluster(tmp_path, routers=1) as (etcd, coord, c):
+        # Router 1 runs with a configuration of its own: no worker nor gateway was told of it.
+        front, back, metrics = free_ports(1), free_ports(1), free_ports(1)
+        text = c.config_path.read_text()
+        text = text.replace(f'front = ["tcp://127.0.0.1:{c.front}"]',
+                            f'front = ["tcp://127.0.0.1:{c.front}", "tcp://127.0.0.1:{front}"]')
+        text = text.replace(f'back = ["tcp://127.0.0.1:{c.back}"]',
+                            f'back = ["tcp://127.0.0.1:{c.back}", "tcp://127.0.0.1:{back}"]')
+        text = text.replace(f"metrics_port = {c.router_metrics}", f"metrics_port = {metrics - 1}")
+        (tmp_path / "router-1.toml").write_text(text)
+        env = dict(c.env, ZLOG_CONFIG=str(tmp_path / "router-1.toml"))
+        with open(tmp_path / "router-1.stderr", "ab") as log:
+            extra = subprocess.Popen([sys.executable, "-m", "zlog", "router", "--index", "1"], env=env,
+                                     cwd=tmp_path, stdout=log, stderr=log)
+        try:
+            wait_until(lambda: settled(coord, 2), timeout=10, what="router 1 registered")
+            # The workers connect to it from etcd: a producer that knows only router 1 is served.
+            with Producer([f"tcp://127.0.0.1:{front}"], delivery_timeout_s=10.0) as only_new:
+                placed = only_new.send([{"service": service_for(p, PARTITIONS), "message": "via 1"}
+                                        for p in range(PARTITIONS)]).result(15)
+            assert sorted(p for p, _ in placed) == list(range(PARTITIONS))
+            c.kill("router")
+            # A producer named only the dead router 0 starts through router 1, learned from etcd;
+            # the gateway (configured with router 0 only) writes through it too.
+            with Producer([f"tcp://127.0.0.1:{c.front}"], delivery_timeout_s=10.0,
+                          etcd=(etcd.endpoint,)) as prod:
+                assert len(prod.send([{"service": "svc", "message": "m"}]).result(15)) == 1
+            status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
+                c.post([{"service": "gw", "message": "after router 0"}])), timeout=10, what="a gateway write")
+            assert status == 200, body
+        finally:
+            extra.kill()
+            extra.wait(10)
