@@ -27,3 +27,13 @@ def test_an_offset_refusal_asks_for_the_epoch_end_at_once_and_silence_is_resent(
     req = f.request(2, 2, 3, 50, now_ms=200)
     assert req.kind == "epoch"
     assert not f.due(200 + WAIT_MS + TIMEOUT_MS) and f.due(201 + WAIT_MS + TIMEOUT_MS)
+
+
+def test_a_longer_long_poll_is_asked_for_and_not_resent_while_the_leader_may_hold_it() -> None:
+    # Another tenant's log is polled for longer when idle: the leader is asked to hold the fetch
+    # that long, and the follower does not take the held fetch for a lost one meanwhile.
+    f = Following(0, "acme/0", leader=1, epoch=3, wait_ms=1000)
+    f.phase = "fetch"
+    req = f.request(1, 2, 3, 50, now_ms=0)
+    assert req.wait_ms == 1000 and req.partition == "acme/0"
+    assert not f.due(1000 + TIMEOUT_MS) and f.due(1001 + TIMEOUT_MS)

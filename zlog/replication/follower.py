@@ -38,6 +38,7 @@ class Following:
     sent_ms: float = 0.0
     hw: int = 0
     not_before: float = 0.0  # no new request before this (after a refusal)
+    wait_ms: int = WAIT_MS  # how long the leader may hold a fetch with nothing new (long poll)
 
     def request(self, rid: int, me: int, latest_epoch: int, offset: int, now_ms: float,
                 max_bytes: int = 4 << 20) -> Request:
@@ -45,10 +46,10 @@ class Following:
         self.sent_ms = now_ms
         if self.phase == "epoch":
             return Request("epoch", rid, self.name, me, latest_epoch)
-        return Request("fetch", rid, self.name, me, self.epoch, offset, max_bytes, WAIT_MS)
+        return Request("fetch", rid, self.name, me, self.epoch, offset, max_bytes, self.wait_ms)
 
     def overdue(self, now_ms: float) -> bool:
-        return self.inflight is None or now_ms - self.sent_ms > WAIT_MS + TIMEOUT_MS
+        return self.inflight is None or now_ms - self.sent_ms > self.wait_ms + TIMEOUT_MS
 
     def refused(self, error: str, now_ms: float) -> None:
         """The leader answered ``error``: ask where the epoch ends again (OFFSET: cut first),
