@@ -191,7 +191,8 @@ class Registration(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(timeout=2)
+        if self.is_alive():
+            self.join(timeout=2)
         if self.lease is not None:
             try:
                 self.coord.revoke(self.lease)

@@ -77,7 +77,8 @@ class RouterEtcd:
     def close(self) -> None:
         self.discovery.stop()
         self.registration.stop()  # revoked: producers drop this router at once
-        self.discovery.join(timeout=1)
+        if self.discovery.is_alive():
+            self.discovery.join(timeout=1)
         if self._push is not None and not self.discovery.is_alive():
             self._push.close(0)
         self.wake.close(0)
