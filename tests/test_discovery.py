@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cluster import Cluster, free_ports, wait_until
+from tests._cluster import Cluster, free_ports, http, wait_until
 from tests._etcd import EtcdServer
 from tests.test_replication import data_digest, replica_lines, service_for
 from zlog.client import Producer
@@ -164,6 +164,12 @@ def test_a_router_killed_under_load_loses_nothing_and_writes_go_on_through_anoth
         assert status == 200, body
         assert [r["id"] for r in body["routers"]] == [1]
         assert c.post([{"timestamp": int(time.time() * 1000), "service": "after", "message": "x"}])[0] == 200
+        # Router 1's view of etcd is current (progress notifications every second).
+        _, _, text = http("GET", f"http://127.0.0.1:{c.router_metrics + 1}/metrics")
+        samples = {line.split()[0]: float(line.split()[1]) for line in text.decode().splitlines()
+                   if line.startswith("zlog_router_etcd")}
+        assert samples["zlog_router_etcd_revision"] > 0 and samples["zlog_router_etcd_view_age_seconds"] < 3
+        assert samples["zlog_router_etcd_watch_breaks_total"] == 0
         # zlog status: router 0 down and gone from etcd, router 1 up and registered.
         proc = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=c.env, cwd=c.root,
                               capture_output=True, text=True, timeout=30)

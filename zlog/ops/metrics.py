@@ -51,6 +51,12 @@ class RouterMetrics:
         self.tenant_refused = Counter(
             "zlog_tenant_refused", "Ingest requests refused by a tenant's limits (ADMIT)", ["tenant", "code"],
             registry=r)
+        # Replicated only: the router's view of etcd (zlog.router.discovery).
+        self.etcd_revision = Gauge("zlog_router_etcd_revision", "etcd revision of the router's view", registry=r)
+        self.etcd_view_age = Gauge(
+            "zlog_router_etcd_view_age_seconds", "Seconds since the router's watch last heard from etcd", registry=r)
+        self.etcd_watch_breaks = Counter(
+            "zlog_router_etcd_watch_breaks", "etcd watches that broke and were re-established", registry=r)
 
 
 class WorkerMetrics:

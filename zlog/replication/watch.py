@@ -25,6 +25,7 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import orjson
@@ -53,6 +54,7 @@ class Discovery(threading.Thread):
         self.timeout_s = timeout_s
         self.quiet_s = quiet_s
         self.view: View | None = None
+        self.heard = 0.0  # monotonic time of the last answer from etcd (a read, an event, a progress notice)
         self.reads = 0  # fresh reads (each starts a watch)
         self.breaks = 0  # watches that failed (not the routine quiet ones)
         self._halt = threading.Event()
@@ -75,6 +77,7 @@ class Discovery(threading.Thread):
         while not self._halt.is_set():
             try:
                 snap = self.coord.snapshot()
+                self.heard = time.monotonic()
                 self.reads += 1
                 self._publish(View.of(snap))
                 if self._failing:
@@ -144,6 +147,7 @@ class Discovery(threading.Thread):
                     raise WatchBroken(f"a watch message longer than {MAX_LINE} bytes")
                 if not line.strip():
                     continue
+                self.heard = time.monotonic()
                 msg = orjson.loads(line)
                 result = msg.get("result") if isinstance(msg, dict) else None
                 if not isinstance(result, dict):

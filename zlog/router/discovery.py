@@ -13,10 +13,12 @@ Invariants:
 from __future__ import annotations
 
 import os
+import time
 
 import zmq
 
 from zlog.config import Config
+from zlog.ops.metrics import RouterMetrics
 from zlog.replication.coordination import RouterInfo, call_timeout
 from zlog.replication.discovery import View
 from zlog.replication.etcd_server import local_endpoints
@@ -45,6 +47,7 @@ class RouterEtcd:
         self.wake.setsockopt(zmq.LINGER, 0)
         self.wake.bind(self._addr)
         self._push: zmq.Socket[bytes] | None = None
+        self._breaks = 0  # watch breaks already counted in the metric
         self.registration = Registration(endpoints, cc.etcd_prefix, "routers", index, self.info.to_json(), ttl_s,
                                          timeout_s=call_timeout(cc.lease_ttl_ms))
         self.discovery = Discovery(endpoints, cc.etcd_prefix, self._changed,
@@ -73,6 +76,16 @@ class RouterEtcd:
             except zmq.Again:
                 break
         return self.discovery.view
+
+    def flush_metrics(self, m: RouterMetrics, view: View | None) -> None:
+        d = self.discovery
+        if view is not None:
+            m.etcd_revision.set(view.revision)
+        if d.heard:
+            m.etcd_view_age.set(round(time.monotonic() - d.heard, 3))
+        if d.breaks > self._breaks:
+            m.etcd_watch_breaks.inc(d.breaks - self._breaks)
+            self._breaks = d.breaks
 
     def close(self) -> None:
         self.discovery.stop()

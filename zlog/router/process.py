@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -286,8 +287,7 @@ class Router:
     def metadata(self, now_ms: int) -> dict[str, object]:
         body = self.table.snapshot(now_ms)
         if self.view is not None:
-            body["routers"] = [{"id": r.id, "host": r.host, "pid": r.pid, "front": r.front, "back": r.back}
-                               for r in (self.view.routers[i] for i in sorted(self.view.routers))]
+            body["routers"] = [dataclasses.asdict(self.view.routers[i]) for i in sorted(self.view.routers)]
             body["etcd_revision"] = self.view.revision
         return body
 
@@ -322,6 +322,8 @@ class Router:
         m.inflight.set(self.table.inflight_count())
         m.workers_alive.set(self.table.alive_count())
         m.partitions_owned.set(self.table.owned_count())
+        if self.etcd is not None:
+            self.etcd.flush_metrics(m, self.view)
 
     def stop(self) -> None:
         """Leave the loop after this turn (called from a signal handler)."""
