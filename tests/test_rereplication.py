@@ -130,7 +130,12 @@ def test_a_worker_lost_for_good_has_its_replicas_rebuilt_and_its_return_is_clean
                 c.kill(f"storage-{dead}")
                 killed = time.monotonic()
 
+                seen_moves: list[dict[str, object]] = []
+
                 def rebuilt() -> bool:
+                    status, body = c.get("/v1/partitions")  # what a reader sees meanwhile
+                    if status == 200:
+                        seen_moves.extend(body["replication"]["moves"])
                     snap = coord.snapshot()
                     return _settled(snap, partitions, 3) and all(dead not in s.replicas
                                                                  for s, _ in snap.partitions.values())
@@ -138,6 +143,8 @@ def test_a_worker_lost_for_good_has_its_replicas_rebuilt_and_its_return_is_clean
                 took = time.monotonic() - killed
                 # the lease (2 s) expires, then the worker must stay away DEAD_AFTER_MS before anything moves
                 assert took > DEAD_AFTER_MS / 1000, took
+                assert seen_moves and all(m["why"] == "rereplicate" and m["removing"] == [dead]
+                                          for m in seen_moves), seen_moves
                 snap = coord.snapshot()
                 loads = Counter(r for s, _ in snap.partitions.values() for r in s.replicas)
                 assert loads == {0: 4, 1: 4, 3: 4}, loads  # spread evenly over the live workers

@@ -44,6 +44,7 @@ from zlog.protocol.wire import Command
 from zlog.read.paging import Cursor, PageMerge, page_order, with_position
 from zlog.read.params import parse_params
 from zlog.read.query import MAX_LIMIT, Filter
+from zlog.replication.summary import summarize
 from zlog.tenants.quotas import capped, check_limit, check_range
 
 SEARCH_DEADLINE_S = 2.0
@@ -197,7 +198,8 @@ async def get_services(request: web.Request) -> web.Response:
     return _json(orjson.dumps({"services": found, "errors": errors}))
 
 
-_REPLICATION_KEYS = ("leader", "replicas", "isr", "leader_epoch", "high_watermark")
+_REPLICATION_KEYS = ("leader", "replicas", "isr", "leader_epoch", "high_watermark", "reassigning", "adding",
+                     "removing", "draining")
 
 
 def _storage_fields(r: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +237,11 @@ async def get_partitions(request: web.Request) -> web.Response:
         entry.update({k: r[k] for k in _REPLICATION_KEYS if k in r})
         entry.update(_storage_fields(r))
         out.append(entry)
-    return _json(orjson.dumps({"partitions": out, "workers": _workers(meta, out), "routers": routers}))
+    workers = _workers(meta, out)
+    # under-replicated partitions and the moves under way, as zlog status says them
+    replication = summarize([e for e in out if "error" not in e], {w["id"] for w in workers if w["up"]})
+    return _json(orjson.dumps({"partitions": out, "workers": workers, "routers": routers,
+                               "replication": replication}))
 
 
 def _workers(meta: dict[str, Any], partitions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zlog.config import Config
+from zlog.replication.summary import summarize
 
 # Metric samples kept from each scrape: name -> {label value tuple: value}.
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -119,7 +120,9 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
         problems.append("no router answered: partition owners are unknown")
     partitions = _partitions(cfg, raw, owners, any_router, problems)
     workers = _workers(cfg, raw, seen, partitions, problems)
-    replication = _replication(partitions, workers)
+    replication = summarize(partitions, {w["id"] for w in workers if w["up"]})
+    problems += [f"partition {e['partition']} is under-replicated: isr {e['isr']} of {e['replicas']}"
+                 for e in partitions if e["under_replicated"]]
 
     gateways = []
     for i in range(cfg.gateway.processes):
@@ -166,10 +169,6 @@ def _partitions(cfg: Config, raw: Raw, owners: list[int | None], any_router: boo
                          sealed_segments=st.get("sealed_segments"))
             entry.update({k: st[k] for k in ("leader", "replicas", "isr", "leader_epoch", "high_watermark",
                                              "reassigning", "adding", "removing", "draining") if k in st})
-            # A replica a reassignment is adding is catching up, not missing.
-            entry["under_replicated"] = len(entry["isr"]) < len(entry["replicas"]) - len(entry.get("adding", ()))
-            if entry["under_replicated"]:
-                problems.append(f"partition {p} is under-replicated: isr {entry['isr']} of {entry['replicas']}")
         else:
             # The owner's last published gauges are better than nothing (they lag a heartbeat).
             entry.update(lowest_offset=_int(_value(wm, "zlog_storage_lowest_offset", partition=str(p))),
@@ -226,24 +225,6 @@ def _workers(cfg: Config, raw: Raw, seen: dict[int, dict[str, Any]], partitions:
             "records_appended": _int(_value(wm, "zlog_storage_records_total")),
         })
     return workers
-
-
-def _replication(partitions: list[dict[str, Any]], workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Under-replicated partitions and the moves under way, each with its cause: ``rereplicate``
-    (a replica leaves a worker that is down: lost), ``drain`` or ``balance``."""
-    up = {w["id"] for w in workers if w["up"]}
-    moves = []
-    for e in partitions:
-        if not e.get("reassigning"):
-            continue
-        removing = list(e.get("removing", []))
-        why = ("drain" if set(removing) & set(e.get("draining", [])) else
-               "rereplicate" if any(r not in up for r in removing) else "balance")
-        e["move"] = why
-        moves.append({"partition": e["partition"], "adding": list(e.get("adding", [])), "removing": removing,
-                      "why": why})
-    return {"under_replicated": [e["partition"] for e in partitions if e.get("under_replicated")],
-            "moves": moves}
 
 
 def _tenants(cfg: Config, raw: Raw) -> list[dict[str, Any]]:
