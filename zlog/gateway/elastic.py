@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from aiohttp import web
 from zlog.client import Share
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.intake import admitted, encode_label_groups, read_body, received_now, retry_after_of, store
-from zlog.ingest import elastic
+from zlog.ingest import bulkbody, elastic
 from zlog.ingest.streams import LabelGroup
 from zlog.protocol.errors import ZlogError
 
@@ -111,6 +112,12 @@ async def _bulk(request: web.Request) -> web.Response:
     try:
         body = await read_body(request)
         received_at = received_now()
+        bulk = bulkbody.parse(body, request.match_info.get("index", ""), received_at, ctx.limits,
+                              client_ip=ctx.client_ip(request), node_id=ctx.cfg.cluster.node_id)
+        if bulk is not None:
+            answer = await _store_fast(request, bulk, t0)
+            if answer is not None:
+                return answer
         items = elastic.parse_bulk(body, request.match_info.get("index", ""), received_at)
     except ZlogError as exc:
         ctx.metrics.errors.labels(kind=exc.code).inc()
@@ -137,22 +144,44 @@ async def _bulk(request: web.Request) -> web.Response:
         except ZlogError as exc:
             return _failure(exc, retry_after_of(exc, cfg.retry_after_s))
         results = dict(zip(outcome.groups, outcome.results, strict=True))
-    seq_nos: list[int] = []
-    offsets: dict[str, int] = {}
-    for it in items:
-        seq = -1
-        if it.record is not None:
-            r = results[it.record["service"]]
+    seq_nos = _settle(items, [it.record["service"] if it.record is not None else None for it in items], results)
+    took = int((time.perf_counter() - t0) * 1000)
+    return web.Response(body=elastic.response(took, items, seq_nos), content_type="application/json", headers=PRODUCT)
+
+
+async def _store_fast(request: web.Request, bulk: bulkbody.Bulk, t0: float) -> web.Response | None:
+    """Store a body taken whole by the one-pass parse and answer it; None (nothing stored) when
+    the exact path must answer instead."""
+    cfg = request.app[CONTEXT].cfg.gateway
+    try:
+        outcome = await store(request, bulk.groups, len(bulk.ids), source=elastic.SOURCE)
+    except ZlogError as exc:
+        return _failure(exc, retry_after_of(exc, cfg.retry_after_s))
+    results = dict(zip(outcome.groups, outcome.results, strict=True))
+    items = bulkbody.items(bulk)
+    seq_nos = _settle(items, bulk.services, results)
+    took = int((time.perf_counter() - t0) * 1000)
+    data = None
+    if all(it.status == 201 for it in items):
+        data = bulkbody.answer(took, bulk, seq_nos)
+    if data is None:  # a failed service or an id to escape: the item-by-item answer
+        data = elastic.response(took, items, seq_nos)
+    return web.Response(body=data, content_type="application/json", headers=PRODUCT)
+
+
+def _settle(items: list[elastic.Item], services: Sequence[str | None], results: dict[str, Share | ZlogError],
+            ) -> list[int]:
+    """Each item's status from its service's result (201, or 429 when its partition could not
+    take it now), and its ``_seq_no``; an item without a service failed before storage."""
+    for it, service in zip(items, services, strict=True):
+        if service is not None:
+            r = results[service]
             if isinstance(r, ZlogError):
                 it.status, it.error_type, it.reason = 429, "es_rejected_execution_exception", f"{r.code}: {r.message}"
             else:
                 it.status = 201
-                svc = it.record["service"]
-                offsets[svc] = offsets.get(svc, -1) + 1
-                seq = r.offset + offsets[svc] if r.offset >= 0 else -1
-        seq_nos.append(seq)
-    took = int((time.perf_counter() - t0) * 1000)
-    return web.Response(body=elastic.response(took, items, seq_nos), content_type="application/json", headers=PRODUCT)
+    offsets = {svc: (None if isinstance(r, ZlogError) else r.offset) for svc, r in results.items()}
+    return bulkbody.seq_numbers(services, offsets)
 
 
 async def post_bulk(request: web.Request) -> web.StreamResponse:
