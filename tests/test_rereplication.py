@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests._cluster import Cluster, _segment_bytes, free_ports, wait_until
+from tests._cluster import Cluster, _segment_bytes, free_ports, http, wait_until
 from tests._etcd import EtcdServer
 from tests.test_replication import service_for
 from zlog.client import Producer
@@ -59,6 +59,12 @@ def _segments(root: Path, worker: int, p: int) -> dict[str, bytes]:
 
 def _lines(root: Path, worker: int, p: int) -> list[bytes]:
     return [line for data in _segments(root, worker, p).values() for line in data.splitlines()]
+
+
+def _metric(c: Cluster, worker: int, sample: str) -> float:
+    """One sample (name with labels, as exposed) of a worker's /metrics; 0 when absent."""
+    text = http("GET", f"http://127.0.0.1:{c.worker_metrics_base + worker}/metrics")[2].decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
 
 
 def _settled(snap: Snapshot, partitions: int, r: int) -> bool:
@@ -153,6 +159,9 @@ def test_a_worker_lost_for_good_has_its_replicas_rebuilt_and_its_return_is_clean
                 snap = coord.snapshot()
                 loads = Counter(r for s, _ in snap.partitions.values() for r in s.replicas)
                 assert loads == {0: 4, 1: 4, 3: 4}, loads  # spread evenly over the live workers
+                # the controller (the smallest live id) counted its steps
+                assert _metric(c, 0, 'zlog_replication_reassignments_total{step="rereplicate"}') == 3
+                assert _metric(c, 0, 'zlog_replication_reassignments_total{step="complete"}') == 3
                 out = subprocess.run([sys.executable, "-m", "zlog", "status", "--json"], env=c.env,
                                      capture_output=True, timeout=30, check=False)
                 report = json.loads(out.stdout)
@@ -232,6 +241,7 @@ def test_a_new_replica_behind_the_leaders_log_start_starts_its_log_there(tmp_pat
                         if line.startswith("{") and "starting the log there" in line]
             assert restarts and restarts[0]["log_end"] == 0 and restarts[0]["leader_log_start"] > 0, text[-3000:]
             start = restarts[0]["leader_log_start"]
+            assert _metric(c, spare, "zlog_replication_log_restarts_total") >= 1
             wait_until(lambda: _lines(tmp_path, spare, 0)[-1:] == _lines(tmp_path, leader, 0)[-1:], timeout=10,
                        what="the new replica to reach the leader's log end")
             mine, theirs = _segments(tmp_path, spare, 0), _segments(tmp_path, leader, 0)
