@@ -35,6 +35,12 @@ class Producer:
     def partitions(self) -> int:
         return self._async.partitions
 
+    @property
+    def routers(self) -> list[str]:
+        """The router endpoints it is connected to now (with ``etcd``: those registered there)."""
+        client = self._async.client
+        return list(client.endpoints) if client is not None else []
+
     def send(self, records: Sequence[dict[str, Any]], *, timeout: float | None = None,
              tenant: str | None = None) -> concurrent.futures.Future[list[tuple[int, int]]]:
         """Returns a future of (partition, offset) per record, or raising a named ZlogError."""
