@@ -146,7 +146,8 @@ def build_report(cfg: Config, raw: Raw) -> dict[str, Any]:
              "error": health if isinstance(health, str) else None}
     return {"ok": not problems, "problems": problems, "node_id": cfg.cluster.node_id,
             "partition_count": cfg.cluster.partitions, "routers": routers, "workers": workers,
-            "partitions": partitions, "replication": replication, "gateways": gateways, "sources": sources, "ready": ready,
+            "partitions": partitions, "replication": replication, "gateways": gateways, "sources": sources,
+            "ready": ready,
             "tenants": _tenants(cfg, raw)}
 
 

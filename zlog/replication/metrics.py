@@ -27,7 +27,8 @@ class ReplicationMetrics:
                                  "Records cut from divergent tails before following (KIP-101)", registry=r)
         self.reassignments = Counter("zlog_replication_reassignments",
                                      "Reassignment steps this worker's transactions made (as controller): reassign "
-                                     "(drain, balance), rereplicate (off a lost worker), complete", ["step"], registry=r)
+                                     "(drain, balance), rereplicate (off a lost worker), complete", ["step"],
+                                     registry=r)
         self.reassigning = Gauge("zlog_replication_reassigning_partitions",
                                  "Partitions led here with a reassignment under way", registry=r)
         self.lost_workers = Gauge("zlog_replication_lost_workers",

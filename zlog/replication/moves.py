@@ -18,9 +18,10 @@ Invariants:
 - Moves are proposed only by the controller, the live worker with the smallest id; any other
   worker racing it (a stale controller) loses the transaction and re-reads.
 - Draining worker N moves every replica off N, and so does losing it (``absence.Absences``: no
-  etcd key for ``storage.replica_dead_after_ms``), lost workers first ("rereplicate"); balancing moves one replica at a time from the
-  most to the least loaded eligible worker (live, not drained) until loads differ by at most one,
-  and only while every partition has a live leader and a full ISR (no moves during a failover).
+  etcd key for ``storage.replica_dead_after_ms``), lost workers first ("rereplicate"); balancing
+  moves one replica at a time from the most to the least loaded eligible worker (live, not
+  drained) until loads differ by at most one, and only while every partition has a live leader
+  and a full ISR (no moves during a failover).
 - A new replica goes to a host none of the others is on whenever such a worker exists.
 """
 
