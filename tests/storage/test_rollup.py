@@ -108,3 +108,18 @@ def test_fast_and_slow_paths_agree() -> None:
     slow = Counter(cells_of(data + odd + b"\n", 51))
     assert sum(fast.values()) == 50 and sum(slow.values()) == 51
     assert slow - fast == Counter({(b"170000000", b"auth", b"INFO"): 1})
+
+
+def test_counting_in_steps_between_commits_and_across_a_seal_counts_each_record_once(
+        tmp_path: Path, clock: FakeClock) -> None:
+    with PartitionLog.open(tmp_path, tiny(), clock=clock) as plog:
+        lines = fill(plog, 40)
+        assert not plog.rollup.catch_up(plog.segments, 200)  # part of the oldest segment counted
+        assert plog.seal_closed(block_bytes=256, level=1) >= 1  # ... which is now read from its blocks
+        for step in range(6):
+            more = [line(i) for i in range(40 + step * 5, 45 + step * 5)]
+            plog.append(more, max(orjson.loads(x)["timestamp"] for x in more))
+            plog.commit()
+            lines += more
+            plog.rollup.catch_up(plog.segments, 150)
+        assert rolled(plog) == expected(lines)
