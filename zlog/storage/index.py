@@ -60,21 +60,29 @@ class IndexBuilder:
         out: list[IndexEntry] = []
         view = memoryview(data)
         base = self.pos
+        find, count = data.find, data.count
         i = 0
-        while True:
-            j = data.find(b"\n", max(i, self.block_start + self.interval - 1 - base))
-            if j < 0:
-                break
+        j = find(b"\n", max(0, self.block_start + self.interval - 1 - base))
+        if j >= 0:
+            # The open block (begun in earlier bytes) ends here; every later block begins and
+            # ends in ``data`` and is hashed in one call.
             end = j + 1
-            self.hasher.update(view[i:end])
-            self.lines += data.count(b"\n", i, end)
-            out.append((self.lines, base + end, self.hasher.intdigest()))
+            self.hasher.update(view[:end])
+            lines = self.lines + count(b"\n", 0, end)
+            out.append((lines, base + end, self.hasher.intdigest()))
             self.hasher.reset()
-            self.block_start = base + end
             i = end
+            step = self.interval - 1
+            while (j := find(b"\n", i + step)) >= 0:
+                end = j + 1
+                lines += count(b"\n", i, end)
+                out.append((lines, base + end, block_hash(view[i:end])))
+                i = end
+            self.lines = lines
+            self.block_start = base + i
         if i < len(data):
             self.hasher.update(view[i:])
-            self.lines += data.count(b"\n", i)
+            self.lines += count(b"\n", i)
         self.pos = base + len(data)
         return out
 

@@ -74,6 +74,7 @@ class PartitionLog:
         self.producers = ProducerTable()
         self.rollup = Rollup(directory)  # counts per time slot, service and level (zlog.storage.rollup)
         self._last_fsync = clock()
+        self._device: int | None = None
         self._unsynced = False
         self.stats: dict[str, float] = dict.fromkeys((
             "records_appended", "bytes_appended", "commits", "fsyncs", "fsync_seconds_total",
@@ -252,8 +253,11 @@ class PartitionLog:
 
     @property
     def device(self) -> int:
-        """The filesystem the partition lives on (partitions on one device share a sync)."""
-        return os.stat(self.directory).st_dev
+        """The filesystem the partition lives on (partitions on one device share a sync); asked
+        once, not at every commit."""
+        if self._device is None:
+            self._device = os.stat(self.directory).st_dev
+        return self._device
 
     def sync_fd(self) -> int:
         """A file descriptor of the active segment, for a filesystem-wide sync by the caller."""
