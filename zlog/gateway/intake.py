@@ -25,7 +25,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -63,28 +63,28 @@ def retry_after_of(exc: ZlogError, default: int) -> int:
 
 @dataclass(slots=True)
 class Outcome:
-    """What became of a request's records, group by group (a group = one service's records)."""
+    """What became of a request's records, group by group (a group = one service's records).
+
+    Sorted once, when made: every answer reads these lists, most more than once."""
 
     total: int
     groups: dict[str, Group]
     results: list[Share | ZlogError]
+    stored: list[Share] = field(init=False)
+    spooled: list[Share] = field(init=False)
+    failed: list[tuple[str, ZlogError]] = field(init=False)
+    stored_count: int = field(init=False)  # records that are safe: stored, or durably in the WAL
 
-    @property
-    def stored(self) -> list[Share]:
-        return [r for r in self.results if isinstance(r, Share) and not r.spooled]
-
-    @property
-    def spooled(self) -> list[Share]:
-        return [r for r in self.results if isinstance(r, Share) and r.spooled]
-
-    @property
-    def failed(self) -> list[tuple[str, ZlogError]]:
-        return [(svc, r) for svc, r in zip(self.groups, self.results, strict=True) if isinstance(r, ZlogError)]
-
-    @property
-    def stored_count(self) -> int:
-        """Records that are safe: stored, or durably in the gateway's WAL."""
-        return sum(r.count for r in self.results if isinstance(r, Share))
+    def __post_init__(self) -> None:
+        self.stored, self.spooled, self.failed = [], [], []
+        count = 0
+        for svc, r in zip(self.groups, self.results, strict=True):
+            if isinstance(r, Share):
+                (self.spooled if r.spooled else self.stored).append(r)
+                count += r.count
+            else:
+                self.failed.append((svc, r))
+        self.stored_count = count
 
     def worst(self) -> ZlogError | None:
         errors = [e for _, e in self.failed]
@@ -235,7 +235,7 @@ async def store(request: web.Request, groups: dict[str, Group], total: int, *, s
     outcome = Outcome(total, groups, results)
     stored = outcome.stored_count
     ctx.metrics.records.inc(stored)
-    if len(outcome.stored) != len(results):  # something was spooled or failed
+    if outcome.spooled or outcome.failed:
         spooled = sum(s.count for s in outcome.spooled)
         if spooled:
             ctx.metrics.spooled.inc(spooled)
