@@ -31,6 +31,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zlog.protocol import bodies, wire
 from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
+from zlog.protocol.sockets import readable, send_frames
 from zlog.protocol.wire import Command
 from zlog.security.curve import ClientCurve
 
@@ -134,7 +135,7 @@ class AsyncClient:
         self._drain_scheduled = False
         waiters = self._waiters
         for s in self.sockets:
-            while int(s.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            while readable(s):
                 try:
                     frames = s.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -174,7 +175,7 @@ class AsyncClient:
         for i in range(n):
             sock = self.sockets[(socket_index + i) % n]
             try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
+                send_frames(sock, frames)
                 break
             except zmq.Again:
                 continue

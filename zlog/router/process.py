@@ -36,6 +36,7 @@ from zlog.ops.metrics import RouterMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
 from zlog.protocol.hashing import Partitioner
+from zlog.protocol.sockets import send_frames
 from zlog.protocol.wire import Command
 from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
@@ -110,7 +111,7 @@ class Router:
         frames[2] = rid
         self._count("errors", code)
         try:
-            sock.send_multipart([ident, *frames], zmq.NOBLOCK)
+            send_frames(sock, [ident, *frames])
         except zmq.ZMQError:
             self._count("errors", "reply_dropped")
 
@@ -161,8 +162,7 @@ class Router:
                            retry=True, partition=partition)
                 return
             try:
-                self.back.send_multipart([owner, *frames, bound] if bound is not None else [owner, *frames],
-                                         zmq.NOBLOCK)
+                send_frames(self.back, [owner, *frames, bound] if bound is not None else [owner, *frames])
             except zmq.Again:
                 self.table.settle(owner, key)
                 self._nack(self.front, ident, frames[3], "BACKPRESSURE", "worker queue full",
@@ -175,14 +175,14 @@ class Router:
             body = wire.pack_body(self.metadata(_now_ms()))
             reply = wire.encode(Command.RESULT, msg.request_id, body=body)
             try:
-                self.front.send_multipart([ident, *reply], zmq.NOBLOCK)
+                send_frames(self.front, [ident, *reply])
             except zmq.ZMQError:
                 self._count("errors", "reply_dropped")
         elif msg.command is Command.ADMIT:
             self._admit(ident, frames[3], msg, bound)
         elif msg.command is Command.HEARTBEAT:
             try:
-                self.front.send_multipart([ident, *wire.encode(Command.HEARTBEAT, msg.request_id)], zmq.NOBLOCK)
+                send_frames(self.front, [ident, *wire.encode(Command.HEARTBEAT, msg.request_id)])
             except zmq.ZMQError:
                 self._count("errors", "reply_dropped")
         else:
@@ -206,7 +206,7 @@ class Router:
         body = (bodies.admitted_body() if refused is None
                 else bodies.admitted_body(refused.code, refused.message, refused.retry_after_s))
         try:
-            self.front.send_multipart([ident, *wire.encode(Command.RESULT, msg.request_id, body=body)], zmq.NOBLOCK)
+            send_frames(self.front, [ident, *wire.encode(Command.RESULT, msg.request_id, body=body)])
         except zmq.ZMQError:
             self._count("errors", "reply_dropped")
 
@@ -228,7 +228,7 @@ class Router:
             self.table.settle(worker, (reply_to, frames[4]))
             self._count("frames", msg.command.name)
             try:
-                self.front.send_multipart([reply_to, *frames[2:]], zmq.NOBLOCK)
+                send_frames(self.front, [reply_to, *frames[2:]])
             except zmq.ZMQError:
                 self._count("errors", "reply_dropped")
             return
@@ -301,7 +301,7 @@ class Router:
             hb = wire.encode(Command.HEARTBEAT, 0)
             for ident in list(self.table.workers):
                 try:
-                    self.back.send_multipart([ident, b"", *hb], zmq.NOBLOCK)
+                    send_frames(self.back, [ident, b"", *hb])
                 except zmq.Again:
                     pass  # the worker's queue is full of real traffic, which counts as liveness too
                 except zmq.ZMQError:

@@ -37,6 +37,7 @@ from zlog.ingest.stored import check_batch
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
+from zlog.protocol.sockets import send_frames
 from zlog.protocol.wire import Command
 from zlog.security.curve import client_curve
 from zlog.storage import AppendResult, PartitionLog, ProducerBatch
@@ -134,7 +135,7 @@ class StorageWorker:
 
     def _send(self, sock: zmq.Socket[bytes], reply_to: bytes, frames: list[bytes]) -> None:
         try:
-            sock.send_multipart([reply_to, *frames], zmq.NOBLOCK)
+            send_frames(sock, [reply_to, *frames])
         except zmq.ZMQError:
             # The router's queue is full or it is gone: the producer's deadline and retry cover it.
             self.metrics.errors.labels(kind="reply_dropped").inc()
