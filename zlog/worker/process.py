@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -431,9 +432,13 @@ class StorageWorker:
         routers = self._routers
         self.heartbeat(Command.READY)
         self._last_heartbeat = time.monotonic() * 1000
-        tick = min(self.cfg.router.heartbeat_ms, 100 if self.repl is None else 20)
+        tick = tick_ms(self.cfg, replicated=self.repl is not None)
+        due = self._last_heartbeat + tick
         while not self.stopping:
-            events = poller.poll(tick)
+            # Sleep until a message or the next periodic duty: a turn that only answered
+            # messages does not also pay for the duties (every turn did, at one connection
+            # once per request), and an idle worker wakes only when one is due.
+            events = poller.poll(max(0, math.ceil(due - time.monotonic() * 1000)))
             if events:
                 ours = [s for s, _ in events if s in routers]
                 theirs = [s for s, _ in events if s not in routers]
@@ -443,9 +448,12 @@ class StorageWorker:
                     self.drain(ours)
                 if self.repl is not None and theirs:
                     self.repl.finish()
-            self.housekeeping(time.monotonic() * 1000)
-            if not events:
-                self.idle()
+            now = time.monotonic() * 1000
+            if now >= due or self.repl is not None:
+                self.housekeeping(now)
+                due = now + tick
+                if not events:  # a whole tick without a message
+                    self.idle()
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -459,6 +467,16 @@ class StorageWorker:
             plog.close()
         for s in self.sockets:
             s.close(linger=1000)
+
+
+def tick_ms(cfg: Config, *, replicated: bool) -> int:
+    """How often the loop's periodic duties run (heartbeats, interval fsyncs, segment rolls,
+    sealing, retention, idle counting): often enough for the heartbeat and an ``interval`` fsync
+    policy; replication's leases and handoffs want 20 ms."""
+    tick = min(cfg.router.heartbeat_ms, 20 if replicated else 250)
+    if cfg.storage.fsync.mode == "interval":
+        tick = min(tick, cfg.storage.fsync.interval_ms)
+    return max(tick, 1)
 
 
 def tenant_key(tenant: str | None, default: str) -> str | None:
