@@ -55,6 +55,7 @@ log = logging.getLogger("zlog.worker")
 
 DRAIN_PER_TURN = 4096
 IDLE_ROLLUP_BYTES = 1024 * 1024
+IDLE_RECOUNT_MS = 100  # a quiet worker behind on its rollups counts IDLE_ROLLUP_BYTES this often
 
 
 def partition_dir(data_dir: Path, partition: int) -> Path:
@@ -367,15 +368,17 @@ class StorageWorker:
             if deleted:
                 log.info("retention deleted segments", extra={"tenant": tenant, "partition": p, "segments": deleted})
 
-    def idle(self) -> None:
-        """A turn with nothing to do: count a little of what the rollups have not seen yet
-        (zlog.storage.rollup), so that volume queries find them caught up. Only leaders answer
-        counts: a partition this worker follows is counted once it leads it (or is asked)."""
+    def idle(self) -> bool:
+        """A quiet worker: count a little of what the rollups have not seen yet
+        (zlog.storage.rollup), so that volume queries find them caught up; True once they are.
+        Only leaders answer counts: a partition this worker follows is counted once it leads it
+        (or is asked)."""
         for tenant, p, plog in self.all_logs():
             if self.repl is not None and self.repl.follows(tenant_key(tenant, self.default_tenant), p):
                 continue
             if not plog.rollup.catch_up(plog.segments, IDLE_ROLLUP_BYTES):
-                return  # one partition's budget per idle turn keeps the next message waiting little
+                return False  # one partition's budget per idle turn keeps the next message waiting little
+        return True
 
     def refresh_gauges(self) -> None:
         m = self.metrics
@@ -433,13 +436,15 @@ class StorageWorker:
         self.heartbeat(Command.READY)
         self._last_heartbeat = time.monotonic() * 1000
         tick = tick_ms(self.cfg, replicated=self.repl is not None)
-        due = self._last_heartbeat + tick
+        due = last_message = self._last_heartbeat
         while not self.stopping:
             # Sleep until a message or the next periodic duty: a turn that only answered
             # messages does not also pay for the duties (every turn did, at one connection
             # once per request), and an idle worker wakes only when one is due.
             events = poller.poll(max(0, math.ceil(due - time.monotonic() * 1000)))
+            now = time.monotonic() * 1000
             if events:
+                last_message = now
                 ours = [s for s, _ in events if s in routers]
                 theirs = [s for s, _ in events if s not in routers]
                 if self.repl is not None and theirs:
@@ -448,12 +453,15 @@ class StorageWorker:
                     self.drain(ours)
                 if self.repl is not None and theirs:
                     self.repl.finish()
-            now = time.monotonic() * 1000
+                now = time.monotonic() * 1000
             if now >= due or self.repl is not None:
                 self.housekeeping(now)
                 due = now + tick
-                if not events:  # a whole tick without a message
-                    self.idle()
+                # Rollups are counted only by a worker that had no message for a whole tick: a
+                # short pause under load (a client between two requests) is not idle time, and
+                # a count query catches its rollups up by itself (worker/counting.py).
+                if now - last_message >= tick and not self.idle():
+                    due = now + min(tick, IDLE_RECOUNT_MS)  # behind: the next slice soon
         self.shutdown()
 
     def shutdown(self) -> None:
