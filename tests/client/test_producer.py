@@ -298,3 +298,30 @@ def test_a_hung_worker_gives_timeout_and_later_sends_are_not_stuck_on_the_gap(sl
         assert len(copies(slow_cluster, "hung-1")) <= 1
 
     asyncio.run(main())
+
+
+def test_batches_sharing_a_message_each_fail_at_their_own_deadline(slow_cluster: Cluster) -> None:
+    # Partitions 0 and 1 share a PRODUCE (one owner): the message's timer is its earliest batch's
+    # deadline; the later batch is then retried alone and fails at its own, not earlier.
+    async def main() -> None:
+        producer = AsyncProducer(routers(slow_cluster))
+        await producer.start()
+        try:
+            slow_cluster.signal("storage-0", signal.SIGSTOP)
+
+            async def timed(service: str, timeout: float) -> float:
+                t0 = time.monotonic()
+                with pytest.raises(Timeout):
+                    await producer.send([rec(service, f"deadline-{timeout}")], timeout=timeout)
+                return time.monotonic() - t0
+
+            try:
+                early, late = await asyncio.gather(timed(P0, 0.5), timed("focus_allocator", 1.5))
+            finally:
+                slow_cluster.signal("storage-0", signal.SIGCONT)
+            assert 0.45 <= early < 1.2
+            assert 1.45 <= late < 2.5
+        finally:
+            await producer.close()
+
+    asyncio.run(main())
