@@ -76,6 +76,12 @@ class IdMaker:
         self.n += 1
         return f"{self.prefix}{self.n:08x}"
 
+    def take(self, count: int) -> list[str]:
+        """The next ``count`` ids, as ``count`` calls would give them."""
+        prefix, start = self.prefix, self.n + 1
+        self.n += count
+        return [f"{prefix}{i:08x}" for i in range(start, self.n + 1)]
+
 
 def flatten(doc: dict[str, Any]) -> dict[str, Any]:
     """Nested objects to dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``). The first level of

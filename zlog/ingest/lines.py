@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -37,6 +38,7 @@ _Line = msgspec.defstruct("Line", [("timestamp", int), ("service", str), ("level
                                    ("ingested_node_id", str), ("client_ip", str)], gc=False)
 _ENCODER = msgspec.json.Encoder(order="deterministic")  # dict keys sorted: orjson's OPT_SORT_KEYS bytes
 UNSET = msgspec.UNSET
+_TIMESTAMP = attrgetter("timestamp")
 
 
 class Lines:
@@ -86,9 +88,16 @@ class Lines:
                          repeat(received), repeat(node), repeat(ip)))
         if one_service:
             self._put(services, lines, max(stamps))  # type: ignore[arg-type]
-        else:
-            for service, ts, line in zip(services, stamps, lines, strict=True):
-                self._put(service, [line], ts)
+            return True
+        buckets: dict[str, list[Any]] = {}
+        for service, line in zip(services, lines, strict=True):
+            bucket = buckets.get(service)
+            if bucket is None:
+                buckets[service] = [line]
+            else:
+                bucket.append(line)
+        for service, bucket in buckets.items():
+            self._put(service, bucket, max(map(_TIMESTAMP, bucket)))
         return True
 
     def _put(self, service: str, lines: list[Any], newest: int) -> None:
