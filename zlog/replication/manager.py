@@ -137,18 +137,24 @@ class ReplicaManager:
 
     # -- sockets ----------------------------------------------------------------------------
 
-    def sockets(self) -> list[zmq.Socket[bytes]]:
-        return [self.server, *self.fetching.sockets()]
+    def sockets(self) -> list[zmq.Socket[bytes] | int]:
+        """What the loop polls for this shell: the replication sockets, and the membership
+        thread's wake-up (a new etcd snapshot or the lease safe again: roles decided at once)."""
+        return [self.server, *self.fetching.sockets(), self.membership.wake_fd]
 
-    def on_events(self, socks: list[zmq.Socket[bytes]]) -> None:
+    def on_events(self, socks: list[Any]) -> None:
         self.receive(socks)
         self.finish()
 
-    def receive(self, socks: list[zmq.Socket[bytes]]) -> None:
+    def receive(self, socks: list[Any]) -> None:
         """Serve followers' requests and apply the leaders' replies ready on ``socks``; what that
-        wrote is owed a sync (the turn's group commit takes it: ``take_owed``; else ``finish``)."""
+        wrote is owed a sync (the turn's group commit takes it: ``take_owed``; else ``finish``).
+        The membership's wake-up needs only emptying: the loop's ``tick`` that follows acts on it."""
         now = _ms()
         for sock in socks:
+            if sock == self.membership.wake_fd:
+                self.membership.woken()
+                continue
             for _ in range(1024):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)

@@ -17,14 +17,21 @@ Invariants:
   every worker's thread from its own snapshots; only the controller acts on it.
 - Every etcd failure is logged (once per change of state) and retried on the next turn; the
   thread never dies of one.
-- A turn runs every ``poll_s`` and at once when a watch of the same keys sees a change
-  (``zlog.replication.watch``): a leader's lease key going, a new epoch, an ISR change wake
-  every worker within one watch event; the poll is what remains when the watch is broken.
+- A turn runs at once when a watch of the same keys sees a change (``zlog.replication.watch``):
+  a leader's lease key going, a new epoch, an ISR change wake every worker within one watch
+  event. Otherwise it runs when the lease is due for renewal (every third of the TTL), when the
+  loop hands it a proposal, and at least every ``poll_s`` (1 s; 0.2 s while etcd fails): the
+  poll is what remains when the watch is broken, and each turn is an etcd read, so a quiet
+  cluster costs etcd about two requests per worker per second, not six.
+- Whatever the loop must act on soon (a new ``version``, or the lease safe again after being
+  fenced) also makes ``wake_fd`` readable, so the loop, polling it with its sockets, acts at
+  once instead of at its next tick; the loop empties it with ``woken``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -42,7 +49,7 @@ log = logging.getLogger("zlog.replication")
 
 class Membership(threading.Thread):
     def __init__(self, coord: Coordinator, info: WorkerInfo, mine: dict[str, tuple[int, ...]],
-                 ttl_ms: int, poll_s: float = 0.2, dead_after_ms: int = 300_000,
+                 ttl_ms: int, poll_s: float = 1.0, dead_after_ms: int = 300_000,
                  metrics: ReplicationMetrics | None = None) -> None:
         super().__init__(name="zlog-membership", daemon=True)
         self.coord = coord
@@ -63,6 +70,9 @@ class Membership(threading.Thread):
         self._handoffs: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._halt = threading.Event()
+        self.wake_fd, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        os.set_blocking(self._wake_w, False)
         self._last_keepalive = 0.0
         self._failing = False
         self._born = time.monotonic()
@@ -71,6 +81,20 @@ class Membership(threading.Thread):
 
     def fenced(self) -> bool:
         return time.monotonic() > self.safe_until
+
+    def woken(self) -> None:
+        """Empty ``wake_fd`` (the loop saw it readable)."""
+        try:
+            while os.read(self.wake_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _signal(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # full: the loop has a wake-up pending anyway
 
     def propose_isr(self, name: str, epoch: int, isr: frozenset[int]) -> None:
         self._isr.put((name, epoch, isr))
@@ -91,6 +115,9 @@ class Membership(threading.Thread):
                 self.coord.revoke(self.lease)
             except CoordinationError:
                 pass
+        if not self.is_alive():  # (a thread still running may yet write to it)
+            os.close(self._wake_w)
+            os.close(self.wake_fd)
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -109,7 +136,8 @@ class Membership(threading.Thread):
                     if not self._failing:
                         log.warning("etcd unreachable", extra={"worker": self.info.id, "detail": str(exc)})
                         self._failing = True
-                self._wake.wait(self.poll_s)
+                renew_in = self._last_keepalive + self.ttl_s / 3 - time.monotonic()
+                self._wake.wait(max(0.01, min(0.2 if self._failing else self.poll_s, renew_in)))
                 self._wake.clear()
         finally:
             watch.stop()
@@ -119,8 +147,11 @@ class Membership(threading.Thread):
         if self.lease is not None and now - self._last_keepalive < self.ttl_s / 3:
             return
         if self.lease is not None and self.coord.keepalive(self.lease) > 0:
+            fenced = self.fenced()
             self._last_keepalive = now
             self.safe_until = now + self.ttl_s * 2 / 3
+            if fenced:
+                self._signal()  # safe again: the loop may lead again
             return
         if self.lease is not None:
             log.warning("lease expired; registering again", extra={"worker": self.info.id})
@@ -175,3 +206,4 @@ class Membership(threading.Thread):
         if self.snapshot is None or snap.revision != self.snapshot.revision:
             self.snapshot = snap
             self.version += 1
+            self._signal()

@@ -430,8 +430,8 @@ class StorageWorker:
             poller.register(s, zmq.POLLIN)
         if self.repl is not None:
             self.repl.poller = poller
-            for s in self.repl.sockets():
-                poller.register(s, zmq.POLLIN)
+            for polled in self.repl.sockets():
+                poller.register(polled, zmq.POLLIN)
         routers = self._routers
         self.heartbeat(Command.READY)
         self._last_heartbeat = time.monotonic() * 1000
@@ -480,8 +480,10 @@ class StorageWorker:
 def tick_ms(cfg: Config, *, replicated: bool) -> int:
     """How often the loop's periodic duties run (heartbeats, interval fsyncs, segment rolls,
     sealing, retention, idle counting): often enough for the heartbeat and an ``interval`` fsync
-    policy; replication's leases and handoffs want 20 ms."""
-    tick = min(cfg.router.heartbeat_ms, 20 if replicated else 250)
+    policy; replication's timers (250 ms long polls, retries, lag) want 100 ms. etcd's changes
+    need no tick: the membership thread wakes the loop through a polled descriptor
+    (``ReplicaManager.sockets``)."""
+    tick = min(cfg.router.heartbeat_ms, 100 if replicated else 250)
     if cfg.storage.fsync.mode == "interval":
         tick = min(tick, cfg.storage.fsync.interval_ms)
     return max(tick, 1)
