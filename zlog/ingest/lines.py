@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -39,6 +39,24 @@ _Line = msgspec.defstruct("Line", [("timestamp", int), ("service", str), ("level
 _ENCODER = msgspec.json.Encoder(order="deterministic")  # dict keys sorted: orjson's OPT_SORT_KEYS bytes
 UNSET = msgspec.UNSET
 _TIMESTAMP = attrgetter("timestamp")
+
+
+_STR = {str}
+
+
+def strings_within(values: Any, low: int, high: int) -> bool:
+    """Every value a str of ``low``..``high`` characters (True for none), in C-level passes."""
+    values = list(values)
+    return not values or (set(map(type, values)) == _STR and low <= min(map(len, values)) and max(map(len, values)) <= high)
+
+
+def metadata_within(present: Sequence[Any], limits: Limits) -> bool:
+    """Every map a dict of at most ``max_labels`` keys and values that are strings within a quarter
+    of their byte limits in characters (keys non-empty): the bound ``Lines`` leaves to its caller."""
+    if set(map(type, present)) != {dict} or max(map(len, present)) > limits.max_labels:
+        return False
+    return (strings_within(chain.from_iterable(present), 1, limits.max_label_key_bytes // 4)
+            and strings_within(chain.from_iterable(map(dict.values, present)), 0, limits.max_label_value_bytes // 4))
 
 
 class Lines:

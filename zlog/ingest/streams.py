@@ -22,12 +22,11 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 import orjson
 
-from zlog.ingest.lines import UNSET, Lines
+from zlog.ingest.lines import UNSET, Lines, metadata_within, strings_within
 from zlog.ingest.records import (
     MAX_TIMESTAMP,
     Group,
@@ -48,15 +47,6 @@ class LabelGroup:
     entries: list[Entry] = field(default_factory=list)
 
 
-_STR = {str}
-
-
-def _strings_within(values: Any, low: int, high: int) -> bool:
-    """Every value a str of ``low``..``high`` characters (True for none), in C-level passes."""
-    values = list(values)
-    return not values or (set(map(type, values)) == _STR and low <= min(map(len, values)) and max(map(len, values)) <= high)
-
-
 def _fast(batches: list[LabelGroup], limits: Limits, received_at: int, client_ip: str, node_id: str,
           ) -> dict[str, Group] | None:
     """The common case: every record valid, its checks made a column at a time (types and lengths
@@ -65,21 +55,16 @@ def _fast(batches: list[LabelGroup], limits: Limits, received_at: int, client_ip
     refused record, a lone surrogate, a line at the size limit): the exact path then decides and
     names each problem."""
     msg_fast = limits.max_message_bytes // 4  # at most 4 UTF-8 bytes a character
-    key_fast, value_fast = limits.max_label_key_bytes // 4, limits.max_label_value_bytes // 4
     out = Lines(limits, received_at=received_at, client_ip=client_ip, node_id=node_id)
     for batch in batches:
         if not batch.entries:
             continue
         stamps, services, levels, messages, metas = zip(*batch.entries)
-        if not _strings_within(messages, 1, msg_fast) or set(map(type, stamps)) != {int}:
+        if not strings_within(messages, 1, msg_fast) or set(map(type, stamps)) != {int}:
             return None
         present = [m for m in metas if m is not None]
-        if present:
-            if set(map(type, present)) != {dict} or max(map(len, present)) > limits.max_labels:
-                return None
-            if not (_strings_within(chain.from_iterable(present), 1, key_fast)
-                    and _strings_within(chain.from_iterable(map(dict.values, present)), 0, value_fast)):
-                return None
+        if present and not metadata_within(present, limits):
+            return None
         column = (None if not present else metas if len(present) == len(metas)
                   else tuple(UNSET if m is None else m for m in metas))
         one = services[0]
