@@ -373,7 +373,7 @@ async def wait_in_sync(etcd: EtcdServer, replicas: int, timeout: float = 30.0) -
 
 async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], cells: list[Cell],
                    profiles: dict[str, Any], curve: bool = False, workers: int = 2,
-                   replicas: int = 1) -> dict[str, Any]:
+                   replicas: int = 1, idles: dict[str, Any] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zlog-bench-") as tmp:
         producer_keys: ClientCurve | None = None
         if curve:  # CurveZMQ on every zmq socket: the router, workers, gateways and the native producer
@@ -403,6 +403,14 @@ async def run_zlog(args: argparse.Namespace, target: str, env: dict[str, str], c
             pids = cluster_pids(cluster)
             if etcd is not None and etcd.popen is not None:
                 pids["etcd"] = etcd.popen.pid
+            if args.idle and idles is not None:  # the cluster's fixed cost: CPU per second of each process, nothing written
+                await asyncio.sleep(2)
+                cpu0, t0 = {n: proc_cpu_s(p) for n, p in pids.items()}, time.monotonic()
+                await asyncio.sleep(args.idle)
+                dt = time.monotonic() - t0
+                idle = {n: round((proc_cpu_s(p) - cpu0[n]) * 1000 / dt, 1) for n, p in pids.items()}
+                idles[target] = idle
+                log(f"{target}: idle CPU-ms per second {idle} (total {sum(idle.values()):.0f})")
             url = cluster.url + "/v1/logs"
             audit = Audit(LABEL)
             for n, (kind, batch, conc) in enumerate(matrix(args.quick)):
@@ -572,17 +580,19 @@ async def main_async(args: argparse.Namespace) -> int:
     profiles: dict[str, Any] = {}
     tune_malloc()  # as every zlog process does: the floor must not pay the page-fault trap
     floor = {b: json_floor_ms_per_1k(b) for b in (100, 1000)}
-    audits["zlog"] = await run_zlog(args, "zlog", {}, cells, profiles)
+    idles: dict[str, Any] = {}
+    audits["zlog"] = await run_zlog(args, "zlog", {}, cells, profiles, idles=idles)
     if args.curve:
         audits["zlog-curve"] = await run_zlog(args, "zlog-curve", {}, cells, profiles, curve=True)
     if args.replicated:
-        audits["zlog-r3"] = await run_zlog(args, "zlog-r3", {}, cells, profiles, workers=3, replicas=3)
+        audits["zlog-r3"] = await run_zlog(args, "zlog-r3", {}, cells, profiles, workers=3, replicas=3, idles=idles)
     if args.compare:
         await run_compare(args, cells)
     result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
               "command": "python tools/bench.py " + shlex.join(sys.argv[1:]), "seconds": args.seconds,
               "warmup": args.warmup, "gateways": args.gateways, "audit": audits,
-              "cells": [asdict(c) for c in cells], "profiles": profiles, "json_floor_ms_per_1k": floor}
+              "cells": [asdict(c) for c in cells], "profiles": profiles, "json_floor_ms_per_1k": floor,
+              "idle_cpu_ms_per_s": idles}
     if args.json:
         print(json.dumps(result, indent=2))
     if args.write:
@@ -609,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "cell r3-CELL, e.g. r3-http-1000-c8)")
     p.add_argument("--curve", action="store_true",
                    help="run the cells again on a second cluster with cluster.curve = true (target zlog-curve)")
+    p.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before the cells, measure each cluster process's CPU per second while nothing is written")
     p.add_argument("--profile", metavar="CELL", help="py-spy every cluster process during this cell (e.g. http-1000-c8)")
     p.add_argument("--write", metavar="PATH", help="write the report into this markdown file "
                    "(default docs/benchmarks.md for a full run)")
