@@ -4,7 +4,7 @@
     python tools/wakeups.py --batch 1000 --concurrency 8 --idle 0
 
 The cluster is the one ``tools/bench.py`` measures (router, 2 storage workers, the gateway
-processes, fsync ``always``), and so is the load (``bench.http_cell``: the original's log mix, one
+processes, fsync ``always`` unless ``--fsync`` says otherwise), and so is the load (``bench.http_cell``: the original's log mix, one
 pre-built request per batch size, keep-alive connections). For every thread of every cluster
 process (the Python thread, zmq's I/O thread, the metrics server's thread, ...) it prints user and
 system CPU, the time spent runnable but waiting for a CPU, and how many times the thread was
@@ -101,7 +101,7 @@ def table(before: Threads, after: Threads, per: float, unit: str) -> str:
 
 async def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="zlog-wakeups-") as tmp:
-        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync="always")
+        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync=args.fsync)
         with cluster:
             pids = cluster_pids(cluster)
             url = cluster.url + "/v1/logs"
@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--gateways", type=int, default=1)
+    p.add_argument("--fsync", default="always", help="storage.fsync of the cluster (default always, as bench.py)")
     args = p.parse_args(argv)
     asyncio.run(measure(args))
     return 0
