@@ -58,18 +58,23 @@ LEASE_MS = 3000  # the default: above etcd's own leader election (~1 s) when the
 # more when the cut host held etcd's leadership (a new etcd leader gives every lease a fresh
 # TTL, the cut worker's too), plus a gateway deadline for a write lost on the cut router.
 RESUME_S = 2 * LEASE_MS / 1000 + 3
-CUT_S = 4.0  # host 0 stays cut this long: past its lease, so the others elect new leaders
+CUT_S = 4.0  # host 0 stays cut at least this long (and until leadership left it): past its lease
+# The acks=all load runs this long from its start: the wait for its first acknowledgement, the
+# cut (CUT_S, or until leadership has left the cut host, at most MOVE_S), and a few seconds after.
+MOVE_S = LEASE_MS / 1000 + 8
+LOAD_S = 4 + MOVE_S + 6
 
-# One writer thread per service, one record per request, acks as the URL says; one line per
-# answer: "<wall ms sent> <wall ms answered> <status> <seq> <service>".
+# One writer thread per service, one record per request, acks as the URL says, until the file
+# ``<out>.stop`` exists (or ``seconds`` passed: a bound, not a schedule); one line per answer:
+# "<wall ms sent> <wall ms answered> <status> <seq> <service>".
 PROBE = """
-import json, sys, threading, time, urllib.request
+import json, os, sys, threading, time, urllib.request
 url, services, out, seconds, tag = sys.argv[1], sys.argv[2].split(","), sys.argv[3], float(sys.argv[4]), sys.argv[5]
-end, lock = time.time() + seconds, threading.Lock()
+end, lock, stop = time.time() + seconds, threading.Lock(), out + ".stop"
 f = open(out, "w", buffering=1)
 def write(k, service):
     n = 0
-    while time.time() < end:
+    while time.time() < end and not os.path.exists(stop):
         n += 1
         seq = f"{tag}-{k}-{n}"
         rec = {"service": service, "message": f"probe {seq}", "labels": {"zlog_seq": seq}}
@@ -88,16 +93,21 @@ for t in threads: t.join()
 """
 
 
-def start_probe(group: ProcessGroup, lab: Lab, host: int, url: str, services: list[str], out: Path, seconds: float,
+def start_probe(group: ProcessGroup, lab: Lab, host: int, url: str, services: list[str], out: Path,
                 tag: str) -> None:
     group.expected_exits.add(f"probe-{tag}")
     group.start(f"probe-{tag}", argv=lab.wrap(host, [sys.executable, "-c", PROBE, url, ",".join(services), str(out),
-                                                     str(seconds), tag]))
+                                                     "120", tag]))
+
+
+def stop_probe(out: Path) -> None:
+    out.with_name(out.name + ".stop").touch()
 
 
 def answers(path: Path) -> list[tuple[int, int, int, str, str]]:
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_text() if path.exists() else ""
+    for line in text[: text.rfind("\n") + 1].splitlines():  # whole lines: the probe may be writing one
         sent, done, status, seq, service = line.split()
         out.append((int(sent), int(done), int(status), seq, service))
     return out
@@ -149,38 +159,56 @@ def test_replicated_hosts_move_leadership_off_a_cut_host_and_converge(process_gr
             ps = parts()
             return len(ps) == 6 and all(p["leader"] is not None and len(p["isr"]) == HOSTS for p in ps.values())
 
-        process_group.wait_for(settled, timeout=30, what="a leader and a full ISR for every partition")
+        # Worker 0 (the preferred replica of partitions 0 and 1) may have started last and lead
+        # nothing at first: it takes its leadership back once in sync.
+        process_group.wait_for(lambda: settled() and any(p["leader"] == 0 for p in parts().values()), timeout=30,
+                               what="a leader and a full ISR for every partition, worker 0 leading some")
         moved = sorted(p for p, st in parts().items() if st["leader"] == 0)
-        assert moved, "worker 0 leads nothing: the cut would move no leadership"
+        etcd_led_by = etcd_leader(lab)  # asked before the load: it takes a few seconds on a loaded machine
 
-        # acks=all load through nginx (loadgen's batches), and one writer per partition timing the
-        # failover at a gateway that stays up (nginx's own detection of the cut host is not timed:
-        # a request it already sent to the cut gateway waits for the client's timeout).
-        seconds = 2 + CUT_S + 4
-        acks = loadgen(process_group, lab, tmp_path, "r3", seconds=seconds)  # no resend: without an
-        # Idempotency-Key a resent batch of which a 503 had stored some partitions is stored twice
-        timed = tmp_path / "timed.txt"
-        start_probe(process_group, lab, LB, f"{live}/v1/logs", list(service_per_partition(list(range(6))).values()),
-                    timed, seconds, "timed")
         # acks=leader writes inside host 0 to its own gateway: the isolated leader takes them.
         isolated_log = tmp_path / "isolated.txt"
         start_probe(process_group, lab, 0, f"http://{lab.addr(0)}:{HTTP_PORT}/v1/logs?acks=leader",
-                    list(service_per_partition(moved).values()), isolated_log, 2 + CUT_S, "iso")
-        time.sleep(2)
-        etcd_led_by = etcd_leader(lab)
+                    list(service_per_partition(moved).values()), isolated_log, "iso")
+        # One writer per partition timing the failover at a gateway that stays up (nginx's own
+        # detection of the cut host is not timed: a request it already sent to the cut gateway
+        # waits for the client's timeout), and acks=all load through nginx (loadgen's batches).
+        timed = tmp_path / "timed.txt"
+        start_probe(process_group, lab, LB, f"{live}/v1/logs", list(service_per_partition(list(range(6))).values()),
+                    timed, "timed")
+        acks = loadgen(process_group, lab, tmp_path, "r3", seconds=LOAD_S)  # no resend: without an
+        # Idempotency-Key a resent batch of which a 503 had stored some partitions is stored twice
+
+        def acknowledged(path: Path, partitions: list[int], after_ms: int) -> bool:
+            by = service_per_partition(partitions)
+            done = {a[4] for a in answers(path) if a[2] == 200 and a[0] > after_ms}
+            return all(by[p] in done for p in partitions)
+
+        # The cut comes once everything writes: the processes start slowly on a loaded machine.
+        start_ms = int(time.time() * 1000)
+        process_group.wait_for(lambda: acknowledged(timed, list(range(6)), start_ms)
+                               and acknowledged(isolated_log, moved, start_ms) and count_lines(acks) > 0,
+                               timeout=30, what="every writer acknowledged before the cut")
         lab.cut(0)
         cut_ms = int(time.time() * 1000)
         process_group.wait_for(lambda: (ps := parts()) and all(p["leader"] not in (None, 0) for p in ps.values()),
-                               timeout=LEASE_MS / 1000 + 8, what="leadership off the cut host", allow_exit=True)
+                               timeout=MOVE_S, what="leadership off the cut host", allow_exit=True)
         moved_s = time.time() - cut_ms / 1000
         time.sleep(max(0.0, cut_ms / 1000 + CUT_S - time.time()))
         restore_ms = int(time.time() * 1000)
         lab.restore(0)
+        stop_probe(isolated_log)
         assert any(a[2] == 200 and a[0] > cut_ms for a in answers(timed)), "nothing acknowledged during the cut"
+        # The timed writers go on until every partition took a write after the host came back.
+        process_group.wait_for(lambda: acknowledged(timed, list(range(6)), restore_ms), timeout=30,
+                               what="every partition acknowledging after the return", allow_exit=True)
+        stop_probe(timed)
 
         process_group.wait_for(lambda: not any(process_group[n].alive() for n in ("loadgen-r3", "probe-timed",
                                                                                   "probe-iso")),
                                timeout=60, what="load to end", allow_exit=True)
+        acked_ms = [json.loads(line)["acked_ms"] for line in acks.read_text().splitlines()]
+        assert max(acked_ms) > restore_ms, "the acks=all load ended before the cut host came back"
         acked = [json.loads(line)["seq"] for line in acks.read_text().splitlines()]
         assert count_lines(acks) == len(acked) > 0
         acked += [a[3] for a in answers(timed) if a[2] in (200, 202)]
