@@ -3,7 +3,7 @@
 The fast path decodes the body straight into structs whose types and bounds msgspec checks in C
 while it parses, groups them by service, and encodes each group (the three enrichment fields
 set on every struct as one pre-encoded ``msgspec.Raw``) into one newline-terminated blob with
-one ``encode_lines`` call. Anything it does
+``lines.encode_groups``, the encoder the column builders share. Anything it does
 not accept (a single object, NDJSON, a wrong type, a string longer than a quarter of its byte
 limit, invalid UTF-8, ...) goes to ``records.parse_body`` + ``records.encode_batch``, which
 either encode it or name every offending record.
@@ -21,11 +21,11 @@ Invariants:
 from __future__ import annotations
 
 import functools
-from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
 
+from zlog.ingest.lines import encode_groups
 from zlog.ingest.records import (
     MAX_TIMESTAMP,
     NDJSON_TYPES,
@@ -36,9 +36,6 @@ from zlog.ingest.records import (
     enrichment,
     parse_body,
 )
-
-_ENCODER = msgspec.json.Encoder(order="deterministic")  # struct fields in order, dict keys sorted
-_TIMESTAMP = attrgetter("timestamp")
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,17 +79,7 @@ def _fast(body: bytes, limits: Limits, received_at: int, client_ip: str, node_id
             buckets[r.service] = [r]
         else:
             b.append(r)
-    limit = limits.max_record_bytes  # the exact path stores lines shorter than this
-    groups: dict[str, Group] = {}
-    for service, recs in buckets.items():
-        try:
-            data = _ENCODER.encode_lines(recs)
-        except UnicodeEncodeError:  # a lone surrogate: the exact path names it
-            return None
-        if len(data) >= limit and max(map(len, data.split(b"\n"))) >= limit:
-            return None
-        groups[service] = Group(data, len(recs), max(map(_TIMESTAMP, recs)))
-    return groups
+    return encode_groups(buckets, limits)
 
 
 def encode_body(body: bytes, content_type: str, limits: Limits, *, received_at: int, client_ip: str,

@@ -130,14 +130,22 @@ class Lines:
 
     def groups(self) -> dict[str, Group] | None:
         """Every service's lines encoded, or None when the exact path must decide."""
-        limit = self.limits.max_record_bytes  # the exact path stores lines shorter than this
-        groups: dict[str, Group] = {}
-        for service, recs in self._by_service.items():
-            try:
-                data = _ENCODER.encode_lines(recs)
-            except UnicodeEncodeError:  # a lone surrogate: the exact path names it
-                return None
-            if len(data) >= limit and max(map(len, data.split(b"\n"))) >= limit:
-                return None
-            groups[service] = Group(data, len(recs), self._newest[service])
-        return groups
+        return encode_groups(self._by_service, self.limits, self._newest)
+
+
+def encode_groups(by_service: dict[str, list[Any]], limits: Limits,
+                  newest: dict[str, int] | None = None) -> dict[str, Group] | None:
+    """Each service's structs (any with a ``timestamp``, fields in stored-line order) encoded as one
+    newline-terminated blob, or None when the exact path must decide (a lone surrogate, a line
+    at the size limit). ``newest`` gives each service's newest timestamp when the caller knows it."""
+    limit = limits.max_record_bytes  # the exact path stores lines shorter than this
+    groups: dict[str, Group] = {}
+    for service, recs in by_service.items():
+        try:
+            data = _ENCODER.encode_lines(recs)
+        except UnicodeEncodeError:  # a lone surrogate: the exact path names it
+            return None
+        if len(data) >= limit and max(map(len, data.split(b"\n"))) >= limit:
+            return None
+        groups[service] = Group(data, len(recs), max(map(_TIMESTAMP, recs)) if newest is None else newest[service])
+    return groups
