@@ -2,12 +2,16 @@
 
     python tools/bench_decoders.py            # 1000 records per body, best of 3 rounds of ~1 s each
 
+Each format is timed twice in one process: its exact path alone (the record-by-record decoding,
+mapping and encoding that every format had before its one-pass path, and that still answers
+whatever the one-pass path does not take), and what its handler runs now.
+
 The bodies are tools/bench.py's (``bench_intake``: the same 1000 records as its /v1/logs cells);
 each format runs what its gateway handler runs between reading the body and storing the groups:
-/v1/logs ``body.encode_body``; Loki snappy inflation (protobuf), decoding, ``to_groups`` and the
-label-group encoder (Loki JSON: the typed one-pass path); OTLP protobuf parsing, the schema view (or the full mapping) and the encoder;
-bulk the one-pass parse (``bulkbody``; else ``parse_bulk`` and the grouping by index), the
-encoder and the answer.
+/v1/logs ``body.encode_body``; Loki snappy inflation (protobuf), the one-pass path (JSON:
+``lokijson``) or decoding, ``to_groups`` and the label-group encoder; OTLP protobuf parsing, the
+schema view (``otlpview``) or the full mapping, and the encoder; bulk the one-pass parse
+(``bulkbody``) or ``parse_bulk``, the grouping by index and the encoder; and the answer.
 
 Invariants:
 - CPU time (``time.process_time``), best round of three, so a busy machine inflates no figure
@@ -42,7 +46,8 @@ from zlog.ops import runtime
 N = 1000
 
 
-def cases() -> dict[str, Callable[[], Any]]:
+def cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """Per format: (its exact path alone, as before the one-pass paths; what its handler runs now)."""
     recs = make_records(N, seed=N)
     limits, push_limits = Limits(), loki.PushLimits()
     now = int(time.time() * 1000)
@@ -57,40 +62,65 @@ def cases() -> dict[str, Callable[[], Any]]:
     otlp_proto = bench_intake.body("otlp-proto", recs, tag)
     bulk = bench_intake.body("bulk", recs, tag)
 
-    def loki_groups(streams_: list[loki.Stream]) -> Any:
-        return streams.encode_groups(loki.to_groups(streams_, push_limits, now)[0], limits, **kw)
+    def encoder(exact: bool) -> Callable[[list[LabelGroup]], Any]:
+        if exact:
+            return lambda groups: streams._exact(groups, limits, **kw)
+        return lambda groups: streams.encode_groups(groups, limits, **kw)
 
-    def loki_json_case() -> Any:
-        fast = lokijson.encode_push(loki_json, push_limits, limits, now_ms=now, source="loki", **kw)
-        return fast if fast is not None else loki_groups(loki.decode_json(loki_json))
+    def loki_case(body: bytes, decode: Callable[[bytes], list[loki.Stream]], exact: bool,
+                  one_pass: Callable[..., Any] | None = None) -> Callable[[], Any]:
+        encode = encoder(exact)
 
-    def otlp_case() -> Any:
-        req = otlp.decode_proto(otlp_proto)
-        mapped = otlpview.view(otlp_proto, now * 1_000_000) or otlp.to_records(req, now * 1_000_000)
-        return streams.encode_groups(mapped.groups, limits, **kw)
+        def run() -> Any:
+            if one_pass is not None and not exact:
+                fast = one_pass(body, push_limits, limits, now_ms=now, source="loki", **kw)
+                if fast is not None:
+                    return fast
+            return encode(loki.to_groups(decode(body), push_limits, now)[0])
+        return run
 
-    def bulk_case() -> Any:
-        fast = bulkbody.parse(bulk, "", now, limits, client_ip="127.0.0.1", node_id="node-0")
-        if fast is not None:
-            return bulkbody.answer(1, fast, bulkbody.seq_numbers(fast.services, dict.fromkeys(fast.groups, 0)))
-        items = elastic.parse_bulk(bulk, "", now)
-        batches: list[LabelGroup] = []
-        for it in items:
-            rec = it.record
-            assert rec is not None
-            if not batches or batches[-1].labels["index"] != it.index:
-                batches.append(LabelGroup(rec["labels"]))
-            batches[-1].entries.append((rec["timestamp"], rec["service"], rec["level"], rec["message"],
-                                        rec.get("metadata")))
-        streams.encode_groups(batches, limits, **kw)
-        return elastic.response(1, items, list(range(len(items))))
+    def loki_proto_decode(body: bytes) -> list[loki.Stream]:
+        return loki.decode_proto(loki.snappy_block(body, 1 << 26))
+
+    def otlp_case(exact: bool) -> Callable[[], Any]:
+        encode = encoder(exact)
+
+        def run() -> Any:
+            req = otlp.decode_proto(otlp_proto)
+            mapped = None if exact else otlpview.view(otlp_proto, now * 1_000_000)
+            return encode((mapped or otlp.to_records(req, now * 1_000_000)).groups)
+        return run
+
+    def bulk_case(exact: bool) -> Callable[[], Any]:
+        encode = encoder(exact)
+
+        def run() -> Any:
+            fast = None if exact else bulkbody.parse(bulk, "", now, limits, client_ip="127.0.0.1", node_id="node-0")
+            if fast is not None:
+                return bulkbody.answer(1, fast, bulkbody.seq_numbers(fast.services, dict.fromkeys(fast.groups, 0)))
+            items = elastic.parse_bulk(bulk, "", now)
+            batches: list[LabelGroup] = []
+            for it in items:
+                rec = it.record
+                assert rec is not None
+                if not batches or batches[-1].labels["index"] != it.index:
+                    batches.append(LabelGroup(rec["labels"]))
+                batches[-1].entries.append((rec["timestamp"], rec["service"], rec["level"], rec["message"],
+                                            rec.get("metadata")))
+            encode(batches)
+            return elastic.response(1, items, list(range(len(items))))
+        return run
+
+    def v1_case() -> Any:
+        return body_mod.encode_body(v1, "application/json", limits, **kw)
 
     return {
-        "/v1/logs": lambda: body_mod.encode_body(v1, "application/json", limits, **kw),
-        "loki-json": loki_json_case,
-        "loki-proto": lambda: loki_groups(loki.decode_proto(loki.snappy_block(loki_proto, 1 << 26))),
-        "otlp-proto": otlp_case,
-        "bulk": bulk_case,
+        "/v1/logs": (v1_case, v1_case),
+        "loki-json": (loki_case(loki_json, loki.decode_json, True),
+                      loki_case(loki_json, loki.decode_json, False, lokijson.encode_push)),
+        "loki-proto": (loki_case(loki_proto, loki_proto_decode, True), loki_case(loki_proto, loki_proto_decode, False)),
+        "otlp-proto": (otlp_case(True), otlp_case(False)),
+        "bulk": (bulk_case(True), bulk_case(False)),
     }
 
 
@@ -110,11 +140,12 @@ def main() -> int:
     runtime.tune_malloc()
     chosen = cases()
     runtime.freeze_startup_garbage()
-    results = {name: per_record_us(f) for name, f in chosen.items()}
-    base = results["/v1/logs"]
-    print(f"{'format':12s} {'us/record':>10s} {'records/s':>12s} {'x /v1/logs':>11s}")
-    for name, us in results.items():
-        print(f"{name:12s} {us:10.2f} {1e6 / us:12,.0f} {us / base:11.2f}")
+    results = {name: (per_record_us(exact), per_record_us(now)) for name, (exact, now) in chosen.items()}
+    base = results["/v1/logs"][1]
+    print(f"{'format':12s} {'exact us/rec':>12s} {'now us/rec':>11s} {'now rec/s':>11s} {'exact x v1':>11s} "
+          f"{'now x v1':>9s}")
+    for name, (exact, now) in results.items():
+        print(f"{name:12s} {exact:12.2f} {now:11.2f} {1e6 / now:11,.0f} {exact / base:11.2f} {now / base:9.2f}")
     return 0
 
 
