@@ -101,7 +101,8 @@ def table(before: Threads, after: Threads, per: float, unit: str) -> str:
 
 async def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="zlog-wakeups-") as tmp:
-        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync=args.fsync)
+        cluster = Cluster(Path(tmp), gateways=args.gateways, workers=2, fsync=args.fsync,
+                          heartbeat_ms=args.heartbeat_ms)
         with cluster:
             pids = cluster_pids(cluster)
             url = cluster.url + "/v1/logs"
@@ -133,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--gateways", type=int, default=1)
+    p.add_argument("--heartbeat-ms", type=int, default=200,
+                   help="router.heartbeat_ms (default 200, as bench.py's cluster; zlog's own default is 1000)")
     p.add_argument("--fsync", default="always", help="storage.fsync of the cluster (default always, as bench.py)")
     args = p.parse_args(argv)
     asyncio.run(measure(args))
