@@ -80,10 +80,12 @@ def test_ack_round_trips(ack: Ack) -> None:
     assert bodies.parse_ack(bodies.ack_body(ack)) == ack
 
 
-@pytest.mark.parametrize("nack", [Nack("NO_OWNER", "partition 2 has no owner", True, 2), Nack("BAD_BODY", "x", False)])
+@pytest.mark.parametrize("nack", [Nack("NO_OWNER", "partition 2 has no owner", True, 2), Nack("BAD_BODY", "x", False),
+                                  Nack("TENANT_RATE_LIMITED", "over", True, 1, retry_after=3)])
 def test_nack_round_trips(nack: Nack) -> None:
     assert bodies.parse_nack(bodies.nack_body(nack)) == nack
-    msg = wire.decode(bodies.nack_frames(9, nack.code, nack.message, retry=nack.retry, partition=nack.partition))
+    msg = wire.decode(bodies.nack_frames(9, nack.code, nack.message, retry=nack.retry, partition=nack.partition,
+                                         retry_after=nack.retry_after))
     assert msg.command is Command.NACK and msg.request_id == 9
     assert bodies.parse_nack(msg.body) == nack
 
@@ -91,6 +93,8 @@ def test_nack_round_trips(nack: Nack) -> None:
 def test_nack_of_garbage_is_still_a_nack() -> None:
     assert bodies.parse_nack(b"\xc1").code == "BAD_BODY"
     assert bodies.parse_nack(msgpack.packb({"code": 5, "partition": True})) == Nack("UNKNOWN", "", False, None)
+    for wait in (True, -1, 0, "2", 10**6):  # a retry_after that is not a sane wait is no wait at all
+        assert bodies.parse_nack(msgpack.packb({"code": "X", "retry_after": wait})).retry_after == 0
 
 
 @pytest.mark.parametrize("ready", [Ready(0, (0, 1)), Ready(7, (), "node-a", 1234, 9117), Ready(3, (2,), "n", 1, 2, "10.0.0.7")])

@@ -30,7 +30,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zlog.protocol import bodies, wire
-from zlog.protocol.errors import Backpressure, NoOwner, Timeout, ZlogError
+from zlog.protocol.errors import Backpressure, NoOwner, OverLimit, Timeout, ZlogError
 from zlog.protocol.sockets import readable, send_frames
 from zlog.protocol.wire import Command
 from zlog.security.curve import ClientCurve
@@ -243,4 +243,6 @@ def error_of(nack: bodies.Nack) -> ZlogError:
     """The named error a NACK (or a per-batch refusal in a multi-partition ACK) stands for."""
     if nack.code == "NO_OWNER" and nack.partition is not None:
         return NoOwner(nack.partition)
+    if nack.retry_after:
+        return OverLimit(nack.code, nack.message, nack.retry_after, partition=nack.partition)
     return ZlogError(nack.code, nack.message, partition=nack.partition)

@@ -15,19 +15,11 @@ from __future__ import annotations
 from zlog.gateway.context import GatewayContext
 from zlog.ingest.records import Group
 from zlog.protocol import bodies
-from zlog.protocol.errors import ZlogError
+from zlog.protocol.errors import OverLimit, ZlogError  # OverLimit: what admit raises
 from zlog.protocol.hashing import fnv1a_32
 from zlog.protocol.wire import Command
 
 ADMIT_TIMEOUT_S = 1.0
-
-
-class OverLimit(ZlogError):
-    """A refusal that says how long to wait (429 + Retry-After)."""
-
-    def __init__(self, code: str, message: str, retry_after: int) -> None:
-        super().__init__(code, message)
-        self.retry_after = retry_after
 
 
 async def admit(ctx: GatewayContext, tenant: str, groups: dict[str, Group], total: int) -> None:

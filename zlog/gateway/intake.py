@@ -31,14 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from zlog.client import AsyncProducer, Share
-from zlog.gateway.admit import OverLimit, admit
+from zlog.gateway.admit import admit
 from zlog.gateway.auth import tenant_of
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.tenant import wire_tenant
 from zlog.ingest import streams
 from zlog.ingest.records import Group, RecordError
 from zlog.ingest.streams import LabelGroup
-from zlog.protocol.errors import Backpressure, ZlogError
+from zlog.protocol.errors import Backpressure, OverLimit, ZlogError
 
 SUPPORTED_ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 # Storage NACKs that should reach the caller now instead of being retried until the deadline.

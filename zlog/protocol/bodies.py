@@ -167,12 +167,15 @@ class Nack:
     message: str
     retry: bool
     partition: int | None = None
+    retry_after: int = 0  # seconds to wait before retrying (TENANT_RATE_LIMITED); 0: the sender's own backoff
 
 
 def nack_body(nack: Nack) -> bytes:
     obj: dict[str, Any] = {"code": nack.code, "message": nack.message, "retry": nack.retry}
     if nack.partition is not None:
         obj["partition"] = nack.partition
+    if nack.retry_after:
+        obj["retry_after"] = nack.retry_after
     return msgpack.packb(obj)
 
 
@@ -184,16 +187,23 @@ def parse_nack(body: bytes) -> Nack:
     code = obj.get("code")
     msg = obj.get("message")
     part = obj.get("partition")
+    wait = obj.get("retry_after")
     return Nack(
         code if isinstance(code, str) else "UNKNOWN",
         msg if isinstance(msg, str) else "",
         bool(obj.get("retry", False)),
         part if isinstance(part, int) and not isinstance(part, bool) else None,
+        wait if isinstance(wait, int) and not isinstance(wait, bool) and 0 < wait <= MAX_RETRY_AFTER_S else 0,
     )
 
 
-def nack_frames(request_id: int, code: str, message: str, *, retry: bool, partition: int | None = None) -> list[bytes]:
-    return encode(Command.NACK, request_id, partition=partition, body=nack_body(Nack(code, message, retry, partition)))
+MAX_RETRY_AFTER_S = 3600  # a larger retry_after from a peer is ignored (the sender's own backoff applies)
+
+
+def nack_frames(request_id: int, code: str, message: str, *, retry: bool, partition: int | None = None,
+                retry_after: int = 0) -> list[bytes]:
+    return encode(Command.NACK, request_id, partition=partition,
+                  body=nack_body(Nack(code, message, retry, partition, retry_after)))
 
 
 def multi_ack_body(results: Sequence[Ack | Nack]) -> bytes:

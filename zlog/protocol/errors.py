@@ -105,6 +105,14 @@ class Backpressure(ZlogError):
         super().__init__("BACKPRESSURE", message)
 
 
+class OverLimit(ZlogError):
+    """A refusal that says how long to wait (HTTP 429 + Retry-After; a NACK's ``retry_after``)."""
+
+    def __init__(self, code: str, message: str, retry_after: int, *, partition: int | None = None) -> None:
+        super().__init__(code, message, partition=partition)
+        self.retry_after = retry_after
+
+
 class Timeout(ZlogError):
     def __init__(self, message: str = "", partition: int | None = None) -> None:
         super().__init__("TIMEOUT", message, partition=partition)
