@@ -62,3 +62,17 @@ def test_tracked_tenants_are_bounded() -> None:
     for i in range(100):
         a.admit(f"t{i}", lim, 1, 0, (), float(i))
     assert len(a.tenants) <= 10
+
+
+def test_a_refund_gives_back_what_was_taken_never_beyond_capacity() -> None:
+    a = Admission()
+    lim = TenantLimits(records_per_s=100, bytes_per_s=1000, burst_s=1.0)
+    assert a.admit("t", lim, 100, 1000, (), 0.0) is None
+    assert a.admit("t", lim, 1, 1, (), 0.0) is not None
+    a.refund("t", 100, 1000)  # the batch stored nothing after all
+    assert a.admit("t", lim, 100, 1000, (), 0.0) is None
+    a.refund("t", 10**6, 10**9)
+    st = a.tenants["t"]
+    assert st.records is not None and st.records.tokens == 100 and st.bytes is not None and st.bytes.tokens == 1000
+    a.refund("unknown", 5, 5)  # a tenant forgotten meanwhile: nothing to give back to
+    assert "unknown" not in a.tenants

@@ -8,6 +8,8 @@ Invariants:
 - Bodies are never decoded or re-encoded here (only METADATA, ADMIT and READY/heartbeat bodies are).
 - ADMIT keeps one token bucket per tenant (``zlog.tenants.admission``) for every gateway that
   asks this router, so a tenant's ingest rate is one limit however many gateway processes run.
+  A native producer's PRODUCE (a CURVE producer key) is charged to the same bucket when it is
+  forwarded (``zlog.router.native``), so a producer cannot bypass its tenant's rate.
 - Every request either reaches a live owner or is NACKed at once (NO_OWNER, BACKPRESSURE,
   UNKNOWN_PARTITION, or a malformed-frame code); a worker's death NACKs what it had in flight
   with WORKER_LOST, so no producer waits for a reply that cannot come.
@@ -34,10 +36,11 @@ import zmq
 from zlog.config import Config, ConfigError
 from zlog.ops.metrics import RouterMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
-from zlog.protocol import bodies, wire
+from zlog.protocol import bodies, errors, wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.sockets import send_frames
 from zlog.protocol.wire import Command
+from zlog.router.native import NativeCharges
 from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
 from zlog.tenants.admission import Admission
@@ -53,6 +56,7 @@ DRAIN_PER_TURN = 2048
 _REQUESTS = (Command.PRODUCE, Command.FETCH, Command.SEARCH, Command.STATS)
 _READS = (Command.FETCH, Command.SEARCH, Command.STATS)
 _CMD_NAMES = {int(c): c.name for c in Command}
+_NACK = bytes([Command.NACK])
 
 
 def _now_ms() -> int:
@@ -80,6 +84,7 @@ class Router:
         self._counts: dict[tuple[str, str], int] = {}
         self.admission = Admission(cfg.tenants.max_tenants)
         self.limits_of = LimitsOf(cfg.tenants)
+        self.native = NativeCharges(self.admission, self.limits_of)
         self._next_heartbeat = 0
         self.etcd: RouterEtcd | None = None
         self.view: View | None = None
@@ -106,8 +111,8 @@ class Router:
     # -- front: producers -----------------------------------------------------------------
 
     def _nack(self, sock: zmq.Socket[bytes], ident: bytes, rid: bytes, code: str, message: str,
-              *, retry: bool, partition: int | None = None) -> None:
-        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition)
+              *, retry: bool, partition: int | None = None, retry_after: int = 0) -> None:
+        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition, retry_after=retry_after)
         frames[2] = rid
         self._count("errors", code)
         try:
@@ -161,10 +166,18 @@ class Router:
                 self._nack(self.front, ident, frames[3], "BACKPRESSURE", "too many requests in flight",
                            retry=True, partition=partition)
                 return
+            if bound is not None and msg.command is Command.PRODUCE:
+                refused = self.native.charge(bound, key, msg.body, time.monotonic())
+                if refused is not None:
+                    self.table.settle(owner, key)
+                    self._nack(self.front, ident, frames[3], refused.code, refused.message, partition=partition,
+                               retry=errors.kind(refused.code).retry, retry_after=refused.retry_after_s)
+                    return
             try:
                 send_frames(self.back, [owner, *frames, bound] if bound is not None else [owner, *frames])
             except zmq.Again:
                 self.table.settle(owner, key)
+                self.native.settle(key, stored_nothing=True)
                 self._nack(self.front, ident, frames[3], "BACKPRESSURE", "worker queue full",
                            retry=True, partition=partition)
             except zmq.ZMQError:  # EHOSTUNREACH: the worker's connection is gone
@@ -226,6 +239,8 @@ class Router:
         if reply_to:
             self.table.seen(worker, now_ms)
             self.table.settle(worker, (reply_to, frames[4]))
+            if self.native.held:
+                self.native.settle((reply_to, frames[4]), stored_nothing=frames[3] == _NACK)
             self._count("frames", msg.command.name)
             try:
                 send_frames(self.front, [reply_to, *frames[2:]])
@@ -260,6 +275,7 @@ class Router:
             return
         log.warning("worker gone", extra={"worker": w.worker_id, "pid": w.pid, "why": why,
                                           "inflight": len(w.inflight), "partitions": list(w.partitions)})
+        self.native.forget(w.inflight)
         for (reply_to, rid), partition in w.inflight.items():
             self._nack(self.front, reply_to, rid, "WORKER_LOST",
                        f"storage worker {w.worker_id} stopped with the request in flight",

@@ -15,6 +15,8 @@ Invariants:
 - A tenant's services are remembered up to ``max_services``; a request naming a new one beyond
   that is refused (TOO_MANY_SERVICES), one naming only known services is not. The set lives in
   the router's memory: after a router restart it is learnt again from the traffic.
+- ``refund`` gives back what an admitted request took when it stored nothing after all (the
+  router's charge of a native producer's batch that a worker NACKed), never beyond capacity.
 - Memory is bounded: at most ``max_tenants`` tenants are tracked; beyond, tenants whose buckets
   are full again (nothing owed) are forgotten first.
 """
@@ -116,6 +118,14 @@ class Admission:
             st.bytes.tokens -= nbytes
         st.services |= new
         return None
+
+    def refund(self, tenant: str, records: int, nbytes: int) -> None:
+        st = self.tenants.get(tenant)
+        if st is None:
+            return
+        for b, n in ((st.records, records), (st.bytes, nbytes)):
+            if b is not None:
+                b.tokens = min(b.capacity, b.tokens + n)
 
     def _refuse(self, tenant: str, r: Refusal) -> Refusal:
         key = (tenant, r.code)
