@@ -11,6 +11,8 @@ Invariants:
 - Every call's future resolves exactly once, when its last group is settled: per group, its
   (partition, base offset, count) share or a named ``ZlogError`` (NO_OWNER, TIMEOUT,
   BACKPRESSURE, ...); never hangs past its deadline.
+- A refusal that names a wait (``OverLimit``: the tenant's rate, TENANT_RATE_LIMITED) is retried
+  after that wait, not the usual backoff, while the deadline allows; it stored nothing.
 - Per (tenant, partition), sequences are assigned in send order and a batch is retried with the same
   (producer id, sequence) until it is acknowledged or its deadline passes. When a batch fails
   for good, that partition moves to a fresh producer id, so later batches never wait on a gap;
@@ -41,7 +43,7 @@ from zlog.client.connection import AsyncClient
 from zlog.client.sender import Outcome, Sender, owners_of
 from zlog.ingest.records import Group, Limits, encode_batch
 from zlog.protocol import bodies
-from zlog.protocol.errors import Backpressure, Timeout, ZlogError
+from zlog.protocol.errors import Backpressure, OverLimit, Timeout, ZlogError
 from zlog.protocol.hashing import Partitioner
 from zlog.security.curve import ClientCurve
 
@@ -65,6 +67,9 @@ class PartitionState:
     # then be answered as a duplicate of a batch that was never stored.
     confirmed: bool = False
     probing: bool = False
+    # The tenant's rate refused a batch here and none was acknowledged since: the later batches'
+    # OUT_OF_ORDER_SEQUENCE (they overtook it) or TIMEOUT is then that refusal's doing.
+    limited: OverLimit | None = None
 
 
 # Failures that say the producer's map of partition owners may be stale.
@@ -375,6 +380,7 @@ class AsyncProducer:
         ``first``: the error the first attempt already ended with (``_first_outcome``)."""
         attempt = 0
         error: ZlogError | None = None
+        limited: OverLimit | None = None  # the tenant's rate kept this batch (or one before it) out
         route_socket = b.partition
         pending = first
         while True:
@@ -385,17 +391,25 @@ class AsyncProducer:
             else:
                 remaining = b.deadline - time.monotonic()
                 if remaining <= 0:
-                    return -1, error or Timeout("storage did not acknowledge within the deadline", b.partition)
+                    return -1, _cause(limited, error or Timeout("storage did not acknowledge within the deadline", b.partition))
                 outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
             if outcome is None:
-                return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
+                return -1, _cause(limited, Timeout("storage did not acknowledge within the deadline", b.partition))
             if isinstance(outcome, bodies.Ack):
+                if st is not None:
+                    st.limited = None
                 return outcome.offset, None
             error = outcome
+            if isinstance(error, OverLimit):
+                limited = error
+                if st is not None:
+                    st.limited = error
+            elif error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and st.limited is not None:
+                limited = st.limited  # it overtook a batch the tenant's rate refused
             if error.code in OWNERSHIP_ERRORS:
                 self.sender.refresh_owners()
             if not error.retry or error.code in b.fail_fast:
-                return -1, error
+                return -1, _cause(limited, error)
             if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
                     and b.producer_id != st.producer_id and (st.confirmed or not st.probing)):
                 # Provably not stored (the worker refused the gap), and the partition has moved to
@@ -406,12 +420,17 @@ class AsyncProducer:
                 st.next_seq += 1
                 continue
             attempt += 1
-            route_socket += 1  # another router, if there are several
-            delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))
+            if isinstance(error, OverLimit):
+                # The tenant's rate (docs/tenants.md): wait what the router says, spread so that the
+                # batches refused together do not all come back at once; nothing was stored.
+                delay = error.retry_after * random.uniform(1.0, 1.25)
+            else:
+                route_socket += 1  # another router, if there are several
+                delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * (2**attempt)))
             if delay >= b.deadline - time.monotonic():
                 # No time for another attempt after the backoff: an attempt started at the deadline
                 # would only turn this named error (DISK_FULL, BACKPRESSURE...) into a TIMEOUT.
-                return -1, error
+                return -1, _cause(limited, error)
             if await self._backoff(b.partition, delay):
                 attempt = 0  # a new leader: the next failure backs off from the start again
 
@@ -491,3 +510,11 @@ def _idle(st: PartitionState) -> bool:
 
 def _new_producer_id() -> bytes:
     return os.urandom(12)
+
+
+def _cause(limited: OverLimit | None, error: ZlogError) -> ZlogError:
+    """The error to report for a batch that failed for good: the tenant's rate refusal when that
+    is why it could not be stored (it, or a batch of its partition it overtook, was refused)."""
+    if limited is not None and error.code in ("OUT_OF_ORDER_SEQUENCE", "TIMEOUT"):
+        return OverLimit(limited.code, limited.message, limited.retry_after, partition=error.partition)
+    return error
