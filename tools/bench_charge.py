@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zlog.config import TenantsConfig  # noqa: E402
-from zlog.ingest.records import Limits, encode_batch  # noqa: E402
-from zlog.protocol import bodies  # noqa: E402
-from zlog.router.native import NativeCharges  # noqa: E402
-from zlog.tenants.admission import Admission  # noqa: E402
-from zlog.tenants.quotas import LimitsOf  # noqa: E402
+from zlog.config import TenantsConfig
+from zlog.ingest.records import Limits, encode_batch
+from zlog.protocol import bodies
+from zlog.router.native import NativeCharges
+from zlog.tenants.admission import Admission
+from zlog.tenants.quotas import LimitsOf
 
 
 def body(records: int, partitions: int) -> bytes:
