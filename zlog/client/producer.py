@@ -67,9 +67,11 @@ class PartitionState:
     # then be answered as a duplicate of a batch that was never stored.
     confirmed: bool = False
     probing: bool = False
-    # The tenant's rate refused a batch here and none was acknowledged since: the later batches'
-    # OUT_OF_ORDER_SEQUENCE (they overtook it) or TIMEOUT is then that refusal's doing.
+    # The tenant's rate refused a batch here (at ``limited_at``): within a delivery timeout of it,
+    # a later batch's OUT_OF_ORDER_SEQUENCE is that refusal's doing (it overtook the refused batch,
+    # or waited behind a new producer id's first batch the rate held back).
     limited: OverLimit | None = None
+    limited_at: float = 0.0
 
 
 # Failures that say the producer's map of partition owners may be stale.
@@ -394,17 +396,16 @@ class AsyncProducer:
                     return -1, _cause(limited, error or Timeout("storage did not acknowledge within the deadline", b.partition))
                 outcome = await self.sender.attempt(b, first=attempt == 0, socket_index=route_socket)
             if outcome is None:
-                return -1, _cause(limited, Timeout("storage did not acknowledge within the deadline", b.partition))
+                return -1, Timeout("storage did not acknowledge within the deadline", b.partition)
             if isinstance(outcome, bodies.Ack):
-                if st is not None:
-                    st.limited = None
                 return outcome.offset, None
             error = outcome
             if isinstance(error, OverLimit):
                 limited = error
                 if st is not None:
-                    st.limited = error
-            elif error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and st.limited is not None:
+                    st.limited, st.limited_at = error, time.monotonic()
+            elif (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and st.limited is not None
+                  and time.monotonic() - st.limited_at < self.delivery_timeout_s):
                 limited = st.limited  # it overtook a batch the tenant's rate refused
             if error.code in OWNERSHIP_ERRORS:
                 self.sender.refresh_owners()
@@ -514,7 +515,8 @@ def _new_producer_id() -> bytes:
 
 def _cause(limited: OverLimit | None, error: ZlogError) -> ZlogError:
     """The error to report for a batch that failed for good: the tenant's rate refusal when that
-    is why it could not be stored (it, or a batch of its partition it overtook, was refused)."""
-    if limited is not None and error.code in ("OUT_OF_ORDER_SEQUENCE", "TIMEOUT"):
+    is why it was not stored (it overtook a refused batch of its partition, so the worker refused
+    it as a gap). A TIMEOUT stays one: that attempt may have been stored."""
+    if limited is not None and error.code == "OUT_OF_ORDER_SEQUENCE":
         return OverLimit(limited.code, limited.message, limited.retry_after, partition=error.partition)
     return error
