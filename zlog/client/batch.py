@@ -5,15 +5,23 @@ Invariants:
   caller's ``Part`` is a contiguous run of it, so its offsets are the batch's base offset plus
   its start.
 - ``producer_id`` and ``sequence`` are assigned when the batch is first sent and kept across
-  retries (they change only when the batch is provably not stored, see ``producer.py``).
+  retries (they change only when the batch is provably not stored, see ``retry.py``).
+- ``settle`` settles every part exactly once: the same outcome for all of a batch's callers
+  (stored, spooled, or the one named error).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from zlog.protocol.errors import ZlogError
+
+# Failures after which a batch may wait in a write-ahead log instead of failing the caller.
+SPOOLABLE = frozenset(("NO_OWNER", "TIMEOUT", "WORKER_LOST", "ROUTER_LOST"))
+# spool(partition, producer_id, sequence, max_ts, lines, tenant) -> True when durably spooled.
+SpoolHook = Callable[[int, bytes, int, int, list[bytes], str | None], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +92,21 @@ class Batch:
     @property
     def lines(self) -> list[bytes]:
         return self.data().split(b"\n")[:-1]
+
+    def settle(self, share_base: int, error: ZlogError | None, spool: SpoolHook | None) -> None:
+        """Settle every caller's part: its share of ``share_base``, spooled (a ``SPOOLABLE``
+        error and a ``spool`` that took the batch), or the error."""
+        spooled = False
+        if error is not None and spool is not None and error.code in SPOOLABLE:
+            spooled = spool(self.partition, self.producer_id, self.sequence, self.max_ts, self.lines, self.tenant)
+            if not spooled:
+                error = ZlogError("WAL_FULL", f"{error.message}, and the ingest write-ahead log is full",
+                                  partition=self.partition)
+        for part in self.parts:
+            if spooled:
+                part.pending.settle(part.index, Share(self.partition, -1, part.count, spooled=True))
+            elif error is not None:
+                part.pending.settle(part.index, error)
+            else:
+                off = share_base + part.start if share_base >= 0 else -1
+                part.pending.settle(part.index, Share(self.partition, off, part.count))
