@@ -1,4 +1,5 @@
-"""The LogQL subset's lexer and recursive-descent parser: text -> ``zlog.loki.ast`` (pure).
+"""The LogQL subset's parser: text -> ``zlog.loki.ast`` (pure); the metric expressions here,
+the log query half in ``logquery.py``, the token cursor in ``cursor.py``, tokens in ``lexer.py``.
 
 Grammar (precedence low to high: ``+ -``, ``* / %``, ``^``, unary minus)::
 
@@ -9,94 +10,33 @@ Grammar (precedence low to high: ``+ -``, ``* / %``, ``^``, unary minus)::
     range_agg = RANGE_OP "(" log_query "[" DURATION "]" ")"  (the range may also follow the selector)
     vector_agg= AGG_OP [grouping] "(" [NUMBER ","] expr ")" [grouping]
     grouping  = ("by" | "without") "(" [IDENT { "," IDENT }] ")"
-    log_query = "{" matcher { "," matcher } "}" { stage }
-    matcher   = IDENT ("=" | "!=" | "=~" | "!~") STRING
-    stage     = ("|=" | "!=" | "|~" | "!~") STRING | "|" ("json" | "logfmt") | "|" "line_format" STRING
-              | "|" "drop" IDENT { "," IDENT }
-              | "|" cmp { ("and" | "," | "or") cmp }
-    cmp       = IDENT ("=" | "!=" | "=~" | "!~") STRING | IDENT ("==" | "!=" | ">" | ">=" | "<" | "<=") NUMBER
+    log_query = see logquery.py
 
 Invariants:
 - Every error is ``LogQLError`` with the 1-based column of the token at fault, worded like Loki's
   (``parse error at line 1, col 7: ...``); a construct of full LogQL that this subset does not
-  implement is named as unsupported, never misread as something else.
-- Regular expressions are compiled here (``regex`` module) so that a bad one is a parse error.
-- Bounded: at most ``MAX_DEPTH`` levels of nesting (the lexer bounds the length).
+  implement is named as unsupported (``UNSUPPORTED_FUNCS``, ``logquery.UNSUPPORTED_STAGES``),
+  never misread as something else.
+- Regular expressions are compiled while parsing (``cursor.TokenCursor.compile``) so that a bad
+  one is a parse error.
+- Bounded: at most ``cursor.MAX_DEPTH`` levels of nesting (the lexer bounds the length).
 """
 
 from __future__ import annotations
 
-import re
-
-import regex
-
 from zlog.loki import ast
-from zlog.loki.lexer import LogQLError, Token, duration_ms, tokenize, unquote
-from zlog.security.regexes import compile_bounded
+from zlog.loki.lexer import LogQLError, duration_ms
+from zlog.loki.logquery import LogQueryParser
 
-MAX_DEPTH = 32
 RANGE_OPS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
 AGG_OPS = ("sum", "count", "avg", "min", "max", "topk", "bottomk")
 UNSUPPORTED_FUNCS = ("sum_over_time", "avg_over_time", "min_over_time", "max_over_time", "stddev_over_time",
                      "stdvar_over_time", "quantile_over_time", "first_over_time", "last_over_time",
                      "absent_over_time", "rate_counter", "stddev", "stdvar", "sort", "sort_desc",
                      "label_replace", "sqrt", "ceil", "floor", "round", "abs")
-UNSUPPORTED_STAGES = ("pattern", "regexp", "unpack", "label_format", "keep", "decolorize", "unwrap",
-                      "distinct")
-_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_TEMPLATE_FIELD = re.compile(r"^\.([A-Za-z_][A-Za-z0-9_]*)$|^(__line__)$")
 
 
-def check_template(template: str, col: int) -> None:
-    for m in _TEMPLATE.finditer(template):
-        if not _TEMPLATE_FIELD.match(m.group(1)):
-            raise LogQLError(f"unsupported line_format template action {{{{{m.group(1)}}}}}: only {{{{.label}}}} "
-                             "and {{__line__}}", col)
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.toks = tokenize(text)
-        self.i = 0
-        self.depth = 0
-
-    # -- tokens -------------------------------------------------------------------------
-
-    @property
-    def tok(self) -> Token:
-        return self.toks[self.i]
-
-    def peek(self, k: int = 1) -> Token:
-        return self.toks[min(self.i + k, len(self.toks) - 1)]
-
-    def take(self) -> Token:
-        t = self.tok
-        self.i += 1
-        return t
-
-    def accept(self, text: str) -> bool:
-        if self.tok.kind in ("op", "ident") and self.tok.text == text:
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, text: str, what: str | None = None) -> Token:
-        if self.tok.kind in ("op", "ident") and self.tok.text == text:
-            return self.take()
-        raise self.error(f"expected {what or repr(text)}")
-
-    def expect_kind(self, kind: str, what: str) -> Token:
-        if self.tok.kind != kind:
-            raise self.error(f"expected {what}")
-        return self.take()
-
-    def error(self, message: str) -> LogQLError:
-        t = self.tok
-        found = "end of query" if t.kind == "end" else repr(t.text)
-        return LogQLError(f"syntax error: unexpected {found}, {message}", t.col)
-
-    # -- queries ------------------------------------------------------------------------
-
+class _Parser(LogQueryParser):
     def query(self) -> ast.Query:
         q: ast.Query = self.log_query() if self.tok.text == "{" else self.expr()
         if self.tok.kind != "end":
@@ -105,11 +45,6 @@ class _Parser:
                                  self.tok.col)
             raise self.error("expected end of query")
         return q
-
-    def enter(self) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise LogQLError(f"query nested deeper than {MAX_DEPTH}", self.tok.col)
 
     def expr(self) -> ast.Expr:
         self.enter()
@@ -241,122 +176,6 @@ class _Parser:
                 break
         self.expect(")")
         return (tuple(names), None) if kind == "by" else (None, tuple(names))
-
-    # -- log queries --------------------------------------------------------------------
-
-    def log_query(self) -> ast.LogQuery:
-        matchers = self.selector()
-        return ast.LogQuery(matchers, self.stages())
-
-    def selector(self) -> tuple[ast.Matcher, ...]:
-        start = self.expect("{")
-        out: list[ast.Matcher] = []
-        while self.tok.text != "}":
-            name = self.expect_kind("ident", "a label name")
-            if self.tok.kind != "op" or self.tok.text not in ("=", "!=", "=~", "!~"):
-                raise self.error("expected one of =, !=, =~, !~")
-            op = self.take().text
-            value = self.string()
-            if op in ("=~", "!~"):
-                self.compile(value, name.col)
-            out.append(ast.Matcher(name.text, op, value))
-            if not self.accept(","):
-                break
-        self.expect("}")
-        if not out:
-            raise LogQLError("queries require at least one matcher", start.col)
-        if all(m.op in ("!=", "!~") or (m.op == "=" and m.value == "")
-               or (m.op == "=~" and compile_bounded(m.value).fullmatch("", timeout=0.1)) for m in out):
-            raise LogQLError("queries require at least one label matcher that does not match the empty string",
-                             start.col)
-        return tuple(out)
-
-    def string(self) -> str:
-        return unquote(self.expect_kind("string", "a quoted string"))
-
-    def compile(self, pattern: str, col: int) -> None:
-        try:
-            compile_bounded(pattern)
-        except regex.error as exc:
-            raise LogQLError(f"invalid regular expression {pattern!r}: {exc}", col) from None
-
-    def stages(self) -> tuple[ast.Stage, ...]:
-        out: list[ast.Stage] = []
-        while True:
-            t = self.tok
-            if t.kind == "op" and t.text in ("|=", "!=", "|~", "!~"):
-                self.take()
-                value = self.string()
-                if t.text in ("|~", "!~"):
-                    self.compile(value, t.col)
-                if self.tok.text == "or":
-                    raise LogQLError("unsupported: 'or' between line filters", self.tok.col)
-                out.append(ast.LineFilter(t.text, value))
-                continue
-            if t.text != "|" or self.peek().text == "unwrap":
-                return tuple(out)
-            self.take()
-            word = self.tok
-            if word.text in ("json", "logfmt"):
-                self.take()
-                if (self.tok.kind == "ident" and self.peek().text == "=") or self.tok.text.startswith("--"):
-                    raise LogQLError(f"unsupported: parameters of | {word.text}", self.tok.col)
-                out.append(ast.Parser(word.text))
-            elif word.text == "line_format":
-                self.take()
-                template = self.string()
-                check_template(template, word.col)
-                out.append(ast.LineFormat(template))
-            elif word.text == "drop":
-                self.take()
-                names = [self.expect_kind("ident", "a label name").text]
-                while self.accept(","):
-                    names.append(self.expect_kind("ident", "a label name").text)
-                if self.tok.text in ("=", "=~", "!=", "!~"):
-                    raise LogQLError("unsupported: | drop with label matchers", self.tok.col)
-                out.append(ast.Drop(tuple(names)))
-            elif word.text in UNSUPPORTED_STAGES:
-                raise LogQLError(f"unsupported pipeline stage | {word.text}: zlog's LogQL has | json, | logfmt, "
-                                 "| line_format, | drop and label filters", word.col)
-            elif word.kind == "ident":
-                out.append(self.label_filter())
-            else:
-                raise self.error("expected a pipeline stage")
-
-    def label_filter(self) -> ast.LabelFilter:
-        alts: list[list[ast.LabelCmp]] = [[self.label_cmp()]]
-        while True:
-            if self.accept("and") or self.accept(","):
-                alts[-1].append(self.label_cmp())
-            elif self.accept("or"):
-                alts.append([self.label_cmp()])
-            else:
-                return ast.LabelFilter(tuple(tuple(a) for a in alts))
-
-    def label_cmp(self) -> ast.LabelCmp:
-        if self.tok.text == "(":
-            raise LogQLError("unsupported: parentheses in label filters", self.tok.col)
-        name = self.expect_kind("ident", "a label name")
-        op = self.tok
-        if op.kind != "op" or op.text not in ("=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="):
-            raise self.error("expected a comparison operator")
-        self.take()
-        v = self.tok
-        if v.kind == "string":
-            if op.text in (">", ">=", "<", "<="):
-                raise LogQLError(f"{op.text} compares numbers, not strings", v.col)
-            value: str | float = self.string()
-            if op.text in ("=~", "!~"):
-                self.compile(str(value), v.col)
-            return ast.LabelCmp(name.text, "=" if op.text == "==" else op.text, value)
-        if v.kind == "number":
-            self.take()
-            if op.text in ("=~", "!~"):
-                raise LogQLError(f"{op.text} needs a quoted regular expression", v.col)
-            return ast.LabelCmp(name.text, "==" if op.text in ("=", "==") else op.text, float(v.text))
-        if v.kind == "duration" or (v.kind == "ident" and re.match(r"^\d", v.text)):
-            raise LogQLError("unsupported: duration and bytes comparisons in label filters", v.col)
-        raise self.error("expected a quoted string or a number")
 
 
 def parse(text: str) -> ast.Query:
