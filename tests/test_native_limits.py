@@ -1,7 +1,8 @@
 """Native producers under their tenant's rate, on a real cluster with cluster.curve = true: the
 router charges what a producer key sends to its tenant's bucket, so a native producer offering ten
 times its rate stores about its rate (and is told TENANT_RATE_LIMITED for the rest, after backing
-off), everything it was told was stored is on disk, and another tenant's producer is unaffected."""
+off), everything it was told was stored is on disk, and another tenant's producer is unaffected;
+a producer of a tenant with max_services is refused a service beyond it."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def test_a_native_producer_is_held_to_its_tenants_rate_and_another_is_not(tmp_pa
         curve.generate(keys, name)
     curve.generate(keys, "app-slow", tenant="slow")
     curve.generate(keys, "app-fast", tenant="fast")
-    extra = f"\n[tenants.slow]\nrecords_per_s = {RATE}\nburst_s = {BURST_S}\n"
+    curve.generate(keys, "app-few", tenant="few")
+    extra = f"\n[tenants.slow]\nrecords_per_s = {RATE}\nburst_s = {BURST_S}\n\n[tenants.few]\nmax_services = 2\n"
     env = {"ZLOG_CLUSTER_CURVE": "true", "ZLOG_CLUSTER_KEYS_DIR": str(keys)}
     with Cluster(tmp_path, partitions=PARTITIONS, workers=1, toml_extra=extra, env_extra=env) as c:
         endpoint = f"tcp://127.0.0.1:{c.front}"
@@ -126,3 +128,26 @@ def test_a_native_producer_is_held_to_its_tenants_rate_and_another_is_not(tmp_pa
         assert sorted(on_disk(c, "fast")) == sorted(fast["stored"])
         assert len(fast["stored"]) == fast["offered"] and refused(c, "fast") == 0
         assert len(fast["stored"]) / fast["offered_s"] > 0.8 * 1000
+
+        # max_services: two services are fine, a third is refused (not retried: it would not pass
+        # later either), the known ones still pass, and nothing of the refused call is stored.
+        told = asyncio.run(_few(endpoint, keys))
+        assert told == ["stored", "stored", "TOO_MANY_SERVICES", "stored"], told
+        assert sorted(on_disk(c, "few")) == ["few 0", "few 1", "few 3"]
+
+
+async def _few(endpoint: str, keys: Path) -> list[str]:
+    server = curve.parse_cert((keys / "server.key").read_text())["public-key"].encode()
+    p = AsyncProducer([endpoint], curve=curve.ClientCurve(curve.load_keypair(keys / "app-few.key_secret"), server))
+    await p.start()
+    told = []
+    try:
+        for i, service in enumerate(("a", "b", "c", "a")):
+            try:
+                await p.send([{"service": service, "message": f"few {i}"}], tenant="few", timeout=5)
+                told.append("stored")
+            except ZlogError as exc:
+                told.append(exc.code)
+    finally:
+        await p.close()
+    return told

@@ -1,6 +1,7 @@
 """What the router adds per PRODUCE of a native producer key: ``NativeCharges.charge`` + ``settle``
 (unpacking the body once, counting its lines, the bucket, the held charge), for a tenant with a
-rate limit and for one without (which reads no body), on bodies as ``AsyncProducer`` sends them.
+rate limit, one with a rate and a services limit (each line's service decoded too), and one
+without limits (which reads no body), on bodies as ``AsyncProducer`` sends them.
 
     .venv/bin/python tools/bench_charge.py
 """
@@ -49,16 +50,20 @@ def per_call_us(c: NativeCharges, tenant: bytes, b: bytes, n: int) -> float:
 
 
 def main() -> None:
-    cfg = TenantsConfig(declared=(("acme", (("records_per_s", 10**12), ("bytes_per_s", 10**15))),))
+    rate = (("records_per_s", 10**12), ("bytes_per_s", 10**15))
+    cfg = TenantsConfig(declared=(("acme", rate), ("svc", (*rate, ("max_services", 1000)))))
     c = NativeCharges(Admission(), LimitsOf(cfg))
-    print("| records | partitions | body bytes | limited tenant, us/PRODUCE | us/record | unlimited tenant, us/PRODUCE |")
-    print("|---|---|---|---|---|---|")
+    print("| records | partitions | body bytes | rate limit, us/PRODUCE | us/record "
+          "| rate + max_services, us/PRODUCE | us/record | no limit, us/PRODUCE |")
+    print("|---|---|---|---|---|---|---|---|")
     for records, partitions in ((100, 1), (1000, 1), (1000, 4), (10000, 4)):
         b = body(records, partitions)
         n = max(200, 200_000 // records)
         limited = min(per_call_us(c, b"acme", b, n) for _ in range(5))
+        services = min(per_call_us(c, b"svc", b, n) for _ in range(5))
         free = min(per_call_us(c, b"other", b, n) for _ in range(5))
-        print(f"| {records} | {partitions} | {len(b)} | {limited:.1f} | {limited / records:.3f} | {free:.2f} |")
+        print(f"| {records} | {partitions} | {len(b):,} | {limited:.1f} | {limited / records:.3f} "
+              f"| {services:.1f} | {services / records:.3f} | {free:.2f} |")
 
 
 if __name__ == "__main__":

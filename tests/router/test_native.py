@@ -88,3 +88,35 @@ def test_a_malformed_body_of_a_limited_tenant_is_refused_as_bad_body() -> None:
     c = charges(records_per_s=100)
     r = c.charge(b"slow", (b"p", b"1"), b"\xc1", 0.0)
     assert r is not None and r.code == "BAD_BODY"
+
+
+def line(service: str, **extra: object) -> bytes:
+    import json
+
+    return json.dumps({"timestamp": 1, "service": service, "message": "m", **extra}).encode()
+
+
+@pytest.mark.parametrize(("body", "services"), [
+    (bodies.produce_body([line("a"), line("b"), line("a")], 1), {"a", "b"}),
+    (bodies.multi_produce_body([(0, [line("a")], 1, None, None, None), (1, [line("c")], 1, None, None, None)]),
+     {"a", "c"}),
+    (msgpack.packb({"records": [line("r"), 7]}), {"r"}),
+    # a repeated key reads as the worker reads it (the last one), whatever the field order
+    (bodies.produce_body([b'{"service":"first","message":"m","service":"last"}'], 1), {"last"}),
+    (bodies.produce_body([b'{"message":"m","level":"x","service":"late"}'], 1), {"late"}),
+    # lines msgspec cannot read fall back one by one; lines without a service string name none
+    (bodies.produce_body([line("ok"), b"not json", b'{"service":5,"message":"m"}', b"[1]", line("")], 1), {"ok"}),
+])
+def test_the_services_of_a_body_are_read_from_its_lines(body: bytes, services: set[str]) -> None:
+    found: set[str] = set()
+    produce_size(body, found)
+    assert found == services
+
+
+def test_a_native_producer_over_max_services_is_refused_and_its_known_ones_are_not() -> None:
+    c = charges(max_services=2)
+    assert c.charge(b"slow", (b"p", b"1"), bodies.produce_body([line("a"), line("b")], 1), 0.0) is None
+    r = c.charge(b"slow", (b"p", b"2"), bodies.produce_body([line("a"), line("c")], 1), 0.0)
+    assert r is not None and r.code == "TOO_MANY_SERVICES" and "max_services" in r.message
+    assert c.charge(b"slow", (b"p", b"3"), bodies.produce_body([line("b")] * 50, 1), 0.0) is None
+    assert c.charge(b"other", (b"p", b"4"), bodies.produce_body([line(f"s{i}") for i in range(9)], 1), 0.0) is None
