@@ -91,6 +91,7 @@ def test_a_native_producer_is_held_to_its_tenants_rate_and_another_is_not(tmp_pa
     curve.generate(keys, "app-fast", tenant="fast")
     curve.generate(keys, "app-few", tenant="few")
     extra = f"\n[tenants.slow]\nrecords_per_s = {RATE}\nburst_s = {BURST_S}\n\n[tenants.few]\nmax_services = 2\n"
+    extra += "\n[tenants.web]\nrecords_per_s = 100\nburst_s = 1.0\n"
     env = {"ZLOG_CLUSTER_CURVE": "true", "ZLOG_CLUSTER_KEYS_DIR": str(keys)}
     with Cluster(tmp_path, partitions=PARTITIONS, workers=1, toml_extra=extra, env_extra=env) as c:
         endpoint = f"tcp://127.0.0.1:{c.front}"
@@ -129,6 +130,14 @@ def test_a_native_producer_is_held_to_its_tenants_rate_and_another_is_not(tmp_pa
         assert len(fast["stored"]) == fast["offered"] and refused(c, "fast") == 0
         assert len(fast["stored"]) / fast["offered_s"] > 0.8 * 1000
 
+        # A gateway (an internal key) ADMITs each request and its PRODUCE is not charged again:
+        # a request of the whole burst is stored, never refused by a second charge.
+        status, body = c.post([{"service": "web", "message": f"web {i}"} for i in range(100)],
+                              headers={"X-Scope-OrgID": "web"})
+        assert status == 200, body
+        assert refused(c, "web") == 0
+        assert len(on_disk(c, "web")) == 100
+
         # max_services: two services are fine, a third is refused (not retried: it would not pass
         # later either), the known ones still pass, and nothing of the refused call is stored.
         told = asyncio.run(_few(endpoint, keys))
@@ -151,3 +160,4 @@ async def _few(endpoint: str, keys: Path) -> list[str]:
     finally:
         await p.close()
     return told
+
