@@ -2,7 +2,8 @@
 router charges what a producer key sends to its tenant's bucket, so a native producer offering ten
 times its rate stores about its rate (and is told TENANT_RATE_LIMITED for the rest, after backing
 off), everything it was told was stored is on disk, and another tenant's producer is unaffected;
-a producer of a tenant with max_services is refused a service beyond it."""
+a producer of a tenant with max_services is refused a service beyond it; and a gateway's PRODUCE,
+ADMITted already, is not charged again."""
 
 from __future__ import annotations
 
