@@ -162,8 +162,8 @@ def apply(plog: PartitionLog, batches: list[Batch], *, defer_sync: bool = False)
 
 def _stage(plog: PartitionLog, batches: list[Batch]) -> None:
     for b in batches:
-        if b.base != plog._next_staged:
-            raise Diverged(f"batch at {b.base} but the log ends at {plog._next_staged}")
+        if b.base != plog.staging.next_offset:
+            raise Diverged(f"batch at {b.base} but the log ends at {plog.staging.next_offset}")
         if b.segment == b.base and plog.active.base != b.base and plog.active.count:
             plog.commit()
             plog._roll()  # the leader rolled here (by age or size): keep the same segment files

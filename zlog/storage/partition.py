@@ -9,7 +9,8 @@ Invariants:
 - A failed commit cuts the files back and drops what was staged; the log stays usable. When a
   commit spans a roll, the batches before the roll are already durable: the raised error's
   ``committed`` attribute says how many of the staged batches (in staging order) were stored.
-- Only the active segment is ever written; retention deletes whole oldest segments, never it.
+- Only the active segment is ever written; retention (``retention.expired``) deletes whole oldest
+  segments, never it.
 - A closed segment is plain (``Segment``) or sealed (``SealedSegment``, zlog.storage.sealed);
   ``seal_closed``/``adopt_sealed`` switch forms without changing offsets or content.
 - Unknown files in the directory are logged and left alone (``opening``, which loads the segments).
@@ -26,12 +27,12 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import cast
 
 from zlog.config import StorageConfig
+from zlog.storage import retention
 from zlog.storage import scan as scanning
 from zlog.storage import sealer as sealing
 from zlog.storage.batchdata import Checked, checked, encode_batch, is_stored_batch
@@ -43,16 +44,10 @@ from zlog.storage.rollup import Rollup
 from zlog.storage.scan import AnySegment, ScanResult
 from zlog.storage.sealed import SEALED, SealedSegment
 from zlog.storage.segment import DATA, Segment, Staged, create_batches_file, fsync_dir, stem
+from zlog.storage.staging import AppendResult, Staging
 from zlog.storage.tokens import Needles
 
 log = logging.getLogger("zlog.storage")
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    base_offset: int  # -1: a duplicate too old to remember where it went
-    count: int
-    duplicate: bool = False
 
 
 def _io_error(exc: OSError, what: str, committed: int) -> StorageError:
@@ -69,8 +64,6 @@ class PartitionLog:
         self.clock = clock
         self.segments: list[AnySegment] = []
         self._bases: list[int] = []
-        self._staged: list[Staged] = []
-        self._next_staged = 0
         self.producers = ProducerTable()
         self.rollup = Rollup(directory)  # counts per time slot, service and level (zlog.storage.rollup)
         self._last_fsync = clock()
@@ -80,6 +73,7 @@ class PartitionLog:
             "records_appended", "bytes_appended", "commits", "fsyncs", "fsync_seconds_total",
             "recovery_truncated_bytes", "checksum_failures", "segments_deleted", "segments_rolled",
             "duplicates", "segments_sealed", "blocks_read", "blocks_skipped"), 0)
+        self.staging = Staging(self.producers, self.stats)  # appended, not yet committed
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -99,7 +93,7 @@ class PartitionLog:
         self.stats["recovery_truncated_bytes"] = report.truncated_bytes
         self.stats["checksum_failures"] = report.checksum_failures
         self._bases = [s.base for s in self.segments]
-        self._next_staged = self.next_offset
+        self.staging.next_offset = self.next_offset
         self.rollup = Rollup.open(directory, self.segments)
         return self
 
@@ -124,7 +118,7 @@ class PartitionLog:
     @property
     def stored_bytes(self) -> int:
         """Bytes of record data on disk: plain data files, sealed files (their indexes included)."""
-        return sum(s.stored_bytes if isinstance(s, SealedSegment) else s.size for s in self.segments)
+        return sum(map(retention.stored_bytes, self.segments))
 
     @property
     def index_bytes(self) -> int:
@@ -184,7 +178,7 @@ class PartitionLog:
         data, n = batch.data, batch.records
         if n > self.config.max_batch_records:
             raise InvalidRecord(f"batch of {n} records > {self.config.max_batch_records}")
-        return self._stage(data, n, max_timestamp, producer, -1)
+        return self.staging.stage(data, n, max_timestamp, producer, -1)
 
     def append_replica(self, data: bytes, count: int, max_timestamp: int, producer: ProducerBatch | None,
                        data_hash: int) -> AppendResult:
@@ -193,48 +187,18 @@ class PartitionLog:
         record again; the replica that first stored it did that."""
         if not is_stored_batch(data, count, data_hash):
             raise InvalidRecord(f"batch of {count} records does not match its stored checksum")
-        return self._stage(data, count, max_timestamp, producer, data_hash)
-
-    def _stage(self, data: bytes, n: int, max_timestamp: int, producer: ProducerBatch | None,
-               data_hash: int) -> AppendResult:
-        if producer is not None:
-            dup = self.producers.check(producer)
-            if dup is not None:
-                self.stats["duplicates"] += 1
-                return AppendResult(dup[0], dup[1] if dup[0] >= 0 else n, True)
-        base = self._next_staged
-        if producer is None:
-            self._staged.append(Staged(base, n, data, max_timestamp, data_hash=data_hash))
-        else:
-            self._staged.append(Staged(base, n, data, max_timestamp, producer.producer_id, producer.sequence,
-                                       data_hash))
-            self.producers.stage(producer, base, n)
-        self._next_staged = base + n
-        return AppendResult(base, n)
-
-    def _groups(self) -> list[list[Staged]]:
-        """Staged batches split where the active segment would exceed ``segment_bytes``."""
-        limit = self.config.segment_bytes
-        groups: list[list[Staged]] = [[]]
-        size = self.active.size
-        for b in self._staged:
-            if size and size + len(b.data) > limit:
-                groups.append([])
-                size = 0
-            groups[-1].append(b)
-            size += len(b.data)
-        return groups
+        return self.staging.stage(data, count, max_timestamp, producer, data_hash)
 
     def commit(self, *, defer_sync: bool = False) -> bool:
         """Write what is staged; fsync as the policy says. With ``defer_sync`` the fsync the
         policy wants is left to the caller, who owes it before acknowledging (True returned) and
         then calls ``synced``: a worker syncs all its partitions' files with one call that way."""
-        if not self._staged:
+        if not self.staging:
             return False
         done = 0
         owed = False
         try:
-            for i, group in enumerate(self._groups()):
+            for i, group in enumerate(self.staging.groups(self.active.size, self.config.segment_bytes)):
                 if not group:
                     continue  # the first batch does not fit in the active segment
                 if i > 0 or self._aged():
@@ -242,9 +206,7 @@ class PartitionLog:
                 owed = self._write(group, done, defer_sync) or owed
                 done += len(group)
         finally:
-            self._staged.clear()
-            self.producers.drop_staged()
-            self._next_staged = self.next_offset
+            self.staging.clear(self.next_offset)
         return owed
 
     def synced(self, seconds: float) -> None:
@@ -342,7 +304,7 @@ class PartitionLog:
         if (self._unsynced and policy.mode == "interval"
                 and (self.clock() - self._last_fsync) * 1000 >= policy.interval_ms):
             self.sync()
-        if not self._staged and self._aged():
+        if not self.staging and self._aged():
             self._roll()
 
     # -- reading ---------------------------------------------------------------------------
@@ -383,24 +345,13 @@ class PartitionLog:
     def enforce_retention(self, now_ms: int | None = None) -> list[int]:
         """Delete whole oldest segments (never the active one) while the partition is over
         ``retention_bytes`` or the oldest segment's newest record is older than ``retention_ms``."""
-        cfg = self.config
-        if cfg.retention_bytes <= 0 and cfg.retention_ms <= 0:
-            return []
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        total = self.stored_bytes
         deleted: list[int] = []
-        while len(self.segments) > 1:
+        for _ in range(retention.expired(self.segments, self.config, now_ms)):
             seg = self.segments[0]
-            stored = seg.stored_bytes if isinstance(seg, SealedSegment) else seg.size
-            data = seg.path() if isinstance(seg, SealedSegment) else seg.path(DATA)
-            newest = seg.max_ts if seg.max_ts >= 0 else int(os.stat(data).st_mtime * 1000)
-            if not ((cfg.retention_bytes > 0 and total > cfg.retention_bytes)
-                    or (cfg.retention_ms > 0 and newest < now_ms - cfg.retention_ms)):
-                break
             seg.delete()
             self.rollup.forget(seg.base)
             del self.segments[0], self._bases[0]
-            total -= stored
             deleted.append(seg.base)
         if deleted:
             fsync_dir(self.directory)
@@ -411,7 +362,7 @@ class PartitionLog:
     def close(self) -> None:
         """Commit what is staged, fsync, close every file."""
         try:
-            if self.segments and self._staged:
+            if self.segments and self.staging:
                 self.commit()
         finally:
             for seg in self.segments:
