@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests._cluster import REPO, Cluster, free_port, http, wait_until
 from zlog.config import Config
-from zlog.ops.report import Raw, build_report, render
+from zlog.ops.report import Raw, build_report
+from zlog.ops.report_text import render
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 from zlog.config import Config
-from zlog.ops.report import Raw, build_report, render
+from zlog.ops.report import Raw, build_report
+from zlog.ops.report_text import render
 
 
 def _cfg() -> Config:

@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zlog.client import AsyncClient
 from zlog.config import Config
-from zlog.ops.report import Raw, Samples, build_report, render
+from zlog.ops.report import Raw, Samples, build_report
+from zlog.ops.report_text import render
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.wire import Command
 from zlog.security.curve import client_curve
