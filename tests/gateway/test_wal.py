@@ -7,8 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests._cluster import Cluster, wait_until
-from zlog.gateway.wal import IngestWal
+from zlog.gateway.spool import gap_action
+from zlog.gateway.wal import IngestWal, WalEntry
 
 
 def lines(n: int, tag: str = "x") -> list[bytes]:
@@ -35,6 +38,41 @@ def test_append_replay_and_reopen(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.wal"))  # fully replayed segments are deleted
     assert wal.append(3, b"pid-c", 1, 30, lines(1))  # and appending goes on
     assert wal.peek() is not None
+
+
+def test_entries_from_a_number_across_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zlog.gateway.wal.SEGMENT_BYTES", 200)  # a few entries per segment
+    wal = IngestWal(tmp_path, 1 << 20)
+    for i in range(9):
+        assert wal.append(0, b"pid", i, i, lines(2, f"e{i}"))
+    assert len(list(tmp_path.glob("*.wal"))) > 2
+    assert [e.sequence for e in wal.entries(0)] == list(range(9))
+    assert [(e.number, e.sequence) for e in wal.entries(5)] == [(n, n) for n in range(5, 9)]
+    wal.advance()
+    wal.advance()
+    assert [e.sequence for e in wal.entries(0)] == list(range(2, 9))  # never below the cursor
+    assert list(wal.entries(9)) == []
+
+
+# After OUT_OF_ORDER_SEQUENCE on the entry at the cursor: (partition, pid, seq) of the entries
+# behind it, how long it has been refused (s), and what the spool does (grace 6 s).
+GAPS = [
+    ("its predecessor is behind it", [(0, b"p", 28), (0, b"p", 29)], 0.0, "defer"),
+    ("still behind it after the grace", [(0, b"p", 22)], 60.0, "defer"),
+    ("nothing behind it: the producer may still be retrying the predecessor", [], 0.0, "wait"),
+    ("only later sequences behind it", [(0, b"p", 31)], 1.0, "wait"),
+    ("the same sequence of another producer id", [(0, b"q", 3)], 1.0, "wait"),
+    ("the same producer id on another partition", [(1, b"p", 3)], 1.0, "wait"),
+    ("refused for the whole grace: nothing can fill the gap", [(0, b"p", 31)], 6.0, "resequence"),
+]
+
+
+@pytest.mark.parametrize(("why", "behind", "refused_for", "action"), GAPS, ids=[g[0] for g in GAPS])
+def test_an_out_of_sequence_entry_waits_for_its_predecessor(why: str, behind: list[tuple[int, bytes, int]],
+                                                            refused_for: float, action: str) -> None:
+    entry = WalEntry(10, 0, b"p", 30, 0, [b"{}"])
+    later = [WalEntry(11 + i, p, pid, seq, 0, [b"{}"]) for i, (p, pid, seq) in enumerate(behind)]
+    assert gap_action(entry, later, refused_for, 6.0) == action, why
 
 
 def test_torn_tail_is_cut_at_every_byte(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,15 +176,21 @@ class IngestWal:
 
     def peek(self) -> WalEntry | None:
         """The oldest entry not yet acknowledged by storage."""
+        return next(self.entries(self.cursor), None)
+
+    def entries(self, start: int) -> Iterator[WalEntry]:
+        """The entries from number ``start`` on (not below the cursor), oldest first."""
+        number = max(start, self.cursor)
         for seg in self.segments:
-            i = self.cursor - seg.first
-            if 0 <= i < len(seg.offsets):
-                with seg.path.open("rb") as f:
+            if number >= seg.first + len(seg.offsets):
+                continue
+            with seg.path.open("rb") as f:
+                for i in range(number - seg.first, len(seg.offsets)):
                     f.seek(seg.offsets[i])
                     length, _ = _HEADER.unpack(f.read(_HEADER.size))
                     obj = msgpack.unpackb(f.read(length), raw=False)
-                return WalEntry(self.cursor, obj["p"], obj["pid"], obj["seq"], obj["ts"], obj["r"], obj.get("t"))
-        return None
+                    yield WalEntry(seg.first + i, obj["p"], obj["pid"], obj["seq"], obj["ts"], obj["r"], obj.get("t"))
+            number = seg.first + len(seg.offsets)
 
     def advance(self) -> None:
         """The entry at the cursor is stored: move past it."""
