@@ -123,3 +123,18 @@ def test_counting_in_steps_between_commits_and_across_a_seal_counts_each_record_
             lines += more
             plog.rollup.catch_up(plog.segments, 150)
         assert rolled(plog) == expected(lines)
+
+
+def test_a_repeated_key_is_counted_as_a_decoder_reads_it() -> None:
+    """A producer's line may repeat the service key; every decoder takes the last one, and so must
+    the rollup (or a tenant could show services in counts that its limits never saw)."""
+    head = b'{"timestamp":1700000000000,"service":"seen","level":"INFO","message":"m"'
+    repeated = head + b',"service":"real"}'
+    labelled = head + b',"labels":{"service":"a-label","level":"x"}}'
+    plain = [line(i) for i in range(3)]
+    for odd, cell in [(repeated, (b"170000000", b"real", b"INFO")), (labelled, (b"170000000", b"seen", b"INFO"))]:
+        assert orjson.loads(odd)["service"] == cell[1].decode()  # what a decoder reads
+        data = b"\n".join([*plain, odd, *plain]) + b"\n"
+        counted = Counter(cells_of(data, 7))
+        assert counted[cell] == 1 and sum(counted.values()) == 7
+        assert counted - Counter({cell: 1}) == Counter(cells_of(b"\n".join(plain * 2) + b"\n", 6))

@@ -16,7 +16,7 @@ from zlog.protocol import wire
 from zlog.protocol.wire import Command
 from zlog.read.query import Filter, compile_filter
 from zlog.storage import PartitionLog
-from zlog.worker.reads import MAX_REPLY_BYTES, answer
+from zlog.worker.reads import MAX_REPLY_BYTES, ServiceIndex, answer
 
 CFG = StorageConfig(segment_bytes=4096, index_interval_bytes=256, fsync=FsyncPolicy("never"),
                     scan_budget_bytes=64 * 1024)
@@ -225,3 +225,12 @@ def test_searches_answer_the_same_after_sealing(plog: tuple[PartitionLog, list[b
     assert log.seal_closed(block_bytes=512, level=3) == log.segment_count - 1
     assert [pages(b) for b in bodies] == before
     assert log.stats["blocks_skipped"] > skipped
+
+
+def test_the_services_index_reads_the_service_a_decoder_reads() -> None:
+    idx = ServiceIndex(0, None)
+    head = b'{"timestamp":1700000000000,"service":"seen","level":"INFO","message":"m"'
+    for line in (head + b"}", head + b',"service":"real"}', head + b',"labels":{"service":"a-label"}}',
+                 b'{"labels":{"service":"a-label"},"timestamp":5,"service":"later","level":"","message":"m"}'):
+        assert idx.note(line) is False
+    assert set(idx.seen) == {"seen", "real", "later"}

@@ -184,16 +184,21 @@ class ServiceIndex:
     seen: dict[str, int] = field(default_factory=dict)
 
     def note(self, line: bytes) -> bool:
-        i = line.find(b'"service":"')
-        if i < 0:
-            return False
-        j = line.find(b'","level":', i + 11)
-        raw = line[i + 11:j] if j > 0 else b""
-        if not raw:
-            return False
-        try:
-            name = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
-        except (orjson.JSONDecodeError, UnicodeDecodeError):
+        if line.count(b'"service":') == 1:  # the common case: read in place
+            i = line.find(b'"service":"')
+            j = line.find(b'","level":', i + 11) if i >= 0 else -1
+            raw = line[i + 11:j] if j > 0 else b""
+            try:
+                name = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+            except (orjson.JSONDecodeError, UnicodeDecodeError):
+                return False
+        else:  # a repeated service key, or a label named service: as a decoder reads it (the last)
+            try:
+                value = orjson.loads(line).get("service")
+            except (orjson.JSONDecodeError, AttributeError):
+                return False
+            name = value if isinstance(value, str) else ""
+        if not name:
             return False
         if len(self.seen) >= MAX_SERVICES and name not in self.seen:
             return False
