@@ -1,7 +1,8 @@
 """The storage worker process: one DEALER per router, and the storage engine of its partitions.
 
-Each loop turn drains every message that is ready, stages all produce batches, commits each
-touched partition once (one write + one fsync: group commit, ``turn.py``), and only then sends the ACKs.
+Each loop turn drains every message that is ready, stages all produce batches (``intake.py``),
+commits each touched partition once (one write + one fsync: group commit, ``turn.py``), and only
+then sends the ACKs.
 Reads are served after the commit, from committed data, each bounded by a byte budget so that a
 long scan never stalls ingestion for long.
 
@@ -11,7 +12,7 @@ Invariants:
 - The worker is the single writer and offset sequencer of each partition it owns; it refuses
   partitions it does not own (NOT_OWNER) rather than guess.
 - Malformed input from any peer is counted and NACKed (or dropped when nobody can be answered);
-  it never raises out of the loop.
+  it never raises out of the loop (``intake.py`` for messages, here for reads).
 - A heartbeat to every router carries the full READY claim, so a restarted router learns the
   owners from the next heartbeat without any handshake.
 - Replicated, the worker also connects to every router registered in etcd (``routers/``) that
@@ -22,7 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -33,17 +33,16 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zlog.config import Config
-from zlog.ingest.records import Limits, RecordError
-from zlog.ingest.stored import check_batch
+from zlog.ingest.records import Limits
 from zlog.ops.metrics import WorkerMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
 from zlog.protocol import bodies, wire
-from zlog.protocol.sockets import send_frames
 from zlog.protocol.wire import Command
 from zlog.security.curve import client_curve
-from zlog.storage import AppendResult, PartitionLog, ProducerBatch
-from zlog.storage.errors import InvalidRecord, OutOfOrderSequence, RecordTooLarge, StorageError
+from zlog.storage import PartitionLog
+from zlog.storage.errors import StorageError
 from zlog.tenants.quotas import LimitsOf
+from zlog.worker.intake import Intake, tenant_key
 from zlog.worker.sealing import SealRunner
 from zlog.worker.tenant_logs import TenantLogs, room_for_tenants
 from zlog.worker.turn import Pending, Reply, commit_turn, reply_frames
@@ -62,7 +61,7 @@ def partition_dir(data_dir: Path, partition: int) -> Path:
     return data_dir / str(partition)
 
 
-class StorageWorker:
+class StorageWorker(Intake):
     def __init__(self, cfg: Config, worker_id: int, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.cfg = cfg
         self.worker_id = worker_id
@@ -133,132 +132,7 @@ class StorageWorker:
         s.connect(endpoint)
         return s
 
-    # -- replies --------------------------------------------------------------------------
-
-    def _send(self, sock: zmq.Socket[bytes], reply_to: bytes, frames: list[bytes]) -> None:
-        try:
-            send_frames(sock, [reply_to, *frames])
-        except zmq.ZMQError:
-            # The router's queue is full or it is gone: the producer's deadline and retry cover it.
-            self.metrics.errors.labels(kind="reply_dropped").inc()
-
-    def _nack(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, code: str, message: str,
-              *, retry: bool, partition: int | None = None) -> None:
-        self.metrics.errors.labels(kind=code).inc()
-        if not reply_to:
-            return  # nobody to answer
-        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition)
-        frames[2] = rid
-        self._send(sock, reply_to, frames)
-
-    # -- intake ---------------------------------------------------------------------------
-
-    def on_message(self, sock: zmq.Socket[bytes], frames: list[bytes], pending: list[Pending],
-                   replies: list[Reply]) -> None:
-        # A 7th frame is the router's word that the producer's CURVE key writes as that tenant.
-        bound: str | None = None
-        if len(frames) == 7:
-            bound = frames.pop().decode("ascii", "replace")
-        if len(frames) != 6:
-            self.metrics.errors.labels(kind="malformed").inc()
-            return
-        reply_to = frames[0]
-        try:
-            msg = wire.decode(frames[1:])
-        except wire.MalformedFrame as exc:
-            rid = wire.echo_id(frames[3])
-            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False)
-            return
-        cmd = msg.command
-        if cmd is Command.PRODUCE:
-            self._produce(sock, reply_to, frames[3], msg, pending, replies, bound)
-        elif bound is not None:
-            self._nack(sock, reply_to, frames[3], "FORBIDDEN", "a producer key may only produce", retry=False)
-        elif cmd in (Command.FETCH, Command.SEARCH, Command.STATS):
-            self._reads.append((sock, reply_to, msg))
-        elif cmd is Command.HEARTBEAT or cmd is Command.DISCONNECT:
-            pass  # any traffic from the router is liveness; a router DISCONNECT needs nothing
-        else:
-            self._nack(sock, reply_to, frames[3], "BAD_COMMAND", f"a worker does not take {cmd.name}",
-                       retry=False)
-
-    def _produce(self, sock: zmq.Socket[bytes], reply_to: bytes, rid: bytes, msg: wire.Message,
-                 pending: list[Pending], replies: list[Reply], bound: str | None = None) -> None:
-        try:
-            obj = wire.unpack_body(msg.body)
-            multi = "batches" in obj
-            if multi:
-                batches: list[tuple[int | None, bodies.ProduceBody]] = list(bodies.parse_multi_produce(obj))
-            else:
-                batches = [(msg.partition, bodies.produce_from(obj))]
-        except wire.MalformedFrame as exc:
-            self._nack(sock, reply_to, rid, exc.code, str(exc), retry=False, partition=msg.partition)
-            return
-        reply = Reply(sock, reply_to, rid, multi, [None] * len(batches), "leader" if obj.get("acks") == "leader" else "all",
-                      [None] * len(batches))
-        replies.append(reply)
-        for i, (p, body) in enumerate(batches):
-            if bound is not None:
-                if body.tenant not in (None, bound):
-                    reply.results[i] = bodies.Nack("FORBIDDEN", f"this producer's key writes only as tenant {bound}",
-                                                   False, p)
-                    self.metrics.errors.labels(kind="FORBIDDEN").inc()
-                    continue
-                body = dataclasses.replace(body, tenant=bound)
-            outcome = self._append(p, body, reply.acks)
-            if isinstance(outcome, bodies.Nack):
-                self.metrics.errors.labels(kind=outcome.code).inc()
-                reply.results[i] = outcome
-            else:
-                reply.tenants[i] = tenant_key(body.tenant, self.default_tenant)
-                pending.append(Pending(reply, i, outcome[0], outcome[1], reply.tenants[i]))
-
-    def _append(self, p: int | None, body: bodies.ProduceBody, acks: str = "all") -> bodies.Nack | tuple[int, AppendResult]:
-        """Stage one batch; a Nack says why it was refused (nothing of it is staged then)."""
-        plog = self.logs.get(p) if p is not None else None
-        if plog is None or p is None:
-            return bodies.Nack("NOT_OWNER", f"worker {self.worker_id} does not own partition {p}", True, p)
-        tenant = tenant_key(body.tenant, self.default_tenant)
-        if self.repl is not None:  # every tenant's partition p is led where p is (replication.logset)
-            refused = self.repl.check_produce(p, acks)
-            if refused is not None:
-                return refused
-        if tenant is not None:
-            found = self.tenant_logs.for_write(tenant, p, replicated=self.repl is not None)
-            if isinstance(found, bodies.Nack):
-                return found
-            plog = found
-        producer = None if body.producer_id is None else ProducerBatch(body.producer_id, body.sequence or 0)
-        try:
-            # Whoever sent it: nothing of a batch is stored unless every record keeps the record
-            # rules and the blob the stored form (one check of both, whose result the engine takes).
-            batch = check_batch(body.data, self.limits)
-            if isinstance(batch, RecordError):
-                return bodies.Nack("INVALID_RECORD", f"record {batch.index}: {batch.field or 'record'}: "
-                                                     f"{batch.problem}; nothing of the batch was stored", False, p)
-            over = self._over_quota(tenant, p, plog, len(body.data))
-            return over if over is not None else (p, plog.append_data(batch, body.max_timestamp, producer))
-        except RecordTooLarge as exc:
-            return bodies.Nack("RECORD_TOO_LARGE", str(exc), False, p)
-        except InvalidRecord as exc:
-            return bodies.Nack("INVALID_RECORD", str(exc), False, p)
-        except OutOfOrderSequence as exc:
-            return bodies.Nack("OUT_OF_ORDER_SEQUENCE", str(exc), True, p)
-
-    def _over_quota(self, tenant: str | None, p: int, plog: PartitionLog, size: int) -> bodies.Nack | None:
-        """The refusal of a batch of ``size`` bytes that would take the partition over its tenant's
-        storage quota; otherwise None, and the bytes count as staged this turn."""
-        quota = self.limits_of(tenant or self.default_tenant).max_partition_bytes
-        if not quota:
-            return None
-        # Stored bytes, plus what this turn already staged for the partition, plus this batch.
-        used = plog.size_bytes + self._turn_bytes.get((tenant, p), 0)
-        if used + size > quota:
-            return bodies.Nack("QUOTA_EXCEEDED", f"tenant {tenant or self.default_tenant!r}: partition {p} "
-                               f"would exceed its storage quota of {quota} bytes; nothing of the batch was stored",
-                               False, p)
-        self._turn_bytes[(tenant, p)] = used - plog.size_bytes + size
-        return None
+    # -- the turn -----------------------------------------------------------------------
 
     def commit(self, pending: list[Pending]) -> None:
         self._turn_bytes.clear()
@@ -487,11 +361,6 @@ def tick_ms(cfg: Config, *, replicated: bool) -> int:
     if cfg.storage.fsync.mode == "interval":
         tick = min(tick, cfg.storage.fsync.interval_ms)
     return max(tick, 1)
-
-
-def tenant_key(tenant: str | None, default: str) -> str | None:
-    """A batch's or read's tenant as the worker keys it: None for the default tenant."""
-    return None if tenant is None or tenant == default else tenant
 
 
 def run(cfg: Config, worker_id: int) -> int:
