@@ -15,6 +15,9 @@ Invariants checked:
   epoch cache holds an epoch after the cut; it catches up by fetching until every partition's ISR holds all
   three workers and the .jsonl segments are byte-identical across hosts.
 Figures printed: per partition, cut -> first acknowledged (200) write sent after the cut.
+Nothing waits a fixed time before the cut: it comes once every writer has been acknowledged,
+and the writers go on until told to stop, so a loaded machine that starts them late shifts
+the whole run instead of ending the writes before leadership moved.
 """
 
 from __future__ import annotations
