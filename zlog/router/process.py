@@ -2,7 +2,7 @@
 
 It holds no data and no per-record state. It resolves a message's route (an explicit partition,
 or FNV-1a of a key) to the partition's live owner, forwards the frames untouched with the
-producer's identity prepended, and passes the worker's reply back by that identity.
+producer's identity prepended (``front.py``), and passes the worker's reply back by that identity.
 
 Invariants:
 - Bodies are never decoded or re-encoded here (only METADATA, ADMIT and READY/heartbeat bodies are).
@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import os
 import signal
-import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -36,10 +35,11 @@ import zmq
 from zlog.config import Config, ConfigError
 from zlog.ops.metrics import RouterMetrics, serve
 from zlog.ops.runtime import freeze_startup_garbage, on_stop_signals, tune_malloc
-from zlog.protocol import bodies, errors, wire
+from zlog.protocol import bodies, wire
 from zlog.protocol.hashing import Partitioner
 from zlog.protocol.sockets import send_frames
 from zlog.protocol.wire import Command
+from zlog.router.front import Front, now_ms
 from zlog.router.native import NativeCharges
 from zlog.router.routing import RoutingTable
 from zlog.security.curve import Authenticator, check_bind, keys_dir, serve_curve
@@ -53,17 +53,11 @@ if TYPE_CHECKING:  # replication code is loaded only when R > 1
 log = logging.getLogger("zlog.router")
 
 DRAIN_PER_TURN = 2048
-_REQUESTS = (Command.PRODUCE, Command.FETCH, Command.SEARCH, Command.STATS)
-_READS = (Command.FETCH, Command.SEARCH, Command.STATS)
 _CMD_NAMES = {int(c): c.name for c in Command}
 _NACK = bytes([Command.NACK])
 
 
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
-
-
-class Router:
+class Router(Front):
     def __init__(self, cfg: Config, index: int = 0, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.cfg = cfg
         self.index = index
@@ -107,121 +101,6 @@ class Router:
         s.setsockopt(zmq.RCVHWM, self.cfg.router.hwm)
         s.bind(endpoint)
         return s
-
-    # -- front: producers -----------------------------------------------------------------
-
-    def _nack(self, sock: zmq.Socket[bytes], ident: bytes, rid: bytes, code: str, message: str,
-              *, retry: bool, partition: int | None = None, retry_after: int = 0) -> None:
-        frames = bodies.nack_frames(0, code, message, retry=retry, partition=partition, retry_after=retry_after)
-        frames[2] = rid
-        self._count("errors", code)
-        try:
-            send_frames(sock, [ident, *frames])
-        except zmq.ZMQError:
-            self._count("errors", "reply_dropped")
-
-    def _count(self, kind: str, label: str) -> None:
-        key = (kind, label)
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def on_front(self, frames: list[bytes], bound: bytes | None = None) -> None:
-        """One producer message; ``bound`` is the tenant its CURVE key writes as (None: internal)."""
-        if len(frames) != 6:
-            self._count("errors", "malformed")
-            if len(frames) >= 4:
-                self._nack(self.front, frames[0], wire.echo_id(frames[3]),
-                           "BAD_FRAMES", "expected 5 frames after the identity", retry=False)
-            return
-        ident = frames[0]
-        try:
-            msg = wire.decode(frames[1:])
-        except wire.MalformedFrame as exc:
-            rid = wire.echo_id(frames[3])
-            self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
-            return
-        self._count("frames", msg.command.name)
-        if bound is not None and msg.command in _READS:
-            self._nack(self.front, ident, frames[3], "FORBIDDEN", "a producer key may not read", retry=False)
-            return
-        if msg.command in _REQUESTS:
-            partition = msg.partition
-            if partition is None:
-                if msg.key is None:
-                    self._nack(self.front, ident, frames[3], "BAD_ROUTE", "this command needs a route", retry=False)
-                    return
-                partition = self.partitioner(msg.key)
-                frames = [ident, *wire.with_route(frames[1:], partition)]
-            if partition >= self.table.partitions:
-                self._nack(self.front, ident, frames[3], "UNKNOWN_PARTITION",
-                           f"partition {partition} does not exist (0..{self.table.partitions - 1})",
-                           retry=False, partition=partition)
-                return
-            owner = self.table.owner(partition)
-            if owner is None:
-                self._nack(self.front, ident, frames[3], "NO_OWNER",
-                           f"partition {partition} has no live storage worker", retry=True, partition=partition)
-                return
-            key = (ident, frames[3])
-            if not self.table.admit(owner, key, partition):
-                self._nack(self.front, ident, frames[3], "BACKPRESSURE", "too many requests in flight",
-                           retry=True, partition=partition)
-                return
-            if bound is not None and msg.command is Command.PRODUCE:
-                refused = self.native.charge(bound, key, msg.body, time.monotonic())
-                if refused is not None:
-                    self.table.settle(owner, key)
-                    self._nack(self.front, ident, frames[3], refused.code, refused.message, partition=partition,
-                               retry=errors.kind(refused.code).retry, retry_after=refused.retry_after_s)
-                    return
-            try:
-                send_frames(self.back, [owner, *frames, bound] if bound is not None else [owner, *frames])
-            except zmq.Again:
-                self.table.settle(owner, key)
-                self.native.settle(key, stored_nothing=True)
-                self._nack(self.front, ident, frames[3], "BACKPRESSURE", "worker queue full",
-                           retry=True, partition=partition)
-            except zmq.ZMQError:  # EHOSTUNREACH: the worker's connection is gone
-                self._worker_gone(owner, "unreachable")
-                self._nack(self.front, ident, frames[3], "NO_OWNER",
-                           f"partition {partition} has no live storage worker", retry=True, partition=partition)
-        elif msg.command is Command.METADATA:
-            body = wire.pack_body(self.metadata(_now_ms()))
-            reply = wire.encode(Command.RESULT, msg.request_id, body=body)
-            try:
-                send_frames(self.front, [ident, *reply])
-            except zmq.ZMQError:
-                self._count("errors", "reply_dropped")
-        elif msg.command is Command.ADMIT:
-            self._admit(ident, frames[3], msg, bound)
-        elif msg.command is Command.HEARTBEAT:
-            try:
-                send_frames(self.front, [ident, *wire.encode(Command.HEARTBEAT, msg.request_id)])
-            except zmq.ZMQError:
-                self._count("errors", "reply_dropped")
-        else:
-            self._nack(self.front, ident, frames[3], "BAD_COMMAND",
-                       f"{msg.command.name} is not accepted from producers", retry=False)
-
-    def _admit(self, ident: bytes, rid: bytes, msg: wire.Message, bound: bytes | None) -> None:
-        try:
-            req = bodies.parse_admit(msg.body)
-        except wire.MalformedFrame as exc:
-            self._nack(self.front, ident, rid, exc.code, str(exc), retry=False)
-            return
-        if bound is not None and req.tenant.encode() != bound:
-            # A producer key bound to a tenant must not draw on (and so exhaust) another's bucket.
-            self._nack(self.front, ident, rid, "FORBIDDEN", "this producer's key acts only as its own tenant",
-                       retry=False)
-            return
-        limits = self.limits_of(req.tenant)
-        refused = self.admission.admit(req.tenant, limits, req.records, req.nbytes, req.services,
-                                       time.monotonic())
-        body = (bodies.admitted_body() if refused is None
-                else bodies.admitted_body(refused.code, refused.message, refused.retry_after_s))
-        try:
-            send_frames(self.front, [ident, *wire.encode(Command.RESULT, msg.request_id, body=body)])
-        except zmq.ZMQError:
-            self._count("errors", "reply_dropped")
 
     # -- back: workers --------------------------------------------------------------------
 
@@ -358,7 +237,7 @@ class Router:
         hb = self.cfg.router.heartbeat_ms
         while not self.stopping:
             events = dict(poller.poll(min(hb, 250)))
-            now = _now_ms()
+            now = now_ms()
             if wake is not None and wake in events and self.etcd is not None:
                 self.follow(self.etcd.take())
             # Workers first: replies free in-flight room and READYs create owners.
