@@ -1,7 +1,7 @@
 """zlog's storage engine: a Kafka-style partition log of JSON lines (files only, no sockets).
 
 ``PartitionLog`` (partition.py) is the entry point; segment.py, index.py, batches.py,
-producers.py, recovery.py, scan.py, staging.py and retention.py are its parts, each stating its invariants.
+producers.py, recovery.py, scan.py, staging.py, writer.py and retention.py are its parts, each stating its invariants.
 """
 
 from zlog.storage.partition import PartitionLog
