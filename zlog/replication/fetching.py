@@ -79,6 +79,11 @@ class Fetching:
             if f.due(now):
                 self.ask(f, now)
 
+    def next_due(self) -> float | None:
+        """The earliest time a followed log asks again by itself (a refusal's back-off ending)."""
+        times = [t for f in self.following.values() if (t := f.next_due()) is not None]
+        return min(times) if times else None
+
     def _link(self, leader: int) -> zmq.Socket[bytes] | None:
         snap = self.membership.snapshot
         info = snap.workers.get(leader) if snap else None
@@ -105,6 +110,7 @@ class Fetching:
     def ask(self, f: Following, now: float) -> None:
         sock = self._link(f.leader)
         if sock is None:
+            f.unsent(now)
             return
         self._rid += 1
         req = f.request(self._rid, self.me, self.replicas.cache(f.name).latest_epoch,
@@ -112,7 +118,7 @@ class Fetching:
         try:
             sock.send(rm.request(req), zmq.NOBLOCK)
         except zmq.ZMQError:
-            f.inflight = None
+            f.unsent(now)
 
     def on_reply(self, r: rm.Reply, now: float) -> None:
         name = r.partition  # the log's name
@@ -141,6 +147,7 @@ class Fetching:
         if r.error is not None:
             f.refused(r.error, now)
             return
+        f.answered()
         if r.kind == "epoch":
             cut = truncation_offset(cache, plog.next_offset, (r.epoch, r.end))
             if cut < plog.next_offset:

@@ -202,6 +202,11 @@ class ReplicaManager:
             self.worker.heartbeat()
         self.fetching.due(now)
 
+    def next_due(self) -> float | None:
+        """When the worker's loop should call ``tick`` again at the latest, on ``_ms``'s clock
+        (None: the loop's own tick is soon enough)."""
+        return self.fetching.next_due()
+
     def _reconcile(self, now: float) -> None:
         snap = self.membership.snapshot
         if snap is None:

@@ -336,6 +336,8 @@ class StorageWorker(Intake):
                 # a count query catches its rollups up by itself (worker/counting.py).
                 if now - last_message >= tick and not self.idle():
                     due = now + min(tick, IDLE_RECOUNT_MS)  # behind: the next slice soon
+                if self.repl is not None and (retry := self.repl.next_due()) is not None:
+                    due = min(due, max(retry, now + 1))  # a follower's back-off ends before the tick
         self.shutdown()
 
     def shutdown(self) -> None:
