@@ -42,6 +42,7 @@ from zlog.security.curve import client_curve
 from zlog.storage import PartitionLog
 from zlog.storage.errors import StorageError
 from zlog.tenants.quotas import LimitsOf
+from zlog.worker.duties import Duties
 from zlog.worker.intake import Intake, tenant_key
 from zlog.worker.sealing import SealRunner
 from zlog.worker.tenant_logs import TenantLogs, room_for_tenants
@@ -53,15 +54,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("zlog.worker")
 
 DRAIN_PER_TURN = 4096
-IDLE_ROLLUP_BYTES = 1024 * 1024
-IDLE_RECOUNT_MS = 100  # a quiet worker behind on its rollups counts IDLE_ROLLUP_BYTES this often
+IDLE_RECOUNT_MS = 100  # a quiet worker behind on its rollups counts duties.IDLE_ROLLUP_BYTES this often
 
 
 def partition_dir(data_dir: Path, partition: int) -> Path:
     return data_dir / str(partition)
 
 
-class StorageWorker(Intake):
+class StorageWorker(Intake, Duties):
     def __init__(self, cfg: Config, worker_id: int, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.cfg = cfg
         self.worker_id = worker_id
@@ -185,94 +185,7 @@ class StorageWorker(Intake):
                 continue
             self._send(sock, reply_to, wire.encode(Command.RESULT, msg.request_id, partition=p, body=body))
 
-    # -- housekeeping ---------------------------------------------------------------------
-
-    def _ready(self, partitions: tuple[int, ...]) -> bodies.Ready:
-        c = self.cfg.cluster
-        return bodies.Ready(self.worker_id, partitions, c.node_id, os.getpid(),
-                            self.cfg.worker_metrics_port(self.worker_id), c.host)
-
-    def heartbeat(self, command: Command = Command.HEARTBEAT) -> None:
-        body = self.ready_body
-        if self.repl is not None:  # claim only the partitions this worker leads now
-            body = bodies.ready_body(self._ready(self.repl.led()))
-        frames = wire.encode(command, 0, body=body)
-        for s in self.sockets:
-            self._send(s, b"", frames)
-
-    def housekeeping(self, now_ms: float) -> None:
-        if now_ms - self._last_heartbeat >= self.cfg.router.heartbeat_ms:
-            self._last_heartbeat = now_ms
-            if self.repl is not None:
-                self.join_routers()
-            self.heartbeat()
-            self.refresh_gauges()
-        for _, _, plog in self.all_logs():
-            plog.tick()
-        if self.repl is not None:
-            self.repl.tick()
-        self.sealer.tick()
-        if now_ms - self._last_retention >= self.retention_every_ms:
-            self._last_retention = now_ms
-            self.enforce_retention()
-
-    def join_routers(self) -> None:
-        """Connect to the routers etcd lists that this worker is not connected to yet."""
-        assert self.repl is not None
-        snap = self.repl.membership.snapshot
-        if snap is None:
-            return
-        for r in sorted(snap.routers.values(), key=lambda r: r.id):
-            if r.back in self._backs:
-                continue
-            s = self._connect(r.back)
-            self._backs.add(r.back)
-            self.sockets.append(s)
-            self._routers.add(s)
-            if self._poller is not None:
-                self._poller.register(s, zmq.POLLIN)
-            log.info("connected to a router registered in etcd", extra={"router": r.id, "back": r.back})
-
-    def enforce_retention(self) -> None:
-        """Each tenant's partitions by that tenant's own retention (``tenant_logs.storage_of``)."""
-        for tenant, p, plog in self.all_logs():
-            if self.sealer.busy((tenant, p)):
-                continue  # not under the seal process's feet; next time
-            deleted = plog.enforce_retention()
-            if deleted:
-                log.info("retention deleted segments", extra={"tenant": tenant, "partition": p, "segments": deleted})
-
-    def idle(self) -> bool:
-        """A quiet worker: count a little of what the rollups have not seen yet
-        (zlog.storage.rollup), so that volume queries find them caught up; True once they are.
-        Only leaders answer counts: a partition this worker follows is counted once it leads it
-        (or is asked)."""
-        for tenant, p, plog in self.all_logs():
-            if self.repl is not None and self.repl.follows(tenant_key(tenant, self.default_tenant), p):
-                continue
-            if not plog.rollup.catch_up(plog.segments, IDLE_ROLLUP_BYTES):
-                return False  # one partition's budget per idle turn keeps the next message waiting little
-        return True
-
-    def refresh_gauges(self) -> None:
-        m = self.metrics
-        for p, plog in self.logs.items():
-            label = str(p)
-            m.disk_bytes.labels(partition=label).set(plog.stored_bytes)
-            m.segments.labels(partition=label).set(plog.segment_count)
-            m.highest_offset.labels(partition=label).set(plog.next_offset - 1)
-            m.lowest_offset.labels(partition=label).set(plog.lowest_offset)
-        usage: dict[str, list[int]] = {}  # per tenant: bytes, segments, records kept
-        for tenant, _, plog in self.all_logs():
-            u = usage.setdefault(tenant, [0, 0, 0])
-            u[0] += plog.size_bytes
-            u[1] += plog.segment_count
-            u[2] += plog.next_offset - plog.lowest_offset
-        for tenant, (nbytes, segments, records) in usage.items():
-            m.tenant_usage(tenant, nbytes, segments, records)
-        if self.repl is not None:
-            self.repl.gauges()
-        self.sealer.refresh()
+    # -- the loop -----------------------------------------------------------------------
 
     def drain(self, socks: list[zmq.Socket[bytes]]) -> None:
         pending: list[Pending] = []
