@@ -3,7 +3,10 @@
 Invariants:
 - A batch is retried with the same (producer id, sequence); it is re-sequenced only when the
   worker refused it as out of order (provably not stored) after its partition moved to a new
-  producer id.
+  producer id, and no earlier attempt of it may still arrive (none ended ``IN_FLIGHT_ERRORS``:
+  a copy queued at a worker would be stored under the old identity once its predecessor is, and
+  the re-sequenced copy too). Such a batch fails with the gap instead: its outcome is unknown,
+  as after a timeout (the gateway's WAL then holds it behind its predecessor).
 - Never past the batch's deadline: no attempt starts after it, and a back-off that would end
   after it returns the last named error instead of turning it into a TIMEOUT.
 - A refusal that names a wait (``OverLimit``: the tenant's rate, TENANT_RATE_LIMITED) is retried
@@ -27,6 +30,8 @@ from zlog.protocol.errors import OverLimit, Timeout, ZlogError
 
 # Failures that say the producer's map of partition owners may be stale.
 OWNERSHIP_ERRORS = frozenset(("NO_OWNER", "NOT_OWNER", "WORKER_LOST"))
+# Failures after which the attempt's PRODUCE may still reach a worker and be stored.
+IN_FLIGHT_ERRORS = frozenset(("WORKER_LOST", "ROUTER_LOST"))
 RETRY_BASE_S = 0.025
 RETRY_CAP_S = 1.0
 # backoff(partition, delay) -> True when it was cut short by a new leader of the partition.
@@ -44,6 +49,7 @@ async def exchange(sender: Sender, b: Batch, st: PartitionState | None, backoff:
     limited: OverLimit | None = None  # the tenant's rate kept this batch (or one before it) out
     route_socket = b.partition
     pending = first
+    may_arrive = False  # an earlier attempt may still reach a worker (its outcome is unknown)
     while True:
         if pending is not None:
             outcome: Outcome = pending
@@ -65,17 +71,21 @@ async def exchange(sender: Sender, b: Batch, st: PartitionState | None, backoff:
         elif (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and st.limited is not None
               and time.monotonic() - st.limited_at < delivery_timeout_s):
             limited = st.limited  # it overtook a batch the tenant's rate refused
+        may_arrive = may_arrive or error.code in IN_FLIGHT_ERRORS
         if error.code in OWNERSHIP_ERRORS:
             sender.refresh_owners()
         if not error.retry or error.code in b.fail_fast:
             return -1, _cause(limited, error)
         if (error.code == "OUT_OF_ORDER_SEQUENCE" and st is not None and b.producer_id
-                and b.producer_id != st.producer_id and (st.confirmed or not st.probing)):
-            # Provably not stored (the worker refused the gap), and the partition has moved to
-            # a new producer id after an earlier failure: re-sequence and send again at once,
-            # unless the new id still has its one unconfirmed batch in flight (then back off).
-            st.assign(b)
-            continue
+                and b.producer_id != st.producer_id):
+            if may_arrive:  # an old copy may still be stored: sending a new one could store twice
+                return -1, _cause(limited, error)
+            if st.confirmed or not st.probing:
+                # Provably not stored (the worker refused the gap), and the partition has moved
+                # to a new producer id after an earlier failure: re-sequence and send again at once.
+                st.assign(b)
+                continue
+            # (else the new id still has its one unconfirmed batch in flight: back off below)
         attempt += 1
         if isinstance(error, OverLimit):
             # The tenant's rate (docs/tenants.md): wait what the router says, spread so that the
