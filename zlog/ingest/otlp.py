@@ -144,15 +144,35 @@ def attributes(kvs: Any) -> dict[str, str]:
     return {kv.key: as_text(kv.value) for kv in kvs}
 
 
+def resource_group(res: dict[str, str]) -> tuple[str, LabelGroup]:
+    """A resource's service (``service.name``) and the label group of its records."""
+    labels = dict(res)
+    labels.setdefault("source", SOURCE)
+    return res.get("service.name") or UNKNOWN_SERVICE, LabelGroup(labels)
+
+
+def record_meta(meta: dict[str, str], trace: bytes, span: bytes, scope_name: str, scope_version: str,
+                event: str) -> dict[str, str] | None:
+    """A log record's metadata: its attributes (``meta``, extended in place) and the fields kept
+    beside them, in one order whichever mapping path read the record."""
+    if trace:
+        meta["trace_id"] = trace.hex()
+    if span:
+        meta["span_id"] = span.hex()
+    if scope_name:
+        meta["scope_name"] = scope_name
+    if scope_version:
+        meta["scope_version"] = scope_version
+    if event:
+        meta["event_name"] = event
+    return meta or None
+
+
 def to_records(req: Any, received_ns: int) -> Mapped:
     out = Mapped()
     from_number, from_text = levels.from_otlp_number, levels.from_text
     for rl in req.resource_logs:
-        res = attributes(rl.resource.attributes)
-        service = res.get("service.name") or UNKNOWN_SERVICE
-        labels = dict(res)
-        labels.setdefault("source", SOURCE)
-        group = LabelGroup(labels)
+        service, group = resource_group(attributes(rl.resource.attributes))
         append = group.entries.append
         for sl in rl.scope_logs:
             scope_name, scope_version = sl.scope.name, sl.scope.version
@@ -171,17 +191,8 @@ def to_records(req: Any, received_ns: int) -> Mapped:
                     continue
                 ts = lr.time_unix_nano or lr.observed_time_unix_nano or received_ns
                 meta = attributes(lr.attributes) if len(lr.attributes) else {}
-                if lr.trace_id:
-                    meta["trace_id"] = lr.trace_id.hex()
-                if lr.span_id:
-                    meta["span_id"] = lr.span_id.hex()
-                if scope_name:
-                    meta["scope_name"] = scope_name
-                if scope_version:
-                    meta["scope_version"] = scope_version
-                if lr.event_name:
-                    meta["event_name"] = lr.event_name
-                append((ts // 1_000_000, service, level, message, meta or None))
+                append((ts // 1_000_000, service, level, message,
+                        record_meta(meta, lr.trace_id, lr.span_id, scope_name, scope_version, lr.event_name)))
         if group.entries:
             out.groups.append(group)
     return out

@@ -24,9 +24,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from zlog.ingest import levels
-from zlog.ingest.otlp import SOURCE, UNKNOWN_SERVICE, Mapped
+from zlog.ingest.otlp import Mapped, record_meta, resource_group
 from zlog.ingest.protowire import ProtoError, read_varint
-from zlog.ingest.streams import LabelGroup
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -113,11 +112,7 @@ def _map(req: Any, received_ns: int) -> Mapped:
     out = Mapped()
     from_number, from_text = levels.from_otlp_number, levels.from_text
     for rl in req.resource_logs:
-        res = _texts(rl.resource.attributes)
-        service = res.get("service.name") or UNKNOWN_SERVICE
-        labels = dict(res)
-        labels.setdefault("source", SOURCE)
-        group = LabelGroup(labels)
+        service, group = resource_group(_texts(rl.resource.attributes))
         append = group.entries.append
         for sl in rl.scope_logs:
             scope_name, scope_version = sl.scope.name, sl.scope.version
@@ -131,19 +126,8 @@ def _map(req: Any, received_ns: int) -> Mapped:
                 ts = lr.time_unix_nano or lr.observed_time_unix_nano or received_ns
                 attributes = lr.attributes
                 meta = _texts(attributes) if attributes else {}
-                trace, span = lr.trace_id, lr.span_id
-                if trace:
-                    meta["trace_id"] = trace.hex()
-                if span:
-                    meta["span_id"] = span.hex()
-                if scope_name:
-                    meta["scope_name"] = scope_name
-                if scope_version:
-                    meta["scope_version"] = scope_version
-                event = lr.event_name
-                if event:
-                    meta["event_name"] = event
-                append((ts // 1_000_000, service, level, message, meta or None))
+                append((ts // 1_000_000, service, level, message,
+                        record_meta(meta, lr.trace_id, lr.span_id, scope_name, scope_version, lr.event_name)))
         if group.entries:
             out.groups.append(group)
     return out
