@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
-from tests._cluster import free_port, wait_until
+from tests._cluster import Cluster, free_port, wait_until
 from zlog.replication.coordination import Coordinator
 from zlog.replication.etcd_server import command
 
@@ -49,3 +50,22 @@ class EtcdServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def fault_leader(c: Cluster, coord: Coordinator, partition: str, how: str, pause: float) -> tuple[int, float]:
+    """SIGKILL (``how = "kill"``, restarted after ``pause`` s without waiting for it) or SIGSTOP
+    (continued after ``pause`` s) the worker etcd names leader of ``partition``: (its id, when)."""
+    leader = coord.snapshot().partitions[partition][0].leader
+    assert leader is not None, f"partition {partition} has no leader"
+    name = f"storage-{leader}"
+    if how == "kill":
+        c.kill(name)
+    else:
+        c.signal(name, signal.SIGSTOP)
+    at = time.monotonic()
+    time.sleep(pause)
+    if how == "kill":
+        c.start(name, wait=False)
+    else:
+        c.signal(name, signal.SIGCONT)
+    return leader, at

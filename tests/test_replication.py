@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import Cluster, free_ports, wait_until
-from tests._etcd import EtcdServer
+from tests._etcd import EtcdServer, fault_leader
 from zlog.client import Producer
 from zlog.protocol.errors import ZlogError
 from zlog.protocol.hashing import Partitioner
@@ -107,18 +106,7 @@ def test_leaders_killed_under_acks_all_lose_nothing(tmp_path: Path) -> None:
                 # lease (a hung leader: fenced, elected away, and on SIGCONT it must not acknowledge).
                 for i, (how, pause) in enumerate((("kill", 0.3), ("kill", LEASE_MS / 1000 + 1.5),
                                                   ("stop", LEASE_MS / 1000 + 1.5))):
-                    leader = coord.snapshot().partitions["0"][0].leader
-                    assert leader is not None
-                    if how == "kill":
-                        c.kill(f"storage-{leader}")
-                    else:
-                        c.signal(f"storage-{leader}", signal.SIGSTOP)
-                    kills.append(time.monotonic())
-                    time.sleep(pause)
-                    if how == "kill":
-                        c.start(f"storage-{leader}", wait=False)
-                    else:
-                        c.signal(f"storage-{leader}", signal.SIGCONT)
+                    kills.append(fault_leader(c, coord, "0", how, pause)[1])
                     killed = kills[-1]
                     # Load goes on until partition 0 acknowledges again (bounded), then a little more.
                     deadline = killed + LEASE_MS / 1000 + 4.0

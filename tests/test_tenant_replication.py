@@ -11,7 +11,6 @@ read only its own records after the failovers; an undeclared tenant is refused.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import Cluster, free_ports, http, wait_until
-from tests._etcd import EtcdServer
+from tests._etcd import EtcdServer, fault_leader
 from tests.test_replication import data_digest, replica_lines, service_for
 from zlog.client import Producer
 from zlog.protocol.errors import ZlogError
@@ -95,18 +94,7 @@ def test_every_tenants_acknowledged_records_survive_leader_kills(tmp_path: Path)
                 # Restarted inside its lease (it reclaims with a new epoch), then after it (elected
                 # away); then stopped past its lease and continued.
                 for how, pause in (("kill", 0.3), ("kill", LEASE_MS / 1000 + 1.5), ("stop", LEASE_MS / 1000 + 1.5)):
-                    leader = coord.snapshot().partitions["0"][0].leader
-                    assert leader is not None
-                    if how == "kill":
-                        c.kill(f"storage-{leader}")
-                    else:
-                        c.signal(f"storage-{leader}", signal.SIGSTOP)
-                    kills.append(time.monotonic())
-                    time.sleep(pause)
-                    if how == "kill":
-                        c.start(f"storage-{leader}", wait=False)
-                    else:
-                        c.signal(f"storage-{leader}", signal.SIGCONT)
+                    kills.append(fault_leader(c, coord, "0", how, pause)[1])
                     deadline = kills[-1] + LEASE_MS / 1000 + 4.0
                     while time.monotonic() < deadline and not all(
                             any(t > kills[-1] for t in ack_times[x][-50:]) for x in TENANTS):
