@@ -99,15 +99,7 @@ def cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
             if fast is not None:
                 return bulkbody.answer(1, fast, bulkbody.seq_numbers(fast.services, dict.fromkeys(fast.groups, 0)))
             items = elastic.parse_bulk(bulk, "", now)
-            batches: list[LabelGroup] = []
-            for it in items:
-                rec = it.record
-                assert rec is not None
-                if not batches or batches[-1].labels["index"] != it.index:
-                    batches.append(LabelGroup(rec["labels"]))
-                batches[-1].entries.append((rec["timestamp"], rec["service"], rec["level"], rec["message"],
-                                            rec.get("metadata")))
-            encode(batches)
+            encode(elastic.label_groups(items))
             return elastic.response(1, items, list(range(len(items))))
         return run
 

@@ -29,7 +29,6 @@ from zlog.client import Share
 from zlog.gateway.context import CONTEXT
 from zlog.gateway.intake import admitted, encode_label_groups, read_body, received_now, retry_after_of, store
 from zlog.ingest import bulkbody, elastic
-from zlog.ingest.streams import LabelGroup
 from zlog.protocol.errors import ZlogError
 
 PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
@@ -123,14 +122,7 @@ async def _bulk(request: web.Request) -> web.Response:
         ctx.metrics.errors.labels(kind=exc.code).inc()
         return _failure(exc, cfg.retry_after_s)
     mapped = [it for it in items if it.record is not None]
-    batches: list[LabelGroup] = []
-    for it in mapped:  # consecutive items of one index share their labels
-        rec = it.record
-        assert rec is not None
-        if not batches or batches[-1].labels["index"] != it.index:
-            batches.append(LabelGroup(rec["labels"]))
-        batches[-1].entries.append((rec["timestamp"], rec["service"], rec["level"], rec["message"],
-                                    rec.get("metadata")))
+    batches = elastic.label_groups(mapped)
     groups, refused = encode_label_groups(request, batches, received_at=received_at)
     for bad in refused:
         it = mapped[bad.index]

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from zlog.ingest import levels
+from zlog.ingest.streams import LabelGroup
 from zlog.ingest.timestamps import parse_rfc3339
 from zlog.protocol.errors import ZlogError
 
@@ -280,3 +281,17 @@ def error_body(kind: str, reason: str, status: int) -> dict[str, Any]:
     """Elasticsearch's request-level error shape."""
     cause = {"type": kind, "reason": reason}
     return {"error": {"root_cause": [cause], **cause}, "status": status}
+
+
+def label_groups(items: list[Item]) -> list[LabelGroup]:
+    """The mapped items' records as label groups: consecutive items of one index share theirs."""
+    groups: list[LabelGroup] = []
+    for it in items:
+        rec = it.record
+        if rec is None:
+            continue
+        if not groups or groups[-1].labels["index"] != it.index:
+            groups.append(LabelGroup(rec["labels"]))
+        groups[-1].entries.append((rec["timestamp"], rec["service"], rec["level"], rec["message"],
+                                   rec.get("metadata")))
+    return groups
