@@ -54,6 +54,7 @@ class Fetching:
         self._rid = 0
         self._owed: list[str] = []  # logs written this turn
         self._refetch: list[Following] = []
+        self.retry_at: float | None = None  # when a followed log next asks by itself (see ``due``)
 
     def sockets(self) -> list[zmq.Socket[bytes]]:
         return [s for _, s in self.links.values()]
@@ -75,14 +76,16 @@ class Fetching:
             self.following.pop(name, None)
 
     def due(self, now: float) -> None:
+        """Ask every followed log that is due, and note in ``retry_at`` when the next one falls
+        due by itself (a refusal's back-off ending): the same pass, once per loop turn."""
+        retry_at: float | None = None
         for f in self.following.values():
             if f.due(now):
                 self.ask(f, now)
-
-    def next_due(self) -> float | None:
-        """The earliest time a followed log asks again by itself (a refusal's back-off ending)."""
-        times = [t for f in self.following.values() if (t := f.next_due()) is not None]
-        return min(times) if times else None
+            t = f.next_due()
+            if t is not None and (retry_at is None or t < retry_at):
+                retry_at = t
+        self.retry_at = retry_at
 
     def _link(self, leader: int) -> zmq.Socket[bytes] | None:
         snap = self.membership.snapshot

@@ -204,8 +204,8 @@ class ReplicaManager:
 
     def next_due(self) -> float | None:
         """When the worker's loop should call ``tick`` again at the latest, on ``_ms``'s clock
-        (None: the loop's own tick is soon enough)."""
-        return self.fetching.next_due()
+        (None: the loop's own tick is soon enough); noted by the last ``tick``."""
+        return self.fetching.retry_at
 
     def _reconcile(self, now: float) -> None:
         snap = self.membership.snapshot
