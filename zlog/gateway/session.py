@@ -30,17 +30,16 @@ from aiohttp import web
 from zlog.gateway.context import CONTEXT, error_response
 from zlog.protocol.errors import ZlogError
 from zlog.security import roles
-from zlog.security.verifier import Presented
+from zlog.security.verifier import Presented, parse_authorization
 
 PATH = "/v1/session"
 COOKIE = "zlog_token"
 MAX_AGE_S = 12 * 3600
-READ_METHODS = roles.READ_METHODS
 
 
 def cookie_credential(request: web.Request, mode: str) -> Presented | None:
     """The bearer token a signed-in browser's cookie carries, where a cookie may stand for one."""
-    if mode != "token" or request.method not in READ_METHODS:
+    if mode != "token" or request.method not in roles.READ_METHODS:
         return None
     value = request.cookies.get(COOKIE)
     return Presented("bearer", value) if value else None
@@ -50,7 +49,7 @@ def opens_without_credential(request: web.Request, mode: str) -> bool:
     """Requests the middleware lets through unauthenticated because of sessions."""
     if request.path == PATH and request.method == "DELETE":
         return True
-    return mode == "token" and request.method in READ_METHODS and roles.is_static(request.path)
+    return mode == "token" and request.method in roles.READ_METHODS and roles.is_static(request.path)
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -62,8 +61,9 @@ async def sign_in(request: web.Request) -> web.Response:
     body: dict[str, object] = {"mode": mode, "tenant": request.get("tenant"), "role": request.get("role")}
     resp = web.json_response(body)
     if mode == "token":
-        presented = request.headers.get("Authorization", "").partition(" ")[2].strip()
-        resp.set_cookie(COOKIE, presented, max_age=MAX_AGE_S, path="/", httponly=True, samesite="Strict",
+        presented = parse_authorization(request.headers.get("Authorization"))
+        assert presented is not None  # the auth middleware let the request through with it
+        resp.set_cookie(COOKIE, presented.value, max_age=MAX_AGE_S, path="/", httponly=True, samesite="Strict",
                         secure=ctx.is_https(request))
     return resp
 
